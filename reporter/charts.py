@@ -1,0 +1,214 @@
+"""Chart specs (pure, altair) and their rendering through vl-convert (no browser, no network).
+
+Colours: one per tool, the same in every chart and every month. Known tools
+have fixed places in Paul Tol's colour-blind-safe "muted" palette; a tool we
+have never seen gets a colour from a hash of its name, so it keeps it too.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import vl_convert
+
+from reporter.errors import RenderError
+
+# Paul Tol, "muted" qualitative scheme (colour-blind safe), then his "light" extras.
+PALETTE = (
+    "#332288",
+    "#88CCEE",
+    "#44AA99",
+    "#117733",
+    "#999933",
+    "#DDCC77",
+    "#CC6677",
+    "#882255",
+    "#AA4499",
+    "#6699CC",
+    "#EE8866",
+    "#BBCC33",
+)
+UNATTRIBUTED_COLOUR = "#BBBBBB"
+
+KNOWN_TOOLS = (
+    "AI Image Models",
+    "Video Generation",
+    "Image Upscaler",
+    "Image Editing",
+    "Audio Generation",
+    "Icon Generator",
+    "Background Remover",
+    "Asset Download",
+)
+
+FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
+
+# vl-convert's d3 locales for number and time formats, by report locale.
+VL_LOCALES: dict[str, Any] = {"en": "en-US", "es": "es-ES"}
+
+
+def tool_colour(tool: str) -> str:
+    """A tool's colour: fixed for known tools, a stable hash of the name otherwise."""
+    if tool in KNOWN_TOOLS:
+        return PALETTE[KNOWN_TOOLS.index(tool)]
+    return PALETTE[zlib.crc32(tool.encode()) % len(PALETTE)]
+
+
+def _colour_scale(tools: Sequence[str]) -> alt.Scale:
+    return alt.Scale(domain=list(tools), range=[tool_colour(t) for t in tools])
+
+
+@dataclass(frozen=True, slots=True)
+class ChartLabels:
+    """Every word a chart shows, already translated."""
+
+    daily_title: str
+    history_title: str
+    tools_title: str
+    users_title: str
+    credits: str
+    tool: str
+    day: str
+    period: str
+    user: str
+
+
+def _base(chart: alt.Chart | alt.LayerChart, title: str, width: int, height: int) -> dict[str, Any]:
+    spec: dict[str, Any] = (
+        chart.properties(title=title, width=width, height=height)
+        .configure(font=FONT, background="white")
+        .configure_title(anchor="start", fontSize=13, fontWeight="bold", color="#1f2937")
+        .configure_axis(
+            labelFontSize=10,
+            titleFontSize=10,
+            labelColor="#374151",
+            titleColor="#374151",
+            gridColor="#e5e7eb",
+            domainColor="#9ca3af",
+        )
+        .configure_legend(
+            labelFontSize=10,
+            titleFontSize=10,
+            orient="bottom",
+            columns=4,
+            labelLimit=180,
+            symbolType="square",
+        )
+        .configure_view(stroke=None)
+        .to_dict()
+    )
+    return spec
+
+
+def daily_spec(
+    daily: pd.DataFrame, tools: Sequence[str], labels: ChartLabels, *, granularity: str = "day"
+) -> dict[str, Any]:
+    """Credits per day (or month, for a year), stacked by tool."""
+    data = daily.assign(date=daily["date"].dt.strftime("%Y-%m-%d"))
+    time_unit: Any = "yearmonthdate" if granularity == "day" else "yearmonth"
+    axis_format = "%d" if granularity == "day" else "%b"
+    chart = (
+        alt.Chart(data)
+        .mark_bar(width={"band": 0.85})
+        .encode(
+            x=alt.X(
+                "date:O",
+                timeUnit=time_unit,
+                title=labels.day,
+                axis=alt.Axis(format=axis_format, labelAngle=0, labelOverlap=True),
+            ),
+            y=alt.Y("sum(credits):Q", title=labels.credits, axis=alt.Axis(format=",.0f")),
+            color=alt.Color("tool:N", title=None, scale=_colour_scale(tools), sort=list(tools)),
+            order=alt.Order("tool_rank:Q"),
+        )
+        .transform_calculate(tool_rank=f"indexof({json.dumps(list(tools))}, datum.tool)")
+    )
+    return _base(chart, labels.daily_title, 500, 170)
+
+
+def history_spec(
+    history: pd.DataFrame,
+    tools: Sequence[str],
+    periods: Sequence[str],
+    period_labels: Sequence[str],
+    labels: ChartLabels,
+) -> dict[str, Any]:
+    """Credits per period for the history, stacked by tool; the report's period last."""
+    names = dict(zip(periods, period_labels, strict=True))
+    data = history.assign(label=history["period"].map(names))
+    chart = (
+        alt.Chart(data)
+        .mark_bar(width={"band": 0.7})
+        .encode(
+            x=alt.X("label:N", sort=list(period_labels), title=None, axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("sum(credits):Q", title=labels.credits, axis=alt.Axis(format=",.0f")),
+            color=alt.Color("tool:N", title=None, scale=_colour_scale(tools), sort=list(tools)),
+            order=alt.Order("tool_rank:Q"),
+        )
+        .transform_calculate(tool_rank=f"indexof({json.dumps(list(tools))}, datum.tool)")
+    )
+    return _base(chart, labels.history_title, 500, 170)
+
+
+def tools_spec(
+    tools_table: pd.DataFrame, tools: Sequence[str], labels: ChartLabels
+) -> dict[str, Any]:
+    """Credits per tool, largest first, in each tool's own colour."""
+    data = tools_table[["key", "credits"]].rename(columns={"key": "tool"})
+    bars = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("tool:N", sort="-x", title=None, axis=alt.Axis(labelLimit=170)),
+            x=alt.X("credits:Q", title=labels.credits, axis=alt.Axis(format=",.0f")),
+            color=alt.Color("tool:N", scale=_colour_scale(tools), legend=None),
+        )
+    )
+    return _base(bars, labels.tools_title, 330, max(60, 20 * len(data)))
+
+
+def users_spec(users_table: pd.DataFrame, labels: ChartLabels) -> dict[str, Any]:
+    """Credits of the top users (named users only), largest first."""
+    data = users_table[["key", "credits"]].rename(columns={"key": "user"})
+    bars = (
+        alt.Chart(data)
+        .mark_bar(color="#332288")
+        .encode(
+            y=alt.Y("user:N", sort="-x", title=None, axis=alt.Axis(labelLimit=200)),
+            x=alt.X("credits:Q", title=labels.credits, axis=alt.Axis(format=",.0f")),
+        )
+    )
+    return _base(bars, labels.users_title, 300, max(60, 18 * len(data)))
+
+
+def render_svg(spec: dict[str, Any], locale: str) -> str:
+    """SVG markup for the PDF (vector, selectable text)."""
+    try:
+        svg: str = vl_convert.vegalite_to_svg(
+            spec,
+            format_locale=VL_LOCALES.get(locale, "en-US"),
+            time_format_locale=VL_LOCALES.get(locale, "en-US"),
+        )
+    except Exception as exc:  # vl-convert raises plain ValueError/RuntimeError
+        raise RenderError(f"could not draw a chart: {exc}") from exc
+    return svg
+
+
+def render_png(spec: dict[str, Any], locale: str, *, scale: float = 2.0) -> bytes:
+    """PNG bytes for the email, where SVG is not displayed by most clients."""
+    try:
+        png: bytes = vl_convert.vegalite_to_png(
+            spec,
+            scale=scale,
+            format_locale=VL_LOCALES.get(locale, "en-US"),
+            time_format_locale=VL_LOCALES.get(locale, "en-US"),
+        )
+    except Exception as exc:
+        raise RenderError(f"could not draw a chart: {exc}") from exc
+    return png

@@ -1,0 +1,447 @@
+"""The ``reporter`` command line: the only place errors become exit statuses.
+
+Exit status: 0 every report delivered (or already had been); 1 some reports
+failed (the others were still delivered); 2 bad usage, config or environment,
+or a rejected API key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reporter import __version__
+from reporter.config import Config, ReportConfig, load_config
+from reporter.environment import api_settings, smtp_settings
+from reporter.errors import ReporterError, UsageError
+from reporter.jobs import Outcome, RunOptions, run
+from reporter.ledger import Ledger
+from reporter.magnific import ENDPOINT, MagnificClient, RetryPolicy
+from reporter.periods import Period, last_complete_month, parse_period
+from reporter.render import default_templates_dir
+
+log = logging.getLogger("reporter")
+
+DEFAULT_STATE = Path(".reporter/state.sqlite3")
+
+
+class _Cli(click.Group):
+    """Turns ``ReporterError`` into ``Error: ...`` plus a hint, and the right exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ReporterError as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"Hint: {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo(
+                "Interrupted; delivered reports are recorded and will not be sent again.", err=True
+            )
+            ctx.exit(130)
+
+
+class _Redact(logging.Filter):
+    """Defence in depth: no log line may carry a secret, whatever code wrote it."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "[redacted]")
+            record.msg, record.args = message, None
+        return True
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(
+        _Redact([os.environ.get(n, "") for n in ("MAGNIFIC_API_KEY", "SMTP_PASSWORD")])
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("reporter").setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("fontTools", "weasyprint"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reporter")
+def cli() -> None:
+    """Magnific API credit usage as PDF reports in each manager's inbox.
+
+    \b
+    Example:
+        reporter run --config config/example.toml --period 2026-10
+    """
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _resolve_period(text: str | None, now: dt.datetime) -> Period:
+    return parse_period(text, today=now.date()) if text else last_complete_month(now.date())
+
+
+def _select(config: Config, names: Sequence[str], source: str) -> list[ReportConfig]:
+    if not names:
+        return list(config.reports)
+    known = {r.name for r in config.reports}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(
+            f"no report named {', '.join(map(repr, unknown))} in {source}",
+            hint=f"reports in the config: {', '.join(sorted(known))}",
+        )
+    return [config.report(n) for n in dict.fromkeys(names)]
+
+
+def _templates(path: Path | None) -> Path:
+    if path is None:
+        return default_templates_dir()
+    if not (path / "report.html.j2").is_file():
+        raise UsageError(
+            f"--templates {path} has no report.html.j2",
+            hint="copy the package's templates/ directory and point --templates at the copy",
+        )
+    return path
+
+
+def _summary(outcomes: Sequence[Outcome], period: Period) -> str:
+    labels = {
+        "delivered": "delivered",
+        "already_delivered": "already delivered",
+        "written": "written",
+        "failed": "FAILED",
+        "partial": "PARTLY FAILED",
+    }
+    rows = [
+        (
+            o.report,
+            f"{o.credits:,.0f}" if o.credits is not None else "-",
+            labels.get(o.status, o.status),
+            o.detail,
+        )
+        for o in outcomes
+    ]
+    widths = [
+        max(len(r[i]) for r in [("report", "credits", "status", ""), *rows]) for i in range(3)
+    ]
+    lines = [f"Period {period.key}:"]
+    for name, credits, status, detail in rows:
+        lines.append(
+            f"  {name:<{widths[0]}}  {credits:>{widths[1]}}  {status:<{widths[2]}}"
+            f"  {detail}".rstrip()
+        )
+    failed = [o for o in outcomes if not o.ok]
+    lines.append(
+        f"{len(outcomes) - len(failed)} of {len(outcomes)} report(s) OK"
+        + (
+            f"; {len(failed)} failed: run again to retry them (delivered ones are not resent)"
+            if failed
+            else ""
+        )
+    )
+    return "\n".join(lines)
+
+
+@cli.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="TOML config with [email] and [[reports]].",
+)
+@click.option(
+    "--period", help="2026-10 (month), 2026-W43, 2026-Q3 or 2026. Default: last complete month."
+)
+@click.option(
+    "--report",
+    "report_names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this report (repeatable). Default: all.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Where PDFs, CSVs and .eml files are written.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Delivery ledger (SQLite).",
+)
+@click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending.")
+@click.option("--force", is_flag=True, help="Send again even if already delivered.")
+@click.option(
+    "--templates",
+    "templates_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A customised copy of the templates directory.",
+)
+@click.option(
+    "--pdf-variant",
+    type=click.Choice(["pdf/ua-1", "pdf/a-3b"]),
+    help="Accessible PDF/UA-1 (default) or archival PDF/A-3b with the CSV embedded.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(1, 32),
+    default=4,
+    show_default=True,
+    help="API requests in flight at once.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every API request (key redacted).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+def run_command(
+    config_path: Path,
+    period: str | None,
+    report_names: tuple[str, ...],
+    out_dir: Path,
+    state_path: Path,
+    dry_run: bool,
+    force: bool,
+    templates_dir: Path | None,
+    pdf_variant: str | None,
+    max_in_flight: int,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Fetch usage, build each report's PDF and email it to the report's owners.
+
+    Reads MAGNIFIC_API_KEY (and MAGNIFIC_API_BASE_URL) and, unless --dry-run,
+    SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD and SMTP_SECURITY.
+
+    \b
+    Example:
+        reporter run --config config/example.toml --period 2026-10 --dry-run
+    """
+    _setup_logging(verbose, quiet)
+    now = _now()
+    config = load_config(config_path)
+    selected = _select(config, report_names, str(config_path))
+    the_period = _resolve_period(period, now)
+    templates = _templates(templates_dir)
+    api = api_settings(os.environ)
+    sender = None
+    if not dry_run:
+        from reporter.mail import SmtpSender
+
+        sender = SmtpSender(smtp_settings(os.environ))
+    options = RunOptions(
+        period=the_period,
+        out_dir=out_dir,
+        templates_dir=templates,
+        now=now,
+        dry_run=dry_run,
+        force=force,
+        pdf_variant=pdf_variant,
+        api_url=f"{api.base_url}{ENDPOINT}",
+    )
+    progress = _progress(quiet)
+    with MagnificClient(api, max_in_flight=max_in_flight) as client:
+        ledger = None if dry_run else Ledger(state_path)
+        try:
+            outcomes = run(
+                config,
+                selected,
+                options,
+                client=client,
+                sender=sender,
+                ledger=ledger,
+                progress=progress,
+                max_in_flight=max_in_flight,
+            )
+        finally:
+            if ledger is not None:
+                ledger.close()
+    click.echo(_summary(outcomes, the_period))
+    if not all(o.ok for o in outcomes):
+        sys.exit(1)
+
+
+def _progress(quiet: bool) -> Any:
+    def report(name: str, message: str) -> None:
+        if not quiet:
+            click.echo(f"{name}: {message}", err=True)
+
+    return report
+
+
+@cli.command("demo")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out/demo"),
+    show_default=True,
+    help="Where the demo's PDFs and .eml files go.",
+)
+@click.option("--period", help="Default: last complete month.")
+@click.option("-q", "--quiet", is_flag=True)
+def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
+    """The whole pipeline against the built-in stand-in API: no key, no mail server.
+
+    \b
+    Example:
+        reporter demo --out out/demo
+    """
+    from reporter.sandbox import SandboxData, SandboxServer
+
+    _setup_logging(False, quiet)
+    now = _now()
+    config_path = Path(str(files("reporter").joinpath("example.toml")))
+    config = load_config(config_path)
+    the_period = _resolve_period(period, now)
+    with SandboxServer(SandboxData(today=now.date())) as server:
+        options = RunOptions(
+            period=the_period,
+            out_dir=out_dir,
+            templates_dir=default_templates_dir(),
+            now=now,
+            dry_run=True,
+            api_url=f"{server.url}{ENDPOINT} (built-in stand-in)",
+        )
+        from pydantic import SecretStr
+
+        from reporter.environment import ApiSettings
+
+        settings = ApiSettings(key=SecretStr("demo"), base_url=server.url)
+        with MagnificClient(settings, retry=RetryPolicy(attempts=2)) as client:
+            outcomes = run(
+                config,
+                config.reports,
+                options,
+                client=client,
+                sender=None,
+                ledger=None,
+                progress=_progress(quiet),
+            )
+    click.echo(_summary(outcomes, the_period))
+    click.echo("\nFiles:")
+    for outcome in outcomes:
+        for path in outcome.files:
+            click.echo(f"  {path}")
+    if not all(o.ok for o in outcomes):
+        sys.exit(1)
+
+
+@cli.command("sandbox")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--users",
+    type=click.IntRange(1, 100_000),
+    default=48,
+    show_default=True,
+    help="Size of the synthetic team.",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--key", help="Accept only this API key (default: any non-empty key).")
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="SPEC",
+    help="Inject faults into the next requests: 503, 429:2 (Retry-After 2),"
+    " slow:1.5, truncate, invalid_json, malformed; append xN to repeat.",
+)
+def sandbox_command(
+    port: int, host: str, users: int, seed: int, key: str | None, faults: tuple[str, ...]
+) -> None:
+    """Serve the stand-in Magnific API for template work or deployment tests.
+
+    \b
+    Example:
+        reporter sandbox --port 8080 &
+        MAGNIFIC_API_BASE_URL=http://127.0.0.1:8080 MAGNIFIC_API_KEY=any \\
+          reporter run --config config/example.toml --dry-run
+    """
+    from reporter.sandbox import SandboxData, SandboxServer, parse_fault, synthetic_team
+
+    server = SandboxServer(
+        SandboxData(synthetic_team(users=users, seed=seed)), api_key=key, host=host, port=port
+    )
+    for spec in faults:
+        try:
+            server.inject(*parse_fault(spec))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    try:
+        server.start()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror}", hint="choose another --port"
+        ) from None
+    click.echo(f"Magnific stand-in API on {server.url}{ENDPOINT} ({users} users); Ctrl-C stops it.")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+@cli.command("history")
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+)
+@click.option("--period", help="Only this period, e.g. 2026-10.")
+def history_command(state_path: Path, period: str | None) -> None:
+    """Print the delivery ledger: who was sent which report, when, and how it went.
+
+    \b
+    Example:
+        reporter history --period 2026-10
+    """
+    if not state_path.exists():
+        raise UsageError(
+            f"no delivery ledger at {state_path}",
+            hint="pass --state with the path used by `reporter run`",
+        )
+    with Ledger(state_path) as ledger:
+        rows = ledger.rows(period)
+    if not rows:
+        click.echo("No deliveries recorded" + (f" for {period}." if period else "."))
+        return
+    header = ("period", "report", "recipient", "status", "updated (UTC)", "note")
+    table = [(r.period, r.report, r.recipient, r.status, r.updated_at, r.error or "") for r in rows]
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(5)]
+    for row in [header, *table]:
+        click.echo(
+            "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:5]))
+            + ("  " + row[5] if row[5] else "")
+        )
+
+
+def main() -> None:
+    cli(prog_name="reporter")

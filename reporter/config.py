@@ -1,0 +1,221 @@
+"""The TOML config: read the file (I/O), then parse the mapping (pure).
+
+The schema is a contract with users' config files; unknown keys are refused
+with a suggestion rather than ignored, because a misspelt filter silently
+widens a report to the whole team.
+"""
+
+from __future__ import annotations
+
+import difflib
+import email.utils
+import tomllib
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import email_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    NonNegativeFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from reporter.errors import ConfigError
+
+Locale = Literal["en", "es"]
+PdfVariant = Literal["pdf/ua-1", "pdf/a-3b"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class EmailSettings(_Model):
+    from_: str = Field(alias="from", min_length=3)
+    one_mail_per_owner: bool = False
+    reply_to: EmailStr | None = None
+
+    @field_validator("from_")
+    @classmethod
+    def _valid_sender(cls, value: str) -> str:
+        if "\n" in value or "\r" in value:
+            raise ValueError("must be one line")
+        _, address = email.utils.parseaddr(value)
+        try:
+            email_validator.validate_email(address, check_deliverability=False)
+        except email_validator.EmailNotValidError as exc:
+            raise ValueError(f"not a valid sender address: {exc}") from None
+        return value
+
+
+class Defaults(_Model):
+    locale: Locale = "en"
+    top_users: Annotated[int, Field(ge=1, le=100)] = 10
+    pdf_variant: PdfVariant = "pdf/ua-1"
+
+
+class ReportConfig(_Model):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    title: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    owners: Annotated[list[EmailStr], Field(min_length=1)]
+    project_references: list[uuid.UUID] = []
+    group_ids: list[Annotated[int, Field(ge=1)]] = []
+    api_key_ids: list[Annotated[str, Field(min_length=1)]] = []
+    budget_credits: NonNegativeFloat | None = None
+    locale: Locale | None = None
+    top_users: Annotated[int, Field(ge=1, le=100)] | None = None
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.name
+
+    @property
+    def filters(self) -> dict[str, list[str] | list[int]]:
+        """The report's API filters, spelled as the API wants them; empty ones left out."""
+        filters: dict[str, list[str] | list[int]] = {}
+        if self.project_references:
+            filters["project_references"] = [str(ref) for ref in self.project_references]
+        if self.api_key_ids:
+            filters["api_key_ids"] = list(self.api_key_ids)
+        if self.group_ids:
+            filters["group_ids"] = list(self.group_ids)
+        return filters
+
+
+class Config(_Model):
+    email: EmailSettings
+    defaults: Defaults = Defaults()
+    reports: Annotated[list[ReportConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: dict[str, int] = {}
+        for index, report in enumerate(self.reports):
+            if report.name in seen:
+                raise ValueError(
+                    f"reports[{index}] ({report.name!r}): name: already used by"
+                    f" reports[{seen[report.name]}]; report names must be unique"
+                )
+            seen[report.name] = index
+        return self
+
+    def report(self, name: str) -> ReportConfig:
+        for report in self.reports:
+            if report.name == name:
+                return report
+        raise KeyError(name)
+
+    def locale_for(self, report: ReportConfig) -> str:
+        return report.locale or self.defaults.locale
+
+    def top_users_for(self, report: ReportConfig) -> int:
+        return report.top_users or self.defaults.top_users
+
+
+def load_config(path: Path) -> Config:
+    """Read and parse the config file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: config file not found",
+            path=str(path),
+            hint="pass --config with the path of your TOML config (see config/example.toml)",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}", path=str(path)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: invalid TOML: {exc}",
+            path=str(path),
+            hint="fix the syntax at the line shown",
+        ) from None
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: Mapping[str, Any], *, source: str) -> Config:
+    """Validate a config mapping; errors name the file, the report and the field."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0], data)
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        raise ConfigError(
+            f"{source}: {first}{more if len(errors) > 1 else ''}",
+            path=source,
+            hint="see config/example.toml for the expected format",
+        ) from None
+
+
+def _describe(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    loc: Sequence[str | int] = error["loc"]
+    where = _location(loc, data)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        suggestion = _suggest(key, loc[:-1])
+        return f"{where}: unknown key {key!r}" + (
+            f"; did you mean {suggestion!r}?" if suggestion else ""
+        )
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
+        message = "must be a lowercase slug: a-z, 0-9, '-' and '_', starting with a letter or digit"
+    if not loc:
+        return message
+    value = error.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) and loc else ""
+    return f"{where}: {message}{shown}"
+
+
+def _location(loc: Sequence[str | int], data: Mapping[str, Any]) -> str:
+    """``reports[1] 'marketing': owners[0]``: the report by index and by name."""
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int) and parts:
+            parts[-1] += f"[{item}]"
+        else:
+            parts.append("from" if item == "from_" else str(item))
+    if len(loc) >= 2 and loc[0] == "reports" and isinstance(loc[1], int):
+        reports = data.get("reports")
+        name = None
+        if (
+            isinstance(reports, list)
+            and loc[1] < len(reports)
+            and isinstance(reports[loc[1]], dict)
+        ):
+            name = reports[loc[1]].get("name")
+        head = f"reports[{loc[1]}]" + (f" ({name!r})" if isinstance(name, str) else "")
+        rest = ".".join(parts[1:]).removeprefix(f"[{loc[1]}]").lstrip(".")
+        return f"{head}: {rest}" if rest else head
+    return ".".join(parts) if parts else "config"
+
+
+def _suggest(key: str, parent: Sequence[str | int]) -> str | None:
+    model: type[BaseModel] = Config
+    for item in parent:
+        if isinstance(item, int):
+            continue
+        field = model.model_fields.get(item)
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        candidates = [a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return None
+        model = candidates[0]
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    matches = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return matches[0] if matches else None

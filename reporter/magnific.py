@@ -1,0 +1,444 @@
+"""Client for the one Magnific endpoint we read: team credit usage over time.
+
+Contract: shared/reference/magnific-team-credit-usage.md. Where it is silent
+we follow its own advice: 401/403 mean a rejected key, 400/404/422 a rejected
+request, and 429/5xx/network failures are retried with backoff and jitter,
+honouring ``Retry-After``. Every third-party error is translated here, once,
+into a ``ReporterError`` that names what to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import tenacity
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from reporter import __version__
+from reporter.environment import ApiSettings
+from reporter.errors import (
+    ApiAuthError,
+    ApiError,
+    ApiRequestError,
+    ApiResponseError,
+    ApiUnavailableError,
+)
+from reporter.periods import Granularity
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/v1/analytics/team-credit-usage"
+KEY_HEADER = "x-magnific-api-key"
+GRANULARITIES: tuple[str, ...] = ("day", "week", "month", "year")
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+# --- request -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """One request's body; validated on creation so nothing invalid is sent."""
+
+    granularity: Granularity
+    start_date: dt.date
+    end_date: dt.date  # inclusive, as the documented quarter example reads
+    project_references: tuple[str, ...] = ()
+    api_key_ids: tuple[str, ...] = ()
+    group_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        problems = validate_query_fields(
+            granularity=self.granularity,
+            start_date=self.start_date,
+            end_date=self.end_date,
+            project_references=self.project_references,
+            api_key_ids=self.api_key_ids,
+            group_ids=self.group_ids,
+        )
+        if problems:
+            raise ApiRequestError(
+                "invalid usage query, not sent: " + "; ".join(problems),
+                hint="check the report's filters in the config",
+            )
+
+    @classmethod
+    def for_filters(
+        cls,
+        granularity: Granularity,
+        start_date: dt.date,
+        end_date: dt.date,
+        filters: Mapping[str, Sequence[str] | Sequence[int]],
+    ) -> UsageQuery:
+        return cls(
+            granularity=granularity,
+            start_date=start_date,
+            end_date=end_date,
+            project_references=tuple(str(v) for v in filters.get("project_references", ())),
+            api_key_ids=tuple(str(v) for v in filters.get("api_key_ids", ())),
+            group_ids=tuple(int(v) for v in filters.get("group_ids", ())),
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body, dates spelled as the documented example does."""
+        body: dict[str, Any] = {
+            "granularity": self.granularity,
+            "start_date": _iso_midnight(self.start_date),
+            "end_date": _iso_midnight(self.end_date),
+        }
+        if self.project_references:
+            body["project_references"] = list(self.project_references)
+        if self.api_key_ids:
+            body["api_key_ids"] = list(self.api_key_ids)
+        if self.group_ids:
+            body["group_ids"] = list(self.group_ids)
+        return body
+
+    def describe(self) -> str:
+        """A log-friendly summary: granularity, range and filters (never the key)."""
+        filters = {k: v for k, v in self.body().items() if k.endswith(("_references", "_ids"))}
+        return f"{self.granularity} {self.start_date}..{self.end_date}" + (
+            f" {json.dumps(filters, separators=(',', ':'))}" if filters else ""
+        )
+
+
+def validate_query_fields(
+    *,
+    granularity: str,
+    start_date: dt.date,
+    end_date: dt.date,
+    project_references: Sequence[Any],
+    api_key_ids: Sequence[Any],
+    group_ids: Sequence[Any],
+) -> list[str]:
+    """Problems with a request's fields, as the API would refuse them; shared with the sandbox."""
+    problems: list[str] = []
+    if granularity not in GRANULARITIES:
+        problems.append(
+            f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
+        )
+    if start_date > end_date:
+        problems.append(f"start_date {start_date} is after end_date {end_date}")
+    for ref in project_references:
+        try:
+            uuid.UUID(str(ref))
+        except ValueError:
+            problems.append(f"project reference {ref!r} is not a UUID")
+    for key_id in api_key_ids:
+        if not isinstance(key_id, str) or not key_id:
+            problems.append(f"api key id {key_id!r} must be a non-empty string")
+    for group in group_ids:
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+            problems.append(f"group id {group!r} must be an integer >= 1")
+    return problems
+
+
+def _iso_midnight(day: dt.date) -> str:
+    return f"{day.isoformat()}T00:00:00.000Z"
+
+
+# --- response ----------------------------------------------------------------
+
+
+class _Lenient(BaseModel):
+    # Unknown fields are tolerated: the API may grow; we read what we know.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class UserUsage(_Lenient):
+    user_email: str | None = None
+    user_uses: NonNegativeInt
+    user_credits: NonNegativeFloat
+    project_reference: str | None = None
+    project_name: str | None = None
+    group_name: str | None = None
+
+
+class Consumption(_Lenient):
+    tool: str
+    user_uses: NonNegativeInt
+    user_credits: NonNegativeFloat
+    user_usages: list[UserUsage] | None = None
+
+
+class Bucket(_Lenient):
+    date: dt.datetime
+    consumptions: list[Consumption]
+
+
+class UsageResponse(_Lenient):
+    data: list[Bucket]
+
+
+_RESPONSE = TypeAdapter(UsageResponse)
+
+
+def parse_usage_response(content: bytes) -> UsageResponse:
+    """Parse and validate a response body in one pass (JSON is decoded once)."""
+    try:
+        return _RESPONSE.validate_json(content)
+    except PydanticValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = format_location(first["loc"])
+        if first["type"] == "json_invalid":
+            raise ApiResponseError(
+                f"the Magnific API sent a body that is not valid JSON ({len(content)} bytes):"
+                f" {first['msg']}",
+                hint="this is usually a transient upstream fault; run again later",
+            ) from None
+        raise ApiResponseError(
+            f"the Magnific API sent an unexpected response: {where}: {first['msg']}",
+            hint="the response breaks the documented contract; run again later, and report it"
+            " to Magnific if it persists",
+        ) from None
+
+
+def format_location(loc: Sequence[str | int]) -> str:
+    """A validation error's location as a user reads it.
+
+    ``('data', 3, 'consumptions', 1, 'user_credits')`` -> ``data[3].consumptions[1].user_credits``
+    """
+    text = ""
+    for item in loc:
+        text += f"[{item}]" if isinstance(item, int) else (f".{item}" if text else str(item))
+    return text or "body"
+
+
+# --- retries -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try: attempts and waits per request, and a total time cap."""
+
+    attempts: int = 5
+    initial_wait: float = 0.5
+    max_wait: float = 30.0
+    total_timeout: float = 180.0
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+class _Retryable(Exception):
+    """An attempt that failed in a way worth trying again."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass
+class _WaitRetryAfter(tenacity.wait.wait_base):
+    """Exponential backoff with full jitter, unless the server said how long to wait."""
+
+    policy: RetryPolicy
+    _backoff: tenacity.wait.wait_base = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._backoff = tenacity.wait_random_exponential(
+            multiplier=self.policy.initial_wait, max=self.policy.max_wait
+        )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self.policy.max_wait)
+        return float(self._backoff(retry_state))
+
+
+def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    current = now or dt.datetime.now(dt.UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+# --- client ------------------------------------------------------------------
+
+
+class MagnificClient:
+    """A pooled, retrying, concurrency-bounded client; safe to share between threads."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        retry: RetryPolicy | None = None,
+        max_in_flight: int = 4,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._settings = settings
+        self._retry = retry or RetryPolicy()
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._http = httpx.Client(
+            base_url=settings.base_url,
+            timeout=httpx.Timeout(self._retry.read_timeout, connect=self._retry.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
+            ),
+            headers={"user-agent": f"reporter/{__version__}", "accept": "application/json"},
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"MagnificClient(base_url={self._settings.base_url!r}, key=**********)"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MagnificClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def fetch_usage(self, query: UsageQuery) -> UsageResponse:
+        """POST the query, retrying transient failures; return the validated response."""
+        return parse_usage_response(self.fetch_raw(query))
+
+    def fetch_raw(self, query: UsageQuery) -> bytes:
+        """The response body of a successful request, as bytes."""
+        started = time.monotonic()
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Retryable),
+            wait=_WaitRetryAfter(self._retry),
+            stop=(
+                tenacity.stop_after_attempt(self._retry.attempts)
+                | tenacity.stop_after_delay(self._retry.total_timeout)
+            ),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    content = self._attempt(query)
+        except _Retryable as exc:
+            elapsed = time.monotonic() - started
+            raise ApiUnavailableError(
+                f"the Magnific API did not answer successfully: {exc.reason}"
+                f" (gave up after {attempts} attempt{'s' if attempts != 1 else ''}"
+                f" in {elapsed:.1f}s)",
+                url=self._url(),
+                hint="the API may be down or rate-limiting; run again later (delivered"
+                " reports are not sent twice)",
+            ) from None
+        log.info(
+            "POST %s %s -> 200 in %.2fs (%d attempt%s, %d bytes)",
+            ENDPOINT,
+            query.describe(),
+            time.monotonic() - started,
+            attempts,
+            "s" if attempts != 1 else "",
+            len(content),
+        )
+        return content
+
+    def _url(self) -> str:
+        return f"{self._settings.base_url}{ENDPOINT}"
+
+    def _attempt(self, query: UsageQuery) -> bytes:
+        headers = {KEY_HEADER: self._settings.key.get_secret_value()}
+        with self._slots:
+            started = time.monotonic()
+            try:
+                response = self._http.post(ENDPOINT, json=query.body(), headers=headers)
+            except httpx.TimeoutException as exc:
+                raise _Retryable(f"timed out ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                raise _Retryable(f"cannot reach {self._url()}: {_reason(exc)}") from None
+        status = response.status_code
+        log.debug(
+            "POST %s %s -> %d in %.2fs",
+            ENDPOINT,
+            query.describe(),
+            status,
+            time.monotonic() - started,
+        )
+        if status == 200:
+            return response.content
+        message = _api_message(response)
+        if status in _RETRYABLE_STATUS:
+            raise _Retryable(
+                f"HTTP {status}{': ' + message if message else ''}",
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if status in (401, 403):
+            raise ApiAuthError(
+                f"the Magnific API rejected the key in MAGNIFIC_API_KEY ({status})"
+                + (f": {message}" if message else ""),
+                status=status,
+                url=self._url(),
+                hint="check that MAGNIFIC_API_KEY holds a current key of your team",
+            )
+        if status in (400, 404, 422):
+            raise ApiRequestError(
+                f"the Magnific API refused the request ({status})"
+                + (f": {message}" if message else ""),
+                status=status,
+                url=self._url(),
+                hint="check the report's filters (project_references, group_ids, api_key_ids)"
+                " and MAGNIFIC_API_BASE_URL",
+            )
+        raise ApiError(
+            f"the Magnific API answered with unexpected status {status}"
+            + (f": {message}" if message else ""),
+            status=status,
+            url=self._url(),
+        )
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning(
+            "attempt %d failed (%s); retrying in %.1fs",
+            state.attempt_number,
+            exc.reason if isinstance(exc, _Retryable) else exc,
+            wait,
+        )
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _api_message(response: httpx.Response) -> str:
+    """The API's own error message, if the body carries one; never the request."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return response.text.strip()[:200]
+    if isinstance(body, dict):
+        for key in ("message", "detail", "error", "title"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value[:200]
+            if isinstance(value, dict | list) and value:
+                return json.dumps(value)[:200]
+    return ""

@@ -1,0 +1,324 @@
+"""Email: building the message (pure) and handing it to an SMTP server (I/O).
+
+Exactly-once over SMTP needs the sender's help: the caller's ``on_commit`` is
+called just before the final ``.`` of DATA is sent. Until then the server
+cannot have accepted the message, so an interrupted send is safe to repeat;
+after it, the message may have been accepted and must not be sent again.
+The ledger records both moments (see ``ledger.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import hashlib
+import logging
+import re
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+
+import tenacity
+
+from reporter.environment import SmtpSettings
+from reporter.errors import DeliveryError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str  # "application/pdf"
+
+
+@dataclass(frozen=True, slots=True)
+class InlineImage:
+    cid: str  # without angle brackets
+    content: bytes
+    mime_type: str = "image/png"
+
+
+def one_line(text: str) -> str:
+    """Header-safe text: no CR/LF (header injection), runs of spaces folded."""
+    return " ".join(text.split())
+
+
+def message_id(
+    report_names: Sequence[str], period: str, recipients: Sequence[str], sender: str
+) -> str:
+    """A Message-ID stable per reports, period and recipient set, so a resend is recognisable."""
+    key = "|".join(
+        [",".join(sorted(report_names)), period, ",".join(sorted(r.lower() for r in recipients))]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    _, address = email.utils.parseaddr(sender)
+    domain = address.rpartition("@")[2] or "reporter.invalid"
+    return f"<reporter.{period}.{digest}@{domain}>"
+
+
+def content_id(name: str, period: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9.-]", "-", name)
+    return f"chart.{safe}.{period}@reporter"
+
+
+def build_message(
+    *,
+    sender: str,
+    recipients: Sequence[str],
+    subject: str,
+    text: str,
+    html: str,
+    inline_images: Sequence[InlineImage] = (),
+    attachments: Sequence[Attachment] = (),
+    msg_id: str,
+    date: dt.datetime,
+    reply_to: str | None = None,
+) -> EmailMessage:
+    """A multipart/mixed message: text and HTML alternatives (HTML with its inline
+    chart as multipart/related), then the attachments."""
+    message = EmailMessage(policy=SMTP_POLICY)
+    message["From"] = one_line(sender)
+    message["To"] = ", ".join(str(Address(addr_spec=r)) for r in recipients)
+    message["Subject"] = one_line(subject)
+    message["Date"] = email.utils.format_datetime(date)
+    message["Message-ID"] = msg_id
+    if reply_to:
+        message["Reply-To"] = one_line(reply_to)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(text, subtype="plain", charset="utf-8")
+    message.add_alternative(html, subtype="html", charset="utf-8")
+    html_part = message.get_body(("html",))
+    assert isinstance(html_part, EmailMessage)
+    for image in inline_images:
+        maintype, subtype = image.mime_type.split("/")
+        html_part.add_related(
+            image.content,
+            maintype=maintype,
+            subtype=subtype,
+            cid=f"<{image.cid}>",
+            disposition="inline",
+            filename=image.cid.split("@")[0] + "." + subtype,
+        )
+    for attachment in attachments:
+        maintype, subtype = attachment.mime_type.split("/")
+        message.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    return message
+
+
+# --- sending -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    accepted: list[str]
+    refused: dict[str, str] = field(default_factory=dict)  # address -> server reply
+    unconfirmed: bool = False  # connection lost after the final "." was sent
+
+
+class _Transient(Exception):
+    """Worth retrying: a 4xx reply or a dropped connection before the commit point."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpRetry:
+    attempts: int = 4
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+
+
+class SmtpSender:
+    """Sends messages over one SMTP connection per message, retrying transient faults."""
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        *,
+        retry: SmtpRetry | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._settings = settings
+        self._retry = retry or SmtpRetry()
+        self._ssl = ssl_context or ssl.create_default_context()
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return f"SmtpSender({s.host}:{s.port}, {s.security}, user={s.username!r}, password=***)"
+
+    def send(
+        self,
+        message: EmailMessage,
+        recipients: Sequence[str],
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> SendResult:
+        """Deliver ``message`` to ``recipients``; raise ``DeliveryError`` if nobody got it."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            wait=tenacity.wait_random_exponential(
+                multiplier=self._retry.initial_wait, max=self._retry.max_wait
+            ),
+            stop=tenacity.stop_after_attempt(self._retry.attempts),
+            before_sleep=lambda state: log.warning(
+                "SMTP attempt %d failed (%s); retrying",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "?",
+            ),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._send_once(message, list(recipients), on_commit)
+        except _Transient as exc:
+            raise DeliveryError(
+                f"the mail server {self._where()} did not take the message: {exc}"
+                f" (gave up after {self._retry.attempts} attempts)",
+                transient=True,
+                hint="the run can be repeated: reports already delivered are not sent again",
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _where(self) -> str:
+        return f"{self._settings.host}:{self._settings.port}"
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self._settings
+        try:
+            if s.security == "ssl":
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout, context=self._ssl
+                )
+            else:
+                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            conn.ehlo()
+            if s.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    conn.close()
+                    raise DeliveryError(
+                        f"the mail server {self._where()} does not offer STARTTLS;"
+                        " refusing to send in clear text",
+                        transient=False,
+                        hint="use SMTP_SECURITY=ssl for implicit TLS, or SMTP_SECURITY=none"
+                        " only for a trusted local relay",
+                    )
+                conn.starttls(context=self._ssl)
+                conn.ehlo()
+            if s.username and s.password is not None:
+                conn.login(s.username, s.password.get_secret_value())
+        except smtplib.SMTPAuthenticationError as exc:
+            raise DeliveryError(
+                f"the mail server {self._where()} rejected SMTP_USERNAME/SMTP_PASSWORD"
+                f" ({exc.smtp_code})",
+                transient=False,
+                hint="check the SMTP credentials in the environment",
+            ) from None
+        except smtplib.SMTPNotSupportedError:
+            raise DeliveryError(
+                f"the mail server {self._where()} does not support AUTH",
+                transient=False,
+                hint="unset SMTP_USERNAME for a server without AUTH",
+            ) from None
+        except smtplib.SMTPResponseException as exc:
+            raise self._classify(exc.smtp_code, exc.smtp_error) from None
+        except ssl.SSLError as exc:
+            raise DeliveryError(
+                f"TLS with the mail server {self._where()} failed: {exc.reason or exc}",
+                transient=False,
+                hint="check SMTP_SECURITY and the server's certificate",
+            ) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise _Transient(f"cannot connect to {self._where()}: {_describe(exc)}") from None
+        return conn
+
+    def _send_once(
+        self, message: EmailMessage, recipients: list[str], on_commit: Callable[[], None]
+    ) -> SendResult:
+        conn = self._connect()
+        committed = False
+        try:
+            _, sender = email.utils.parseaddr(str(message["From"]))
+            code, reply = conn.mail(sender)
+            if code != 250:
+                raise self._classify(code, reply)
+            refused: dict[str, str] = {}
+            transient_refusals = 0
+            for rcpt in recipients:
+                code, reply = conn.rcpt(rcpt)
+                if code not in (250, 251):
+                    refused[rcpt] = f"{code} {reply.decode(errors='replace')}"
+                    transient_refusals += 400 <= code < 500
+            accepted = [r for r in recipients if r not in refused]
+            if not accepted:
+                conn.rset()
+                if transient_refusals == len(recipients):
+                    raise _Transient(
+                        "every recipient was refused for now: " + "; ".join(refused.values())
+                    )
+                raise DeliveryError(
+                    "the mail server refused every recipient: "
+                    + "; ".join(f"{r}: {why}" for r, why in refused.items()),
+                    transient=False,
+                    refused=refused,
+                    hint="check the owners' addresses in the config",
+                )
+            code, reply = conn.docmd("DATA")
+            if code != 354:
+                raise self._classify(code, reply)
+            payload = _dot_stuff(message.as_bytes(policy=SMTP_POLICY))
+            conn.send(payload)
+            on_commit()
+            committed = True
+            conn.send(b".\r\n")
+            code, reply = conn.getreply()
+            if code != 250:
+                error = self._classify(code, reply)
+                if isinstance(error, _Transient):
+                    # A definite refusal after the commit point: nothing was accepted.
+                    raise DeliveryError(str(error), transient=True)
+                raise error
+            return SendResult(accepted=accepted, refused=refused)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            if committed:
+                log.warning(
+                    "connection lost after the message was sent (%s); not resending", _describe(exc)
+                )
+                return SendResult(accepted=recipients, unconfirmed=True)
+            raise _Transient(f"connection to {self._where()} lost: {_describe(exc)}") from None
+        except smtplib.SMTPResponseException as exc:
+            raise self._classify(exc.smtp_code, exc.smtp_error) from None
+        finally:
+            try:
+                conn.quit()
+            except (OSError, smtplib.SMTPException):
+                conn.close()
+
+    def _classify(self, code: int, reply: bytes | str) -> Exception:
+        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        if 400 <= code < 500:
+            return _Transient(f"{code} {text}")
+        return DeliveryError(
+            f"the mail server {self._where()} refused the message: {code} {text}",
+            transient=False,
+            hint="the server's reply says why; fix it and run again",
+        )
+
+
+def _dot_stuff(data: bytes) -> bytes:
+    """DATA transparency (RFC 5321 4.5.2), ending in CRLF, without the final dot."""
+    data = re.sub(rb"(?m)^\.", b"..", data)
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

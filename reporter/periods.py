@@ -1,0 +1,178 @@
+"""Report periods: "2026-10", "2026-W43", "2026-Q3", "2026" -> date ranges.
+
+Calendar arithmetic is pandas' ``Period`` (already a dependency), so months,
+ISO weeks, quarters and years all get the same, well-tested rules; this module
+only parses the user's spelling and says which API granularity fits each kind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+import pandas as pd
+
+from reporter.errors import UsageError
+
+
+class PeriodKind(StrEnum):
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+# pandas frequency for each kind; "W-SUN" is a Monday-to-Sunday (ISO) week.
+_FREQ = {
+    PeriodKind.WEEK: "W-SUN",
+    PeriodKind.MONTH: "M",
+    PeriodKind.QUARTER: "Q",
+    PeriodKind.YEAR: "Y",
+}
+
+Granularity = Literal["day", "week", "month", "year"]
+"""The API's bucket sizes."""
+
+# Granularity of the "detail" series (the chart of the period itself).
+_DETAIL_GRANULARITY: dict[PeriodKind, Granularity] = {
+    PeriodKind.WEEK: "day",
+    PeriodKind.MONTH: "day",
+    PeriodKind.QUARTER: "day",
+    PeriodKind.YEAR: "month",
+}
+
+# Granularity used to fetch the history. The API has no quarter bucket, and
+# its week start is undocumented, so weeks are fetched by day and quarters by
+# month, then grouped into periods here with pandas.
+_HISTORY_GRANULARITY: dict[PeriodKind, Granularity] = {
+    PeriodKind.WEEK: "day",
+    PeriodKind.MONTH: "month",
+    PeriodKind.QUARTER: "month",
+    PeriodKind.YEAR: "year",
+}
+
+_PATTERNS: list[tuple[re.Pattern[str], PeriodKind]] = [
+    (re.compile(r"^(\d{4})-(\d{2})$"), PeriodKind.MONTH),
+    (re.compile(r"^(\d{4})-W(\d{2})$"), PeriodKind.WEEK),
+    (re.compile(r"^(\d{4})-Q([1-4])$"), PeriodKind.QUARTER),
+    (re.compile(r"^(\d{4})$"), PeriodKind.YEAR),
+]
+
+HISTORY_LENGTH = 6
+"""The history shows the period and the five before it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A calendar period a report covers; ``end`` is inclusive."""
+
+    kind: PeriodKind
+    start: dt.date
+    end: dt.date
+
+    @classmethod
+    def from_pandas(cls, period: pd.Period, kind: PeriodKind) -> Period:
+        return cls(kind, period.start_time.date(), period.end_time.date())
+
+    def to_pandas(self) -> pd.Period:
+        return pd.Period(self.start, freq=_FREQ[self.kind])
+
+    @property
+    def freq(self) -> str:
+        """The pandas frequency that groups dates into periods of this kind."""
+        return _FREQ[self.kind]
+
+    @property
+    def key(self) -> str:
+        """The canonical spelling, as typed on the command line and used in paths."""
+        if self.kind is PeriodKind.WEEK:
+            year, week, _ = self.start.isocalendar()
+            return f"{year}-W{week:02d}"
+        if self.kind is PeriodKind.QUARTER:
+            return f"{self.start.year}-Q{(self.start.month - 1) // 3 + 1}"
+        if self.kind is PeriodKind.YEAR:
+            return f"{self.start.year}"
+        return f"{self.start.year}-{self.start.month:02d}"
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    @property
+    def detail_granularity(self) -> Granularity:
+        return _DETAIL_GRANULARITY[self.kind]
+
+    @property
+    def history_granularity(self) -> Granularity:
+        return _HISTORY_GRANULARITY[self.kind]
+
+    def shifted(self, count: int) -> Period:
+        """The period ``count`` steps later (negative: earlier)."""
+        return Period.from_pandas(self.to_pandas() + count, self.kind)
+
+    def previous(self) -> Period:
+        return self.shifted(-1)
+
+    def history(self, length: int = HISTORY_LENGTH) -> list[Period]:
+        """This period and the ``length - 1`` before it, oldest first."""
+        return [self.shifted(offset) for offset in range(1 - length, 1)]
+
+    def elapsed_days(self, today: dt.date) -> int:
+        """Days of the period that have fully passed by ``today`` (0 to ``days``)."""
+        return max(0, min(self.days, (today - self.start).days))
+
+    def is_complete(self, today: dt.date) -> bool:
+        return self.end < today
+
+    def __str__(self) -> str:
+        return self.key
+
+
+def parse_period(text: str, *, today: dt.date) -> Period:
+    """Parse a period as typed by a user; refuse malformed and future ones."""
+    value = text.strip()
+    for pattern, kind in _PATTERNS:
+        match = pattern.match(value)
+        if match:
+            period = _build(kind, match.groups(), text)
+            break
+    else:
+        raise UsageError(
+            f"unknown period {text!r}",
+            hint="use a month (2026-10), an ISO week (2026-W43), a quarter (2026-Q3)"
+            " or a year (2026)",
+        )
+    if period.start > today:
+        raise UsageError(
+            f"period {period.key} has not started yet (today is {today.isoformat()})",
+            hint="choose a period that has started; the default is the last complete month",
+        )
+    return period
+
+
+def _build(kind: PeriodKind, groups: tuple[str | Any, ...], text: str) -> Period:
+    year = int(groups[0])
+    try:
+        if kind is PeriodKind.MONTH:
+            start = dt.date(year, int(groups[1]), 1)
+        elif kind is PeriodKind.WEEK:
+            start = dt.date.fromisocalendar(year, int(groups[1]), 1)
+        elif kind is PeriodKind.QUARTER:
+            start = dt.date(year, (int(groups[1]) - 1) * 3 + 1, 1)
+        else:
+            start = dt.date(year, 1, 1)
+    except ValueError as exc:
+        raise UsageError(
+            f"unknown period {text!r}: {exc}",
+            hint="months run 01-12 and ISO weeks 01-52 (53 in some years)",
+        ) from exc
+    return Period.from_pandas(pd.Period(start, freq=_FREQ[kind]), kind)
+
+
+def last_complete_month(today: dt.date) -> Period:
+    """The default period: the calendar month before the one ``today`` is in."""
+    this_month = pd.Period(today, freq="M")
+    return Period.from_pandas(this_month - 1, PeriodKind.MONTH)

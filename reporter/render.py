@@ -1,0 +1,349 @@
+"""Jinja -> HTML (pure) and HTML -> PDF (WeasyPrint), with Babel doing the locale.
+
+Templates are plain Jinja and CSS under a templates directory that users can
+copy and restyle (``--templates DIR``). Translations live beside them as
+gettext ``.po`` files, compiled in memory when first used, so a translator
+edits one text file and nothing needs building.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import io
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+import jinja2
+from babel import Locale, dates, numbers, support
+from babel.messages import mofile, pofile
+
+from reporter.errors import RenderError
+from reporter.insights import Insight
+from reporter.periods import Period, PeriodKind
+
+log = logging.getLogger(__name__)
+
+MINUS = "\u2212"
+
+
+def default_templates_dir() -> Path:
+    """The templates shipped with the package: ``reporter/templates`` when installed,
+    the checkout's top-level ``templates/`` when run from source or installed editable."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if (candidate / "report.html.j2").is_file():
+            return candidate
+    raise RenderError(
+        f"the report templates are missing (looked in {package / 'templates'})",
+        hint="reinstall reporter, or pass --templates DIR",
+    )
+
+
+# --- locale ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Formatter:
+    """Numbers, percentages and dates in one locale, through Babel."""
+
+    locale: str
+
+    def number(self, value: float | int | None) -> str:
+        if value is None:
+            return "–"
+        return numbers.format_decimal(round(float(value)), format="#,##0", locale=self.locale)
+
+    def decimal(self, value: float, digits: int = 1) -> str:
+        return numbers.format_decimal(value, format="#,##0." + "0" * digits, locale=self.locale)
+
+    def share(self, value: float | None) -> str:
+        """A share of a whole, ``23.6%``."""
+        if value is None:
+            return "–"
+        return numbers.format_percent(value / 100, format="#,##0.0%", locale=self.locale)
+
+    def change(self, value: float | None) -> str:
+        """A signed change, ``+12.3%`` or ``−4.0%``; a dash when there is nothing to compare."""
+        if value is None or math.isnan(value):
+            return "–"
+        text = numbers.format_percent(abs(value) / 100, format="#,##0.0%", locale=self.locale)
+        if round(value, 1) == 0:
+            return text
+        return ("+" if value > 0 else MINUS) + text
+
+    def date(self, value: dt.date, style: str = "medium") -> str:
+        return dates.format_date(value, format=style, locale=self.locale)
+
+    def day_month(self, value: dt.date) -> str:
+        return dates.format_skeleton("MMMd", value, locale=self.locale)
+
+    def datetime_utc(self, value: dt.datetime) -> str:
+        return (
+            dates.format_datetime(value, format="medium", tzinfo=dt.UTC, locale=self.locale)
+            + " UTC"
+        )
+
+    def period(self, period: Period, gettext: Callable[[str], str]) -> str:
+        """``October 2026``, ``Week 43, 2026``, ``Q3 2026``, ``2026``."""
+        if period.kind is PeriodKind.MONTH:
+            text = dates.format_skeleton("yMMMM", period.start, locale=self.locale)
+            return text[:1].upper() + text[1:]
+        if period.kind is PeriodKind.WEEK:
+            year, week, _ = period.start.isocalendar()
+            return gettext("Week %(week)s, %(year)s") % {"week": week, "year": year}
+        if period.kind is PeriodKind.QUARTER:
+            return gettext("Q%(quarter)s %(year)s") % {
+                "quarter": (period.start.month - 1) // 3 + 1,
+                "year": period.start.year,
+            }
+        return str(period.start.year)
+
+    def period_short(self, period: Period, gettext: Callable[[str], str]) -> str:
+        """Axis labels for the history: ``Oct 26``, ``W43``, ``Q3 26``, ``2026``."""
+        if period.kind is PeriodKind.MONTH:
+            return dates.format_skeleton("MMMyy", period.start, locale=self.locale)
+        if period.kind is PeriodKind.WEEK:
+            return gettext("W%(week)s") % {"week": period.start.isocalendar()[1]}
+        if period.kind is PeriodKind.QUARTER:
+            return gettext("Q%(quarter)s %(year)s") % {
+                "quarter": (period.start.month - 1) // 3 + 1,
+                "year": period.start.year,
+            }
+        return str(period.start.year)
+
+    def date_range(self, start: dt.date, end: dt.date) -> str:
+        return dates.format_interval(start, end, skeleton="yMMMd", locale=self.locale)
+
+
+def supported_locale(locale: str) -> str:
+    try:
+        Locale.parse(locale)
+    except (ValueError, TypeError) as exc:
+        raise RenderError(f"unknown locale {locale!r}") from exc
+    return locale
+
+
+@functools.lru_cache(maxsize=16)
+def translations(templates_dir: Path, locale: str) -> support.NullTranslations:
+    """The gettext catalogue for ``locale``, compiled in memory from its ``.po`` file."""
+    path = templates_dir / "locale" / locale / "LC_MESSAGES" / "messages.po"
+    if not path.exists():
+        return support.NullTranslations()
+    with path.open("rb") as handle:
+        catalog = pofile.read_po(handle, locale=locale)
+    buffer = io.BytesIO()
+    mofile.write_mo(buffer, catalog)
+    buffer.seek(0)
+    return support.Translations(buffer)
+
+
+# --- HTML --------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(templates_dir: Path) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        # Escape HTML templates (report.html.j2, email.html.j2), not the plain-text mail.
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "html.j2", "xml"),
+            default_for_string=True,
+            default=False,
+        ),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+def render_template(templates_dir: Path, name: str, locale: str, context: dict[str, Any]) -> str:
+    """Render one template in one locale; the ``fmt`` formatter and ``_`` are in scope."""
+    env = _environment(templates_dir)
+    catalog = translations(templates_dir, locale)
+    try:
+        template = env.get_template(name)
+        fmt = Formatter(locale)
+        return template.render(
+            **context,
+            fmt=fmt,
+            locale=locale,
+            _=catalog.gettext,
+            gettext=catalog.gettext,
+            ngettext=catalog.ngettext,
+        )
+    except jinja2.TemplateNotFound as exc:
+        raise RenderError(
+            f"template {exc.name!r} not found in {templates_dir}",
+            hint="--templates must point at a copy of the templates/ directory",
+        ) from None
+    except jinja2.TemplateError as exc:
+        where = f"{getattr(exc, 'filename', None) or name}:{getattr(exc, 'lineno', '?')}"
+        raise RenderError(f"template error in {where}: {exc}") from None
+
+
+def sentence(
+    insight: Insight,
+    fmt: Formatter,
+    gettext: Callable[[str], str],
+    ngettext: Callable[[str, str, int], str],
+) -> str:
+    """One plain sentence for an insight, in the report's language."""
+    v = insight.values
+    if insight.kind == "budget_over":
+        return gettext("Over budget: %(used)s credits used of %(limit)s (%(pct)s over).") % {
+            "used": fmt.number(v["used"]),
+            "limit": fmt.number(v["limit"]),
+            "pct": fmt.share(v["pct"]),
+        }
+    if insight.kind == "budget_at_risk":
+        return gettext(
+            "At this pace the period ends at %(forecast)s credits, above the budget of %(limit)s."
+        ) % {"forecast": fmt.number(v["forecast"]), "limit": fmt.number(v["limit"])}
+    if insight.kind == "total_changed":
+        template = (
+            gettext("Credits rose %(pct)s to %(credits)s against the previous period.")
+            if v["pct"] >= 0
+            else gettext("Credits fell %(pct)s to %(credits)s against the previous period.")
+        )
+        return template % {"pct": fmt.share(abs(v["pct"])), "credits": fmt.number(v["credits"])}
+    if insight.kind in ("tool_grew", "tool_fell"):
+        template = (
+            gettext("%(tool)s grew %(pct)s to %(credits)s credits.")
+            if insight.kind == "tool_grew"
+            else gettext("%(tool)s fell %(pct)s to %(credits)s credits.")
+        )
+        return template % {
+            "tool": v["tool"],
+            "pct": fmt.share(abs(v["pct"])),
+            "credits": fmt.number(v["credits"]),
+        }
+    if insight.kind == "tool_new":
+        return gettext("%(tool)s is new this period: %(credits)s credits.") % {
+            "tool": v["tool"],
+            "credits": fmt.number(v["credits"]),
+        }
+    if insight.kind == "user_share":
+        return gettext("%(user)s used %(share)s of all credits (%(credits)s).") % {
+            "user": v["user"],
+            "share": fmt.share(v["share"]),
+            "credits": fmt.number(v["credits"]),
+        }
+    if insight.kind == "user_grew":
+        return gettext("%(user)s grew %(pct)s to %(credits)s credits.") % {
+            "user": v["user"],
+            "pct": fmt.share(abs(v["pct"])),
+            "credits": fmt.number(v["credits"]),
+        }
+    if insight.kind in ("project_grew", "project_fell"):
+        template = (
+            gettext("Project %(project)s grew %(pct)s to %(credits)s credits.")
+            if insight.kind == "project_grew"
+            else gettext("Project %(project)s fell %(pct)s to %(credits)s credits.")
+        )
+        return template % {
+            "project": v["project"],
+            "pct": fmt.share(abs(v["pct"])),
+            "credits": fmt.number(v["credits"]),
+        }
+    if insight.kind == "new_users":
+        names = ", ".join(v["names"])
+        more = v["count"] - len(v["names"])
+        return ngettext(
+            "%(count)s new user this period (%(names)s), %(credits)s credits.",
+            "%(count)s new users this period (%(names)s), %(credits)s credits.",
+            v["count"],
+        ) % {
+            "count": v["count"],
+            "names": names + (f" +{more}" if more > 0 else ""),
+            "credits": fmt.number(v["credits"]),
+        }
+    if insight.kind == "spike":
+        return gettext(
+            "%(date)s was a peak day: %(credits)s credits, %(ratio)s times a usual day."
+        ) % {
+            "date": fmt.day_month(v["date"]),
+            "credits": fmt.number(v["credits"]),
+            "ratio": fmt.decimal(v["ratio"]),
+        }
+    if insight.kind == "unattributed":
+        return gettext("%(share)s of credits are not attributed to any user.") % {
+            "share": fmt.share(v["share"])
+        }
+    raise RenderError(f"no sentence for insight {insight.kind!r}")
+
+
+# --- PDF ---------------------------------------------------------------------
+
+
+def html_to_pdf(
+    html: str,
+    *,
+    templates_dir: Path,
+    variant: str = "pdf/ua-1",
+    attachments: Sequence[tuple[str, bytes, str]] = (),
+    identifier: str | None = None,
+) -> bytes:
+    """Print HTML to PDF; only files under ``templates_dir`` and data: URLs may be loaded."""
+    import weasyprint  # Imported here: it takes ~0.3 s and not every command needs it.
+
+    fetcher = _local_fetcher(weasyprint, templates_dir)
+    document = weasyprint.HTML(
+        string=html,
+        base_url=templates_dir.resolve().as_uri() + "/",
+        url_fetcher=fetcher,
+    )
+    files = [
+        weasyprint.Attachment(
+            string=content,
+            name=name,
+            description=description,
+            url_fetcher=fetcher,
+            relationship="Data",
+        )
+        for name, content, description in attachments
+    ]
+    try:
+        pdf: bytes = document.write_pdf(
+            pdf_variant=variant,
+            attachments=files or None,
+            pdf_identifier=identifier.encode() if identifier else None,
+            pdf_tags=True,
+            custom_metadata=True,
+        )
+    except Exception as exc:  # WeasyPrint raises many kinds; the report alone fails
+        raise RenderError(f"could not print the PDF: {type(exc).__name__}: {exc}") from exc
+    return pdf
+
+
+@functools.cache
+def _fetcher_class(weasyprint: Any) -> type:
+    class LocalOnlyFetcher(weasyprint.urls.URLFetcher):  # type: ignore[misc]
+        """Refuses the network and any file outside the templates directory."""
+
+        def __init__(self, root: Path) -> None:
+            super().__init__(allowed_protocols=("file", "data"))
+            self.root = root.resolve()
+
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            if url.startswith("file:"):
+                path = Path(url2pathname(urlparse(url).path)).resolve()
+                if not path.is_relative_to(self.root):
+                    raise ValueError(f"refusing to read {path}: outside {self.root}")
+            elif not url.startswith("data:"):
+                raise ValueError(f"refusing to fetch {url}: reports load no remote resources")
+            return super().fetch(url, headers)
+
+    return LocalOnlyFetcher
+
+
+def _local_fetcher(weasyprint: Any, root: Path) -> Any:
+    return _fetcher_class(weasyprint)(root)

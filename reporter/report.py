@@ -1,0 +1,136 @@
+"""The report's view model: tables, insights and charts as values a template shows. Pure.
+
+Templates get raw numbers plus ``fmt`` (a Babel formatter) so a restyled
+template can format differently; labels that need a translation (others,
+unattributed, periods) are made here once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from reporter.charts import UNATTRIBUTED_COLOUR, ChartLabels, tool_colour
+from reporter.config import ReportConfig
+from reporter.insights import Insight
+from reporter.render import Formatter, sentence
+from reporter.usage import OTHERS, Breakdown, ReportTables
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the figures came from, stated at the end of the report."""
+
+    api_url: str
+    filters: Mapping[str, list[str] | list[int]]
+    fetched_at: dt.datetime
+
+
+def chart_labels(gettext: Callable[[str], str], tables: ReportTables) -> ChartLabels:
+    detail = tables.period.detail_granularity
+    return ChartLabels(
+        daily_title=gettext("Credits per day, by tool")
+        if detail == "day"
+        else gettext("Credits per month, by tool"),
+        history_title=gettext("Credits per period, last six periods"),
+        tools_title=gettext("Credits per tool"),
+        users_title=gettext("Top users by credits"),
+        credits=gettext("Credits"),
+        tool=gettext("Tool"),
+        day=gettext("Day") if detail == "day" else gettext("Month"),
+        period=gettext("Period"),
+        user=gettext("User"),
+    )
+
+
+def build_context(
+    report: ReportConfig,
+    tables: ReportTables,
+    insights: list[Insight],
+    charts: Mapping[str, str],
+    *,
+    locale: str,
+    gettext: Callable[[str], str],
+    ngettext: Callable[[str, str, int], str],
+    source: Source,
+    generated_at: dt.datetime,
+) -> dict[str, Any]:
+    """Everything ``report.html.j2`` and the email templates render."""
+    fmt = Formatter(locale)
+    period = tables.period
+    totals = tables.totals
+    return {
+        "title": report.display_title,
+        "name": report.name,
+        "period_key": period.key,
+        "period_label": fmt.period(period, gettext),
+        "period_range": fmt.date_range(period.start, period.end),
+        "previous_label": fmt.period(period.previous(), gettext),
+        "empty": tables.empty,
+        "totals": totals,
+        "budget": tables.budget,
+        "insights": [
+            {"text": sentence(i, fmt, gettext, ngettext), "tone": i.tone} for i in insights
+        ],
+        "charts": charts,
+        "tools": _rows(tables.tools, gettext, ngettext, colour=True),
+        "users": _rows(tables.users, gettext, ngettext, others_count=tables.others_count),
+        "projects": _rows(tables.projects, gettext, ngettext) if tables.projects else [],
+        "groups": _rows(tables.groups, gettext, ngettext) if tables.groups else [],
+        "user_count": tables.user_count,
+        "top_users": len(tables.users.rows) - (1 if tables.others_count else 0),
+        "in_progress": not period.is_complete(generated_at.date()),
+        "data_through": min(period.end, generated_at.date() - dt.timedelta(days=1)),
+        "source": source,
+        "filters": _filter_lines(source.filters, gettext),
+        "generated_at": generated_at,
+    }
+
+
+def _rows(
+    table: Breakdown,
+    gettext: Callable[[str], str],
+    ngettext: Callable[[str, str, int], str],
+    *,
+    colour: bool = False,
+    others_count: int = 0,
+) -> list[dict[str, Any]]:
+    rows = []
+    for record in table.records():
+        if record.key is None:
+            label, kind = gettext("Not attributed to a user"), "unattributed"
+        elif record.key == OTHERS:
+            label = ngettext(
+                "Everyone else (%(n)s user)", "Everyone else (%(n)s users)", others_count
+            ) % {"n": others_count}
+            kind = "others"
+        else:
+            label, kind = record.key, "named"
+        rows.append(
+            {
+                "label": label,
+                "kind": kind,
+                "uses": record.uses,
+                "credits": record.credits,
+                "share": record.share,
+                "previous": record.previous_credits,
+                "change": record.change_pct,
+                "colour": (tool_colour(label) if kind == "named" else UNATTRIBUTED_COLOUR)
+                if colour
+                else None,
+            }
+        )
+    return rows
+
+
+def _filter_lines(
+    filters: Mapping[str, list[str] | list[int]], gettext: Callable[[str], str]
+) -> list[str]:
+    names = {
+        "project_references": gettext("Projects"),
+        "group_ids": gettext("Groups"),
+        "api_key_ids": gettext("API keys"),
+    }
+    return [f"{names[k]}: {', '.join(str(v) for v in values)}" for k, values in filters.items()]

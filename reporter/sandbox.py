@@ -1,0 +1,634 @@
+"""A stand-in for the Magnific API: synthetic team data behind a real HTTP server.
+
+It implements the documented contract (shared/reference) over a deterministic
+dataset: projects, groups, API keys, tools with credit prices, users, quiet
+weekends, days with no usage at all, usage not attributed to any user, and a
+tool (Asset Download) that never carries a per-user breakdown. It validates
+requests as the API would and can inject faults, so that tests, ``reporter
+demo`` and template authors exercise the same code paths as production.
+
+Where the contract is silent the sandbox picks one reading and says so:
+weeks start on Monday, ``end_date`` is inclusive, empty buckets are omitted.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import functools
+import json
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reporter.magnific import ENDPOINT, KEY_HEADER, validate_query_fields
+
+# --- the synthetic team ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    credits_per_use: int
+    popularity: float  # chance that an active user touches it on a given day
+    has_user_breakdown: bool = True
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool("AI Image Models", 40, 0.55),
+    Tool("Video Generation", 250, 0.12),
+    Tool("Image Upscaler", 20, 0.30),
+    Tool("Image Editing", 15, 0.35),
+    Tool("Audio Generation", 60, 0.08),
+    Tool("Icon Generator", 5, 0.20),
+    Tool("Background Remover", 10, 0.25),
+    Tool("Asset Download", 90, 0.15, has_user_breakdown=False),
+)
+
+PROJECTS: tuple[tuple[str, str], ...] = (
+    ("a1b2c3d4-1111-4000-8000-000000000001", "Marketing Campaign"),
+    ("a1b2c3d4-1111-4000-8000-000000000002", "Product Launch"),
+    ("a1b2c3d4-1111-4000-8000-000000000003", "Brand Refresh"),
+    ("a1b2c3d4-1111-4000-8000-000000000004", "Mobile App"),
+    ("a1b2c3d4-1111-4000-8000-000000000005", "Customer Stories"),
+)
+
+GROUPS: tuple[tuple[int, str], ...] = (
+    (10, "Design Team"),
+    (20, "Marketing"),
+    (30, "Engineering"),
+    (40, "Content Studio"),
+)
+
+API_KEYS: tuple[str, ...] = ("api-key-1", "api-key-2", "api-key-3")
+
+_FIRST = (
+    "ana",
+    "ben",
+    "carla",
+    "dev",
+    "elena",
+    "farid",
+    "grace",
+    "hugo",
+    "ines",
+    "jonas",
+    "kira",
+    "liam",
+    "maya",
+    "nico",
+    "olga",
+    "pablo",
+    "quinn",
+    "rosa",
+    "sami",
+    "tara",
+    "uma",
+    "victor",
+    "wen",
+    "ximena",
+    "yusuf",
+    "zoe",
+)
+_LAST = (
+    "garcia",
+    "smith",
+    "novak",
+    "okafor",
+    "rossi",
+    "tanaka",
+    "muller",
+    "silva",
+    "kim",
+    "haddad",
+    "larsen",
+    "dubois",
+    "costa",
+    "ivanova",
+    "nguyen",
+    "patel",
+)
+
+DATA_START = dt.date(2024, 1, 1)
+"""The team's first day of usage; nothing exists before it."""
+
+
+@dataclass(frozen=True)
+class Team:
+    """Who the synthetic team is: users with a group, projects and a key each."""
+
+    seed: int
+    emails: np.ndarray  # str, one per user
+    user_group: np.ndarray  # index into GROUPS
+    user_projects: np.ndarray  # (users, 2) indices into PROJECTS
+    user_key: np.ndarray  # index into API_KEYS
+    user_activity: np.ndarray  # chance of being active on a weekday
+    user_joined: np.ndarray  # months after DATA_START the user started (0: from the start)
+
+    @property
+    def size(self) -> int:
+        return len(self.emails)
+
+
+def synthetic_team(users: int = 48, seed: int = 7) -> Team:
+    """A deterministic team of ``users`` people; the same arguments give the same team."""
+    rng = np.random.default_rng([seed, users])
+    emails = []
+    for index in range(users):
+        first = _FIRST[index % len(_FIRST)]
+        last = _LAST[(index // len(_FIRST) + index * 7) % len(_LAST)]
+        suffix = "" if index < len(_FIRST) * len(_LAST) else str(index)
+        emails.append(f"{first}.{last}{suffix}@company.com")
+    # A few heavy users, a long tail of occasional ones, as real teams have.
+    activity = np.clip(rng.beta(1.4, 2.2, users) * 1.1, 0.05, 0.95)
+    return Team(
+        seed=seed,
+        emails=np.array(emails, dtype=object),
+        user_group=rng.integers(0, len(GROUPS), users),
+        user_projects=rng.integers(0, len(PROJECTS), (users, 2)),
+        user_key=rng.integers(0, len(API_KEYS), users),
+        user_activity=activity,
+        # Most of the team was there from the start; some joined month by month since.
+        user_joined=np.where(rng.random(users) < 0.8, 0, rng.integers(1, 36, users)),
+    )
+
+
+_COLUMNS = ("date", "tool", "user", "project", "group", "key", "uses", "credits")
+
+
+def _month_rows(team: Team, year: int, month: int) -> pd.DataFrame:
+    """Every usage row of one calendar month, generated from a per-month seed."""
+    rng = np.random.default_rng([team.seed, team.size, year, month])
+    first = dt.date(year, month, 1)
+    days = pd.date_range(first, periods=pd.Period(first, "M").days_in_month, freq="D")
+    n_days, n_users, n_tools = len(days), team.size, len(TOOLS)
+    months_in = (year - DATA_START.year) * 12 + month - 1
+    trend = (1.0 + 0.035 * months_in) * (1.0 + 0.12 * np.sin(months_in / 1.7))
+    weekday = np.where(days.day_of_week >= 5, 0.15, 1.0)
+    # About one day in 30 the whole team is off (holidays, outages): no bucket at all.
+    weekday = weekday * (rng.random(n_days) > 0.035)
+    # One launch day a month, when the team works at two to three times its pace.
+    weekday[rng.integers(0, n_days)] *= rng.uniform(2.0, 3.0)
+    joined = (team.user_joined <= months_in).astype(float)
+    popularity = np.array([t.popularity for t in TOOLS])
+    chance = (
+        weekday[:, None, None]
+        * np.minimum(team.user_activity * min(trend, 1.6) * joined, 0.97)[None, :, None]
+        * popularity[None, None, :]
+    )
+    active = rng.random((n_days, n_users, n_tools)) < np.minimum(chance, 0.98)
+    d_idx, u_idx, t_idx = np.nonzero(active)
+    uses = rng.poisson((1.0 + 3.0 * team.user_activity[u_idx] * trend) * weekday[d_idx]) + 1
+    price = np.array([t.credits_per_use for t in TOOLS])[t_idx]
+    premium = rng.choice(np.array([1, 1, 1, 2]), size=len(t_idx))
+    users = pd.DataFrame(
+        {
+            "date": days.values[d_idx],
+            "tool": t_idx,
+            "user": u_idx,
+            "project": team.user_projects[u_idx, rng.integers(0, 2, len(u_idx))],
+            "group": team.user_group[u_idx],
+            "key": team.user_key[u_idx],
+            "uses": uses,
+            "credits": uses * price * premium,
+        }
+    )
+    # Usage no user is attributed with (service accounts, automations).
+    open_days = np.nonzero(weekday > 0)[0]
+    n_extra = len(open_days) * 2
+    e_tool = rng.integers(0, n_tools, n_extra)
+    e_uses = rng.poisson(3.0 * trend, n_extra) + 1
+    unattributed = pd.DataFrame(
+        {
+            "date": days.values[np.repeat(open_days, 2)],
+            "tool": e_tool,
+            "user": -1,
+            "project": rng.integers(0, len(PROJECTS), n_extra),
+            "group": -1,
+            "key": rng.integers(0, len(API_KEYS), n_extra),
+            "uses": e_uses,
+            "credits": e_uses * np.array([t.credits_per_use for t in TOOLS])[e_tool],
+        }
+    )
+    return pd.concat([users, unattributed], ignore_index=True)
+
+
+# --- answering a request (pure) ----------------------------------------------
+
+
+class SandboxData:
+    """The dataset and the endpoint's logic, without HTTP; months are generated once."""
+
+    def __init__(self, team: Team | None = None, *, today: dt.date | None = None) -> None:
+        self.team = team or synthetic_team()
+        self._today = today
+        self._months = functools.lru_cache(maxsize=64)(self._generate_month)
+
+    @property
+    def today(self) -> dt.date:
+        return self._today or dt.datetime.now(dt.UTC).date()
+
+    def _generate_month(self, year: int, month: int) -> pd.DataFrame:
+        return _month_rows(self.team, year, month)
+
+    def rows(self, start: dt.date, end: dt.date) -> pd.DataFrame:
+        """Usage rows with ``start <= date <= end``, only for days that have ended."""
+        last = min(end, self.today - dt.timedelta(days=1))
+        first = max(start, DATA_START)
+        if first > last:
+            return pd.DataFrame({c: pd.Series(dtype="int64") for c in _COLUMNS})
+        months = pd.period_range(first, last, freq="M")
+        frame = pd.concat([self._months(p.year, p.month) for p in months], ignore_index=True)
+        mask = (frame["date"] >= pd.Timestamp(first)) & (frame["date"] <= pd.Timestamp(last))
+        return frame.loc[mask]
+
+    def answer(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """Status and JSON payload for a request body, as the API would answer it."""
+        try:
+            query = _parse_body(body, self.today)
+        except ValueError as exc:
+            return HTTPStatus.UNPROCESSABLE_ENTITY, {"message": str(exc)}
+        rows = self.rows(query["start"], query["end"])
+        rows = self._filter(rows, query)
+        return HTTPStatus.OK, {"data": self._buckets(rows, query["granularity"])}
+
+    def _filter(self, rows: pd.DataFrame, query: Mapping[str, Any]) -> pd.DataFrame:
+        if query["project_references"]:
+            wanted = [
+                i for i, (ref, _) in enumerate(PROJECTS) if ref in query["project_references"]
+            ]
+            rows = rows[rows["project"].isin(wanted)]
+        if query["group_ids"]:
+            wanted = [i for i, (gid, _) in enumerate(GROUPS) if gid in query["group_ids"]]
+            rows = rows[rows["group"].isin(wanted)]
+        if query["api_key_ids"]:
+            wanted = [i for i, key in enumerate(API_KEYS) if key in query["api_key_ids"]]
+            rows = rows[rows["key"].isin(wanted)]
+        return rows
+
+    def _buckets(self, rows: pd.DataFrame, granularity: str) -> list[dict[str, Any]]:
+        if rows.empty:
+            return []
+        rows = rows.assign(bucket=_bucket_start(rows["date"], granularity))
+        totals = rows.groupby(["bucket", "tool"], sort=True)[["uses", "credits"]].sum()
+        breakdown_tools = [i for i, t in enumerate(TOOLS) if t.has_user_breakdown]
+        named = rows[(rows["user"] >= 0) & rows["tool"].isin(breakdown_tools)]
+        per_user = (
+            named.groupby(["bucket", "tool", "user", "project"], sort=True)[["uses", "credits"]]
+            .sum()
+            .reset_index()
+        )
+        team = self.team
+        per_user["json"] = _user_usage_json(per_user, team)
+        user_json = per_user.groupby(["bucket", "tool"], sort=False)["json"].agg(",".join)
+        data: list[dict[str, Any]] = []
+        current: dict[str, Any] | None = None
+        for (bucket, tool), uses, credits in zip(
+            totals.index, totals["uses"], totals["credits"], strict=True
+        ):
+            stamp = f"{pd.Timestamp(bucket).date().isoformat()}T00:00:00.000Z"
+            if current is None or current["date"] != stamp:
+                current = {"date": stamp, "consumptions": []}
+                data.append(current)
+            consumption: dict[str, Any] = {
+                "tool": TOOLS[int(tool)].name,
+                "user_uses": int(uses),
+                "user_credits": int(credits),
+            }
+            if TOOLS[int(tool)].has_user_breakdown:
+                consumption["user_usages"] = _Raw(user_json.get((bucket, tool), ""))
+            current["consumptions"].append(consumption)
+        return data
+
+
+class _Raw(str):
+    """Pre-serialised JSON array contents, spliced in by ``dumps``."""
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON-encode a payload whose user breakdowns are pre-serialised (``_Raw``)."""
+    parts: list[str] = []
+    marker = "\x00RAW{}\x00"
+    raws: list[str] = []
+
+    def default(obj: Any) -> Any:
+        raise TypeError(type(obj).__name__)
+
+    def swap(obj: Any) -> Any:
+        if isinstance(obj, _Raw):
+            raws.append(obj)
+            return marker.format(len(raws) - 1)
+        if isinstance(obj, dict):
+            return {k: swap(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [swap(v) for v in obj]
+        return obj
+
+    text = json.dumps(swap(payload), separators=(",", ":"), default=default)
+    pieces = text.split('"\\u0000RAW')
+    parts.append(pieces[0])
+    for piece in pieces[1:]:
+        index, rest = piece.split('\\u0000"', 1)
+        parts.append("[" + raws[int(index)] + "]")
+        parts.append(rest)
+    return "".join(parts).encode()
+
+
+def _user_usage_json(per_user: pd.DataFrame, team: Team) -> pd.Series:
+    """One JSON object per user row, built column-wise rather than row by row."""
+    refs = np.array([json.dumps(ref) for ref, _ in PROJECTS], dtype=object)
+    names = np.array([json.dumps(name) for _, name in PROJECTS], dtype=object)
+    groups = np.array([json.dumps(name) for _, name in GROUPS], dtype=object)
+    users = per_user["user"].to_numpy()
+    projects = per_user["project"].to_numpy()
+    email = pd.Series(team.emails[users], index=per_user.index)
+    return (
+        '{"user_email":"'
+        + email
+        + '","user_uses":'
+        + per_user["uses"].astype(str)
+        + ',"user_credits":'
+        + per_user["credits"].astype("int64").astype(str)
+        + ',"project_reference":'
+        + pd.Series(refs[projects], index=per_user.index)
+        + ',"project_name":'
+        + pd.Series(names[projects], index=per_user.index)
+        + ',"group_name":'
+        + pd.Series(groups[team.user_group[users]], index=per_user.index)
+        + "}"
+    )
+
+
+def _bucket_start(dates: pd.Series, granularity: str) -> pd.Series:
+    if granularity == "day":
+        return dates
+    if granularity == "week":
+        monday: pd.Series = dates - pd.to_timedelta(dates.dt.day_of_week, unit="D")
+        return monday
+    freq = {"month": "M", "year": "Y"}[granularity]
+    starts: pd.Series = dates.dt.to_period(freq).dt.start_time
+    return starts
+
+
+def _parse_body(body: Any, today: dt.date) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValueError("request body must be a JSON object")
+    granularity = body.get("granularity", "day")
+    end = _parse_date(body.get("end_date"), "end_date") if "end_date" in body else today
+    start = (
+        _parse_date(body.get("start_date"), "start_date")
+        if "start_date" in body
+        else end - dt.timedelta(days=7)
+    )
+    lists = {}
+    for name in ("project_references", "api_key_ids", "group_ids"):
+        value = body.get(name, [])
+        if not isinstance(value, list):
+            raise ValueError(f"{name} must be an array")
+        lists[name] = value
+    problems = validate_query_fields(
+        granularity=granularity, start_date=start, end_date=end, **lists
+    )
+    if problems:
+        raise ValueError("; ".join(problems))
+    return {"granularity": granularity, "start": start, "end": end, **lists}
+
+
+def _parse_date(value: Any, name: str) -> dt.date:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a date string")
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        raise ValueError(f"{name} is not a date: {value!r}") from None
+
+
+# --- faults ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One injected misbehaviour, applied to the next request that arrives.
+
+    kind: ``status`` (answer ``status``, with ``retry_after`` if given), ``slow``
+    (sleep ``seconds`` then answer normally), ``truncate`` (drop the connection
+    half-way through the body), ``invalid_json`` (a cut-off body with a
+    complete Content-Length), ``malformed`` (valid JSON that breaks the schema).
+    """
+
+    kind: str
+    status: int = 503
+    retry_after: str | None = None
+    seconds: float = 0.0
+
+
+FAULT_KINDS = ("status", "slow", "truncate", "invalid_json", "malformed")
+
+
+def parse_fault(text: str) -> list[Fault]:
+    """``503``, ``429:2`` (Retry-After 2), ``slow:1.5``, ``truncate``, with ``xN`` to repeat."""
+    spec, _, count_text = text.partition("x")
+    count = int(count_text) if count_text else 1
+    head, _, arg = spec.partition(":")
+    if head.isdigit():
+        fault = Fault("status", status=int(head), retry_after=arg or None)
+    elif head == "slow":
+        fault = Fault("slow", seconds=float(arg or 1))
+    elif head in FAULT_KINDS:
+        fault = Fault(head)
+    else:
+        raise ValueError(
+            f"unknown fault {text!r}: use a status (503, 429:RETRY_AFTER), slow:SECONDS,"
+            " truncate, invalid_json or malformed, optionally followed by xCOUNT"
+        )
+    return [fault] * count
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    body: Any
+    had_key: bool
+    status: int
+
+
+# --- HTTP server -------------------------------------------------------------
+
+
+@dataclass
+class SandboxServer:
+    """The stand-in API on a loopback port, served from a background thread."""
+
+    data: SandboxData = field(default_factory=SandboxData)
+    api_key: str | None = None  # None: any non-empty key is accepted
+    host: str = "127.0.0.1"
+    port: int = 0
+    faults: collections.deque[Fault] = field(default_factory=collections.deque)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "server not started"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def inject(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def _next_fault(self) -> Fault | None:
+        with self._lock:
+            return self.faults.popleft() if self.faults else None
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def start(self) -> SandboxServer:
+        handler = _make_handler(self)
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="magnific-sandbox", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def serve_forever(self) -> None:
+        """Serve in the foreground until interrupted (``reporter sandbox``)."""
+        self.start()
+        assert self._thread is not None
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        finally:
+            self.stop()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _make_handler(sandbox: SandboxServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "MagnificSandbox/1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the sandbox runs inside tests and the demo."""
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            key = self.headers.get(KEY_HEADER, "")
+            try:
+                body = json.loads(raw) if raw else {}
+            except json.JSONDecodeError:
+                body = None
+            if self.path.split("?")[0] != ENDPOINT:
+                return self._finish(
+                    raw_body=body,
+                    key=key,
+                    status=404,
+                    payload={"message": f"no route for POST {self.path}"},
+                )
+            if not key or (sandbox.api_key is not None and key != sandbox.api_key):
+                return self._finish(
+                    raw_body=body, key=key, status=401, payload={"message": "Invalid API key"}
+                )
+            fault = sandbox._next_fault()
+            if fault and fault.kind == "status":
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                return self._finish(
+                    raw_body=body,
+                    key=key,
+                    status=fault.status,
+                    payload={"message": HTTPStatus(fault.status).phrase},
+                    headers=headers,
+                )
+            if fault and fault.kind == "slow":
+                time.sleep(fault.seconds)
+            if body is None:
+                return self._finish(
+                    raw_body=raw,
+                    key=key,
+                    status=400,
+                    payload={"message": "request body is not valid JSON"},
+                )
+            try:
+                status, payload = sandbox.data.answer(body)
+                content = dumps(payload)
+            except Exception as exc:  # a stand-in must answer like a server: 500, not a hang-up
+                return self._finish(
+                    raw_body=body,
+                    key=key,
+                    status=500,
+                    payload={"message": f"internal error: {type(exc).__name__}"},
+                )
+            if fault and fault.kind == "malformed" and status == 200:
+                content = _break_schema(content)
+            if fault and fault.kind in ("truncate", "invalid_json") and status == 200:
+                cut = content[: max(1, len(content) // 2)]
+                if fault.kind == "invalid_json":
+                    content = cut
+                else:
+                    sandbox._record(RecordedRequest(self.path, body, bool(key), status))
+                    self._send_head(status, len(content), {})
+                    self.wfile.write(cut)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return None
+            return self._finish(raw_body=body, key=key, status=status, content=content)
+
+        def _finish(
+            self,
+            *,
+            raw_body: Any,
+            key: str,
+            status: int,
+            payload: Any = None,
+            content: bytes | None = None,
+            headers: Mapping[str, str] | None = None,
+        ) -> None:
+            sandbox._record(RecordedRequest(self.path, raw_body, bool(key), status))
+            body = content if content is not None else json.dumps(payload).encode()
+            self._send_head(status, len(body), headers or {})
+            self.wfile.write(body)
+
+        def _send_head(self, status: int, length: int, headers: Mapping[str, str]) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(length))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+
+    return Handler
+
+
+def _break_schema(content: bytes) -> bytes:
+    """Valid JSON that breaks the contract: the first tool total becomes negative."""
+    payload = json.loads(content)
+    for bucket in payload.get("data", []):
+        for consumption in bucket.get("consumptions", []):
+            consumption["user_credits"] = -abs(consumption["user_credits"]) - 1
+            return json.dumps(payload).encode()
+    return b'{"data": "not a list"}'

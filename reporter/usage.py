@@ -1,0 +1,448 @@
+"""From API responses to the tables a report shows. Pure: data in, data out.
+
+Tool-level numbers are the truth; ``user_usages`` is a breakdown that may be
+missing or fall short. So the tidy frame keeps, for each bucket and tool, the
+part no user accounts for as its own "unattributed" row, and every table built
+from it (per tool, user, project, group, day) adds up to the tool totals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from reporter.magnific import UsageResponse
+from reporter.periods import Period
+
+TIDY_COLUMNS = (
+    "date",
+    "tool",
+    "user",
+    "project",
+    "project_reference",
+    "group",
+    "uses",
+    "credits",
+)
+_KEYS = ["date", "tool"]
+
+
+def tidy_frame(response: UsageResponse) -> pd.DataFrame:
+    """One row per bucket, tool, user and project; unattributed usage has user NaN."""
+    totals = pd.DataFrame(
+        [
+            (bucket.date, c.tool, c.user_uses, c.user_credits)
+            for bucket in response.data
+            for c in bucket.consumptions
+        ],
+        columns=["date", "tool", "uses", "credits"],
+    )
+    users = pd.DataFrame(
+        [
+            (
+                bucket.date,
+                c.tool,
+                u.user_email or None,
+                u.project_name,
+                u.project_reference,
+                u.group_name,
+                u.user_uses,
+                u.user_credits,
+            )
+            for bucket in response.data
+            for c in bucket.consumptions
+            for u in (c.user_usages or ())
+        ],
+        columns=list(TIDY_COLUMNS),
+    )
+    return _with_unattributed(totals, users)
+
+
+def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    if totals.empty:
+        return _empty_tidy()
+    totals = totals.assign(date=_naive_dates(totals["date"]))
+    totals = totals.groupby(_KEYS, as_index=False)[["uses", "credits"]].sum()
+    users = users.assign(date=_naive_dates(users["date"])) if not users.empty else users
+    named = users[users["user"].notna()] if not users.empty else users
+    if named.empty:
+        attributed = totals[_KEYS].assign(uses=0, credits=0.0)
+    else:
+        attributed = named.groupby(_KEYS, as_index=False)[["uses", "credits"]].sum()
+    residual = totals.merge(attributed, on=_KEYS, how="left", suffixes=("", "_named"))
+    residual[["uses_named", "credits_named"]] = residual[["uses_named", "credits_named"]].fillna(0)
+    # Never negative: a breakdown that exceeds the totals is the API's to explain,
+    # and the totals stay authoritative for every headline figure.
+    residual["uses"] = (residual["uses"] - residual["uses_named"]).clip(lower=0)
+    residual["credits"] = (residual["credits"] - residual["credits_named"]).clip(lower=0)
+    residual = residual[(residual["uses"] > 0) | (residual["credits"] > 0)]
+    unattributed = residual[[*_KEYS, "uses", "credits"]].assign(
+        user=None, project=None, project_reference=None, group=None
+    )
+    # Unattributed user rows (no email) are folded into the residual above.
+    parts = [p for p in (named, unattributed) if not p.empty]
+    frame = pd.concat(parts, ignore_index=True) if parts else _empty_tidy()
+    frame = frame[list(TIDY_COLUMNS)]
+    frame["uses"] = frame["uses"].astype("int64")
+    frame["credits"] = frame["credits"].astype("float64")
+    return frame.sort_values(
+        ["date", "tool", "credits"], ascending=[True, True, False], ignore_index=True
+    )
+
+
+def _empty_tidy() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in TIDY_COLUMNS})
+    return frame.astype({"date": "datetime64[ns]", "uses": "int64", "credits": "float64"})
+
+
+def _naive_dates(dates: pd.Series) -> pd.Series:
+    """Bucket starts as naive UTC midnights (the API sends ``...T00:00:00.000Z``)."""
+    converted = pd.to_datetime(dates, utc=True).dt.tz_localize(None)
+    return converted.dt.normalize().astype("datetime64[ns]")
+
+
+# --- report tables -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    credits: float
+    uses: int
+    previous_credits: float
+    previous_uses: int
+    change_pct: float | None  # against the previous period; None when it had none
+    history_average: float  # mean credits of the periods before this one
+    change_vs_average_pct: float | None
+    active_users: int
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    limit: float
+    used: float
+    used_pct: float
+    forecast: float | None  # month-end projection at the current run rate; None when complete
+    status: str  # "ok" | "at_risk" | "over"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of a breakdown; ``key`` None is usage not attributed to anyone."""
+
+    key: str | None
+    uses: int
+    credits: float
+    share: float
+    previous_credits: float
+    change_pct: float | None
+
+    @property
+    def delta(self) -> float:
+        return self.credits - self.previous_credits
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """A table of credits by some key (tool, user, project, group), largest first."""
+
+    rows: pd.DataFrame  # key, uses, credits, share, previous_credits, change_pct
+
+    def records(self) -> list[Row]:
+        return [
+            Row(
+                key=None if pd.isna(key) else str(key),
+                uses=int(uses),
+                credits=float(credits),
+                share=float(share),
+                previous_credits=float(previous),
+                change_pct=None if pd.isna(change) else float(change),
+            )
+            for key, uses, credits, share, previous, change in zip(
+                self.rows["key"],
+                self.rows["uses"],
+                self.rows["credits"],
+                self.rows["share"],
+                self.rows["previous_credits"],
+                self.rows["change_pct"],
+                strict=True,
+            )
+        ]
+
+
+@dataclass(frozen=True)
+class ReportTables:
+    period: Period
+    totals: Totals
+    tools: Breakdown
+    users: Breakdown  # top N, then "others", then unattributed
+    projects: Breakdown | None
+    groups: Breakdown | None
+    daily: pd.DataFrame  # date, tool, credits: every bucket of the period, zeros filled
+    history: pd.DataFrame  # period (str), tool, credits: the period and the ones before
+    history_totals: pd.DataFrame  # period, credits, uses
+    tool_order: list[str]  # every tool seen, largest first; fixes colours and legends
+    new_users: list[str]
+    spikes: pd.DataFrame  # date, credits, ratio to the usual day
+    budget: Budget | None
+    user_count: int
+    others_count: int
+    detail: pd.DataFrame = field(repr=False)  # the tidy rows of the period
+
+    @property
+    def empty(self) -> bool:
+        return self.totals.credits == 0 and self.totals.uses == 0
+
+
+def build_tables(
+    detail: pd.DataFrame,
+    history: pd.DataFrame,
+    period: Period,
+    *,
+    top_users: int = 10,
+    budget_credits: float | None = None,
+    today: dt.date | None = None,
+) -> ReportTables:
+    """Every table of a report from the period's tidy rows and the history's."""
+    history = history.assign(period=_period_keys(history["date"], period))
+    history_periods = [p.key for p in period.history()]
+    previous_key = period.previous().key
+    previous = history[history["period"] == previous_key]
+
+    credits = float(detail["credits"].sum())
+    uses = int(detail["uses"].sum())
+    prev_credits = float(previous["credits"].sum())
+    prev_uses = int(previous["uses"].sum())
+    history_totals = (
+        history.groupby("period")[["credits", "uses"]]
+        .sum()
+        .reindex(history_periods, fill_value=0)
+        .rename_axis("period")
+        .reset_index()
+    )
+    # The history's own figure for this period may lag the detail fetch; the
+    # detail is what the report is about, so it wins.
+    history_totals.loc[history_totals["period"] == period.key, ["credits", "uses"]] = [
+        credits,
+        uses,
+    ]
+    earlier = history_totals[history_totals["period"] != period.key]
+    earlier = earlier[earlier["period"] >= _first_with_data(history_totals)]
+    average = float(earlier["credits"].mean()) if not earlier.empty else 0.0
+
+    totals = Totals(
+        credits=credits,
+        uses=uses,
+        previous_credits=prev_credits,
+        previous_uses=prev_uses,
+        change_pct=_pct_change(credits, prev_credits),
+        history_average=average,
+        change_vs_average_pct=_pct_change(credits, average),
+        active_users=int(detail["user"].nunique()),
+    )
+    tools = _breakdown(detail, previous, "tool", credits)
+    tool_order = list(
+        pd.concat(
+            [tools.rows["key"], pd.Series(sorted(set(history["tool"].dropna())))]
+        ).drop_duplicates()
+    )
+    users, others = _top_users(detail, previous, credits, top_users)
+    projects = (
+        _breakdown(detail, previous, "project", credits)
+        if detail["project"].notna().any()
+        else None
+    )
+    groups = (
+        _breakdown(detail, previous, "group", credits) if detail["group"].notna().any() else None
+    )
+
+    hist_by_tool = history.groupby(["period", "tool"], as_index=False)["credits"].sum()
+    hist_by_tool = hist_by_tool[hist_by_tool["period"] != period.key]
+    current_by_tool = (
+        detail.groupby("tool", as_index=False)["credits"].sum().assign(period=period.key)
+    )
+    hist_by_tool = pd.concat([hist_by_tool, current_by_tool], ignore_index=True)
+
+    earlier_users = set(history.loc[history["period"] != period.key, "user"].dropna())
+    current_users = detail["user"].dropna()
+    new_users = sorted(set(current_users) - earlier_users) if earlier_users else []
+
+    daily = daily_series(detail, period)
+    return ReportTables(
+        period=period,
+        totals=totals,
+        tools=tools,
+        users=users,
+        projects=projects,
+        groups=groups,
+        daily=daily,
+        history=hist_by_tool[["period", "tool", "credits"]],
+        history_totals=history_totals,
+        tool_order=tool_order,
+        new_users=new_users,
+        spikes=find_spikes(daily),
+        budget=budget_status(credits, budget_credits, period, today) if budget_credits else None,
+        user_count=int(current_users.nunique()),
+        others_count=others,
+        detail=detail,
+    )
+
+
+def _period_keys(dates: pd.Series, period: Period) -> pd.Series:
+    """The period key ("2026-10", "2026-W43", ...) each date falls in."""
+    kind_period = type(period)
+    periods = dates.dt.to_period(period.freq)
+    unique = {p: kind_period.from_pandas(p, period.kind).key for p in periods.unique()}
+    keys: pd.Series = periods.map(unique).astype(object)
+    return keys
+
+
+def _first_with_data(history_totals: pd.DataFrame) -> str:
+    """The first period of the history with usage: a team that started later is not
+    averaged against empty months it did not exist in."""
+    used = history_totals[history_totals["credits"] > 0]
+    return str(used["period"].iloc[0]) if not used.empty else str(history_totals["period"].iloc[-1])
+
+
+def _pct_change(current: float, previous: float) -> float | None:
+    if previous <= 0:
+        return None
+    return (current - previous) / previous * 100.0
+
+
+def _breakdown(detail: pd.DataFrame, previous: pd.DataFrame, key: str, total: float) -> Breakdown:
+    current = detail.groupby(key, dropna=False)[["uses", "credits"]].sum()
+    before = previous.groupby(key, dropna=False)["credits"].sum().rename("previous_credits")
+    table = current.join(before, how="left").fillna({"previous_credits": 0.0})
+    table = table.rename_axis("key").reset_index()
+    return Breakdown(_finish(table, total))
+
+
+def _finish(table: pd.DataFrame, total: float) -> pd.DataFrame:
+    table = table.assign(
+        share=(table["credits"] / total * 100.0) if total else 0.0,
+        change_pct=np.where(
+            table["previous_credits"] > 0,
+            (table["credits"] - table["previous_credits"])
+            / table["previous_credits"].where(table["previous_credits"] > 0, 1)
+            * 100.0,
+            np.nan,
+        ),
+    )
+    # Named rows by credits; the unattributed row (key NaN) last, where readers look for it.
+    named = table[table["key"].notna()].sort_values(["credits", "key"], ascending=[False, True])
+    rest = table[table["key"].isna()]
+    ordered = pd.concat([named, rest], ignore_index=True)
+    ordered["change_pct"] = ordered["change_pct"].astype("float64")
+    return ordered[["key", "uses", "credits", "share", "previous_credits", "change_pct"]]
+
+
+OTHERS = "__others__"
+
+
+def _top_users(
+    detail: pd.DataFrame, previous: pd.DataFrame, total: float, top: int
+) -> tuple[Breakdown, int]:
+    """The ``top`` users by credits, one "others" row for the rest, and unattributed."""
+    table = _breakdown(detail, previous, "user", total).rows
+    columns = ["key", "uses", "credits", "previous_credits"]
+    named = table[table["key"].notna()]
+    head, tail = named.iloc[:top], named.iloc[top:]
+    parts = [head[columns]]
+    if not tail.empty:
+        sums = tail[["uses", "credits", "previous_credits"]].sum()
+        parts.append(pd.DataFrame([{"key": OTHERS, **sums.to_dict()}]))
+    parts.append(table.loc[table["key"].isna(), columns])
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return Breakdown(table), 0
+    rows = pd.concat(parts, ignore_index=True)
+    rows = rows.astype({"uses": "int64", "credits": "float64", "previous_credits": "float64"})
+    # _finish sorts named rows by credits; keep "others" after the top users.
+    finished = _finish(rows, total)
+    order = finished["key"].map(lambda k: 2 if pd.isna(k) else (1 if k == OTHERS else 0))
+    return Breakdown(finished.iloc[order.argsort(kind="stable")].reset_index(drop=True)), len(tail)
+
+
+def daily_series(detail: pd.DataFrame, period: Period) -> pd.DataFrame:
+    """Credits per bucket and tool over the whole period, buckets without usage as 0."""
+    freq = {"day": "D", "month": "MS"}[period.detail_granularity]
+    dates = pd.date_range(period.start, period.end, freq=freq)
+    tools = sorted(detail["tool"].dropna().unique())
+    if not tools:
+        return pd.DataFrame(
+            {
+                "date": pd.Series(dtype="datetime64[ns]"),
+                "tool": pd.Series(dtype=object),
+                "credits": pd.Series(dtype="float64"),
+            }
+        )
+    grid = pd.MultiIndex.from_product([dates, tools], names=["date", "tool"])
+    series = (
+        detail.groupby(["date", "tool"])["credits"]
+        .sum()
+        .reindex(grid, fill_value=0.0)
+        .reset_index()
+    )
+    return series
+
+
+def find_spikes(daily: pd.DataFrame) -> pd.DataFrame:
+    """Days far above the period's usual day: above median + 3 robust deviations,
+    and at least 1.5x the median. Quiet days (weekends) do not drag the median."""
+    per_day = daily.groupby("date", as_index=False)["credits"].sum()
+    busy = per_day[per_day["credits"] > 0]
+    if len(busy) < 7:
+        none: pd.DataFrame = per_day.iloc[:0].assign(ratio=pd.Series(dtype="float64"))
+        return none
+    median = float(busy["credits"].median())
+    mad = float((busy["credits"] - median).abs().median()) * 1.4826
+    threshold = max(median + 3 * mad, median * 1.5)
+    spikes = per_day[per_day["credits"] > threshold]
+    found: pd.DataFrame = spikes.assign(ratio=spikes["credits"] / median).reset_index(drop=True)
+    return found
+
+
+def budget_status(used: float, limit: float, period: Period, today: dt.date | None) -> Budget:
+    """Used against the budget, and where the run rate ends the period if it is not over."""
+    forecast = None
+    if today is not None and not period.is_complete(today):
+        elapsed = period.elapsed_days(today)
+        forecast = used / elapsed * period.days if elapsed else None
+    projected = forecast if forecast is not None else used
+    status = "over" if used > limit else ("at_risk" if projected > limit else "ok")
+    return Budget(
+        limit=limit,
+        used=used,
+        used_pct=used / limit * 100.0 if limit else 0.0,
+        forecast=forecast,
+        status=status,
+    )
+
+
+def csv_frame(detail: pd.DataFrame) -> pd.DataFrame:
+    """The tidy rows as written to ``<name>.csv``: one line per bucket, tool, user, project."""
+    out = detail.rename(
+        columns={"user": "user_email", "project": "project_name", "group": "group_name"}
+    )
+    out = out.assign(date=out["date"].dt.strftime("%Y-%m-%d"))
+    return out[
+        [
+            "date",
+            "tool",
+            "user_email",
+            "project_reference",
+            "project_name",
+            "group_name",
+            "uses",
+            "credits",
+        ]
+    ]
+
+
+def movers(table: Breakdown, limit: int = 3) -> list[Row]:
+    """Named rows with the largest change in credits, for the "what changed" lines."""
+    named = [row for row in table.records() if row.key is not None and row.key != OTHERS]
+    return sorted(named, key=lambda row: abs(row.delta), reverse=True)[:limit]

@@ -1,0 +1,171 @@
+"""Shared fixtures: a real stand-in API and a real SMTP server, both on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import Envelope, Session
+
+from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
+
+TODAY = dt.date(2026, 11, 25)
+API_KEY = "sk-test-5f1c9b0e7d2a4c8e"
+SMTP_PASSWORD = "smtp-pass-0c4e1a7b"
+DATA = Path(__file__).parent / "data"
+
+_ENV_PREFIXES = ("MAGNIFIC_", "SMTP_", "GITHUB_")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's or CI's real keys or mail server."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def sandbox_data() -> SandboxData:
+    return SandboxData(synthetic_team(users=48, seed=7), today=TODAY)
+
+
+@pytest.fixture
+def api(sandbox_data: SandboxData) -> Iterator[SandboxServer]:
+    """The stand-in API on a free loopback port, accepting only ``API_KEY``."""
+    with SandboxServer(sandbox_data, api_key=API_KEY) as server:
+        yield server
+
+
+def raw_usage(server: SandboxServer, body: dict[str, Any]) -> dict[str, Any]:
+    """The API's answer fetched directly, for computing expected figures independently."""
+    response = httpx.post(
+        f"{server.url}/v1/analytics/team-credit-usage",
+        json=body,
+        headers={"x-magnific-api-key": API_KEY},
+    )
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def total_credits(payload: dict[str, Any]) -> int:
+    """Sum of the tool-level totals: the figure a report must show, computed with no pandas."""
+    return sum(c["user_credits"] for b in payload["data"] for c in b["consumptions"])
+
+
+# --- SMTP --------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    envelope_from: str
+    recipients: list[str]
+    message: EmailMessage
+
+
+@dataclass
+class Recorder:
+    """An aiosmtpd handler that keeps every message and can misbehave on demand."""
+
+    messages: list[Received] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)  # address -> reply
+    fail_data: list[str] = field(default_factory=list)  # replies to DATA, consumed in order
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(
+        self,
+        server: SMTPServer,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            if self.fail_data:
+                return self.fail_data.pop(0)
+            content = envelope.original_content or envelope.content
+            assert isinstance(content, bytes)
+            message = email.message_from_bytes(content, policy=email.policy.SMTP)
+            assert isinstance(message, EmailMessage)
+            self.messages.append(
+                Received(str(envelope.mail_from), list(envelope.rcpt_tos), message)
+            )
+        return "250 Message accepted"
+
+    def by_recipient(self) -> dict[str, list[EmailMessage]]:
+        out: dict[str, list[EmailMessage]] = {}
+        for received in self.messages:
+            for rcpt in received.recipients:
+                out.setdefault(rcpt, []).append(received.message)
+        return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class SmtpServer:
+    port: int
+    recorder: Recorder
+    controller: Controller
+
+    def env(self) -> dict[str, str]:
+        return {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.port), "SMTP_SECURITY": "none"}
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A plain SMTP server on loopback that records every message."""
+    recorder = Recorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield SmtpServer(port, recorder, controller)
+    finally:
+        controller.stop()
+
+
+# --- config ------------------------------------------------------------------
+
+
+def write_config(path: Path, reports: str, *, email_extra: str = "", defaults: str = "") -> Path:
+    path.write_text(
+        '[email]\nfrom = "Usage Reports <reports@company.com>"\n'
+        + email_extra
+        + "\n"
+        + (f"[defaults]\n{defaults}\n" if defaults else "")
+        + reports,
+        encoding="utf-8",
+    )
+    return path
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
