@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from reporter import __version__
-from reporter.config import Config, ReportConfig, load_config
+from reporter.config import ApiOptions, Config, ReportConfig, load_config
 from reporter.environment import api_settings, smtp_settings
 from reporter.errors import ReporterError, UsageError
 from reporter.jobs import Outcome, RunOptions, run
@@ -214,9 +214,7 @@ def _summary(outcomes: Sequence[Outcome], period: Period) -> str:
 @click.option(
     "--max-in-flight",
     type=click.IntRange(1, 32),
-    default=4,
-    show_default=True,
-    help="API requests in flight at once.",
+    help="API requests in flight at once. Default: [api] max_in_flight, or 4.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every API request (key redacted).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
@@ -230,7 +228,7 @@ def run_command(
     force: bool,
     templates_dir: Path | None,
     pdf_variant: str | None,
-    max_in_flight: int,
+    max_in_flight: int | None,
     verbose: bool,
     quiet: bool,
 ) -> None:
@@ -266,7 +264,8 @@ def run_command(
         api_url=f"{api.base_url}{ENDPOINT}",
     )
     progress = _progress(quiet)
-    with MagnificClient(api, max_in_flight=max_in_flight) as client:
+    max_in_flight = max_in_flight or config.api.max_in_flight
+    with MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client:
         ledger = None if dry_run else Ledger(state_path)
         try:
             outcomes = run(
@@ -285,6 +284,18 @@ def run_command(
     click.echo(_summary(outcomes, the_period))
     if not all(o.ok for o in outcomes):
         sys.exit(1)
+
+
+def retry_policy(options: ApiOptions) -> RetryPolicy:
+    """The config's [api] table as the client's retry policy."""
+    return RetryPolicy(
+        attempts=options.max_attempts,
+        initial_wait=options.initial_wait_seconds,
+        max_wait=options.max_wait_seconds,
+        total_timeout=options.total_timeout_seconds,
+        connect_timeout=options.connect_timeout_seconds,
+        read_timeout=options.read_timeout_seconds,
+    )
 
 
 def _progress(quiet: bool) -> Any:

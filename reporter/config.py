@@ -61,6 +61,18 @@ class Defaults(_Model):
     pdf_variant: PdfVariant = "pdf/ua-1"
 
 
+class ApiOptions(_Model):
+    """How hard to try the Magnific API; the defaults suit a monthly unattended run."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    initial_wait_seconds: Annotated[float, Field(gt=0, le=60)] = 0.5
+    max_wait_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    total_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 180.0
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    max_in_flight: Annotated[int, Field(ge=1, le=32)] = 4
+
+
 class ReportConfig(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     title: Annotated[str, Field(min_length=1, max_length=200)] | None = None
@@ -92,6 +104,7 @@ class ReportConfig(_Model):
 class Config(_Model):
     email: EmailSettings
     defaults: Defaults = Defaults()
+    api: ApiOptions = ApiOptions()
     reports: Annotated[list[ReportConfig], Field(min_length=1)]
 
     @model_validator(mode="after")
@@ -147,7 +160,8 @@ def parse_config(data: Mapping[str, Any], *, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
+        # A misspelt key also makes the real one "missing": name the typo first.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         first = _describe(errors[0], data)
         more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         raise ConfigError(

@@ -1,0 +1,215 @@
+"""The CLI's contract: exit statuses and exact, one-line error messages, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reporter.sandbox import SandboxServer
+from tests.conftest import API_KEY, write_config
+
+GOOD = """
+[[reports]]
+name = "marketing"
+owners = ["manager@company.com"]
+"""
+
+
+def reporter(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script as a user would."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAGNIFIC_", "SMTP_"))}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "reporter"), *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reports", "message"),
+    [
+        (
+            GOOD.replace("owners", "ownerz"),
+            "reports[0] ('marketing'): ownerz: unknown key 'ownerz'; did you mean 'owners'?",
+        ),
+        (
+            GOOD.replace('"manager@company.com"', '"manager@"'),
+            "reports[0] ('marketing'): owners[0]: value is not a valid email address",
+        ),
+        (
+            GOOD + 'project_references = ["not-a-uuid"]\n',
+            "reports[0] ('marketing'): project_references[0]: Input should be a valid UUID",
+        ),
+        (
+            GOOD + "group_ids = [0]\n",
+            "reports[0] ('marketing'): group_ids[0]: Input should be greater than or equal to 1",
+        ),
+        (
+            GOOD + GOOD,
+            "reports[1] ('marketing'): name: already used by reports[0]",
+        ),
+        (
+            GOOD.replace('"marketing"', '"Marketing Team"'),
+            "reports[0] ('Marketing Team'): name: must be a lowercase slug",
+        ),
+        (
+            GOOD.replace("owners = [", "owners = [[").replace("]\n", "]\n", 1) + "x = = 1\n",
+            "invalid TOML",
+        ),
+        ("", "reports: required key is missing"),
+    ],
+)
+def test_bad_config_exits_2_naming_file_report_and_field(
+    tmp_path: Path, reports: str, message: str
+) -> None:
+    config = write_config(tmp_path / "team.toml", reports)
+    result = reporter(
+        "run", "--config", str(config), "--dry-run", env={"MAGNIFIC_API_KEY": API_KEY}
+    )
+    assert result.returncode == 2
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"Error: {config}: ")
+    assert message in first
+    assert "Traceback" not in result.stderr
+
+
+def test_toml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "team.toml", GOOD + "budget_credits = = 3\n")
+    result = reporter("run", "--config", str(config), env={"MAGNIFIC_API_KEY": API_KEY})
+    assert result.returncode == 2
+    assert "invalid TOML" in result.stderr
+    assert "line 8" in result.stderr
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    result = reporter("run", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert (
+        result.stderr.splitlines()[0] == f"Error: {tmp_path / 'nope.toml'}: config file not found"
+    )
+
+
+def test_missing_api_key_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "team.toml", GOOD)
+    result = reporter("run", "--config", str(config), "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "Error: MAGNIFIC_API_KEY is not set"
+    assert result.stderr.splitlines()[1].startswith("Hint: export MAGNIFIC_API_KEY")
+
+
+def test_missing_smtp_host_is_refused_before_any_api_call(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    config = write_config(tmp_path / "team.toml", GOOD)
+    result = reporter(
+        "run",
+        "--config",
+        str(config),
+        "--period",
+        "2026-10",
+        env={"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url},
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == "Error: SMTP_HOST is not set"
+    assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("period", "message"),
+    [
+        ("2026-13", "Error: unknown period '2026-13': month must be in 1..12"),
+        ("October", "Error: unknown period 'October'"),
+        ("2099-01", "Error: period 2099-01 has not started yet"),
+        ("2026-W60", "Error: unknown period '2026-W60'"),
+    ],
+)
+def test_bad_period_exits_2(tmp_path: Path, period: str, message: str) -> None:
+    config = write_config(tmp_path / "team.toml", GOOD)
+    result = reporter(
+        "run",
+        "--config",
+        str(config),
+        "--period",
+        period,
+        "--dry-run",
+        env={"MAGNIFIC_API_KEY": API_KEY},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(message)
+
+
+def test_unknown_report_name_lists_the_known_ones(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "team.toml", GOOD)
+    result = reporter(
+        "run",
+        "--config",
+        str(config),
+        "--report",
+        "sales",
+        "--dry-run",
+        env={"MAGNIFIC_API_KEY": API_KEY},
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"Error: no report named 'sales' in {config}",
+        "Hint: reports in the config: marketing",
+    ]
+
+
+def test_rejected_key_exits_2_with_one_line_and_no_secret(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    config = write_config(tmp_path / "team.toml", GOOD)
+    wrong = "sk-wrong-8d7c6b5a4f3e"
+    result = reporter(
+        "run",
+        "--config",
+        str(config),
+        "--period",
+        "2026-10",
+        "--dry-run",
+        "--out",
+        str(tmp_path / "out"),
+        env={"MAGNIFIC_API_KEY": wrong, "MAGNIFIC_API_BASE_URL": api.url},
+    )
+    assert result.returncode == 2
+    assert "Error: the Magnific API rejected the key in MAGNIFIC_API_KEY (401)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_unreachable_api_fails_the_report_with_exit_1(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    config = write_config(tmp_path / "team.toml", "[api]\nmax_attempts = 2\n" + GOOD)
+    result = reporter(
+        "run",
+        "--config",
+        str(config),
+        "--period",
+        "2026-10",
+        "--dry-run",
+        "--out",
+        str(tmp_path / "out"),
+        env={
+            "MAGNIFIC_API_KEY": API_KEY,
+            "MAGNIFIC_API_BASE_URL": f"http://127.0.0.1:{free_port()}",
+        },
+    )
+    assert result.returncode == 1
+    assert "marketing: failed: the Magnific API did not answer successfully: cannot reach" in (
+        result.stderr
+    )
+    assert "(gave up after 2 attempts" in result.stderr
+    assert "FAILED" in result.stdout
+    assert "Traceback" not in result.stderr
