@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,8 +289,10 @@ class MagnificClient:
         retry: RetryPolicy | None = None,
         max_in_flight: int = 4,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._settings = settings
+        self._sleep = sleep
         self._retry = retry or RetryPolicy()
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._http = httpx.Client(
@@ -330,6 +332,7 @@ class MagnificClient:
                 | tenacity.stop_after_delay(self._retry.total_timeout)
             ),
             before_sleep=self._log_retry,
+            sleep=self._sleep,
             reraise=True,
         )
         attempts = 0

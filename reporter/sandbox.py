@@ -17,6 +17,7 @@ import collections
 import datetime as dt
 import functools
 import json
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -434,8 +435,10 @@ FAULT_KINDS = ("status", "slow", "truncate", "invalid_json", "malformed")
 
 def parse_fault(text: str) -> list[Fault]:
     """``503``, ``429:2`` (Retry-After 2), ``slow:1.5``, ``truncate``, with ``xN`` to repeat."""
-    spec, _, count_text = text.partition("x")
-    count = int(count_text) if count_text else 1
+    match = re.fullmatch(r"(.+?)(?:x(\d+))?", text.strip())
+    if match is None:
+        raise ValueError(f"unknown fault {text!r}")
+    spec, count = match[1], int(match[2] or 1)
     head, _, arg = spec.partition(":")
     if head.isdigit():
         fault = Fault("status", status=int(head), retry_after=arg or None)
@@ -472,6 +475,8 @@ class SandboxServer:
     port: int = 0
     faults: collections.deque[Fault] = field(default_factory=collections.deque)
     requests: list[RecordedRequest] = field(default_factory=list)
+    in_flight: int = 0
+    peak_in_flight: int = 0  # most requests being answered at once, for concurrency tests
     _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -536,6 +541,16 @@ def _make_handler(sandbox: SandboxServer) -> type[BaseHTTPRequestHandler]:
             """Quiet: the sandbox runs inside tests and the demo."""
 
         def do_POST(self) -> None:
+            with sandbox._lock:
+                sandbox.in_flight += 1
+                sandbox.peak_in_flight = max(sandbox.peak_in_flight, sandbox.in_flight)
+            try:
+                self._answer()
+            finally:
+                with sandbox._lock:
+                    sandbox.in_flight -= 1
+
+        def _answer(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
             key = self.headers.get(KEY_HEADER, "")

@@ -1,0 +1,287 @@
+"""The API client against the stand-in API over real HTTP: faults, validation, secrecy."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import email.utils
+import logging
+
+import pytest
+from pydantic import SecretStr
+
+from reporter.environment import ApiSettings
+from reporter.errors import (
+    ApiAuthError,
+    ApiRequestError,
+    ApiResponseError,
+    ApiUnavailableError,
+)
+from reporter.magnific import MagnificClient, RetryPolicy, UsageQuery, parse_retry_after
+from reporter.sandbox import Fault, SandboxServer
+from tests.conftest import API_KEY, free_port
+
+OCTOBER = UsageQuery("day", dt.date(2026, 10, 1), dt.date(2026, 10, 31))
+FAST = RetryPolicy(
+    attempts=4, initial_wait=0.01, max_wait=5, total_timeout=30, connect_timeout=2, read_timeout=2
+)
+
+
+class Sleeps(list[float]):
+    """Records the waits the client asked for instead of sleeping them."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def client_for(
+    url: str,
+    *,
+    key: str = API_KEY,
+    retry: RetryPolicy = FAST,
+    sleeps: Sleeps | None = None,
+    max_in_flight: int = 4,
+) -> MagnificClient:
+    return MagnificClient(
+        ApiSettings(SecretStr(key), url),
+        retry=retry,
+        max_in_flight=max_in_flight,
+        sleep=sleeps if sleeps is not None else Sleeps(),
+    )
+
+
+def totals(client: MagnificClient, query: UsageQuery = OCTOBER) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for bucket in client.fetch_usage(query).data:
+        for c in bucket.consumptions:
+            out[c.tool] = out.get(c.tool, 0) + c.user_credits
+    return out
+
+
+def test_request_carries_key_header_documented_dates_and_filters(api: SandboxServer) -> None:
+    query = UsageQuery(
+        "month",
+        dt.date(2026, 1, 1),
+        dt.date(2026, 3, 31),
+        project_references=("a1b2c3d4-1111-4000-8000-000000000001",),
+        api_key_ids=("api-key-1",),
+        group_ids=(10, 20),
+    )
+    with client_for(api.url) as client:
+        client.fetch_usage(query)
+    (request,) = api.requests
+    assert request.had_key
+    assert request.body == {
+        "granularity": "month",
+        "start_date": "2026-01-01T00:00:00.000Z",
+        "end_date": "2026-03-31T00:00:00.000Z",
+        "project_references": ["a1b2c3d4-1111-4000-8000-000000000001"],
+        "api_key_ids": ["api-key-1"],
+        "group_ids": [10, 20],
+    }
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_server_errors_are_retried_and_give_the_same_figures(
+    api: SandboxServer, status: int
+) -> None:
+    with client_for(api.url) as client:
+        clean = totals(client)
+        api.inject(Fault("status", status=status), Fault("status", status=status))
+        sleeps = Sleeps()
+        with client_for(api.url, sleeps=sleeps) as retried:
+            assert totals(retried) == clean
+    assert len(sleeps) == 2
+    assert [r.status for r in api.requests[-3:]] == [status, status, 200]
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [("2", 2.0), (None, None)],
+)
+def test_429_honours_retry_after_seconds(
+    api: SandboxServer, retry_after: str | None, expected: float | None
+) -> None:
+    api.inject(Fault("status", status=429, retry_after=retry_after))
+    sleeps = Sleeps()
+    with client_for(api.url, sleeps=sleeps) as client:
+        client.fetch_usage(OCTOBER)
+    assert len(sleeps) == 1
+    if expected is not None:
+        assert sleeps[0] == expected
+    else:  # exponential backoff with jitter, within the policy's cap
+        assert 0 <= sleeps[0] <= FAST.max_wait
+
+
+def test_429_retry_after_as_http_date(api: SandboxServer) -> None:
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
+    api.inject(
+        Fault("status", status=429, retry_after=email.utils.format_datetime(when, usegmt=True))
+    )
+    sleeps = Sleeps()
+    with client_for(api.url, sleeps=sleeps) as client:
+        client.fetch_usage(OCTOBER)
+    assert 1.0 <= sleeps[0] <= 3.0
+
+
+def test_retry_after_is_capped_by_the_policy(api: SandboxServer) -> None:
+    api.inject(Fault("status", status=429, retry_after="3600"))
+    sleeps = Sleeps()
+    with client_for(api.url, sleeps=sleeps) as client:
+        client.fetch_usage(OCTOBER)
+    assert sleeps == [FAST.max_wait]
+
+
+def test_parse_retry_after() -> None:
+    now = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+    assert parse_retry_after("120", now=now) == 120.0
+    assert parse_retry_after("Wed, 25 Nov 2026 12:00:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Wed, 25 Nov 2026 11:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None) is None
+
+
+def test_retries_are_capped_and_then_reported_in_one_line(api: SandboxServer) -> None:
+    api.inject(*[Fault("status", status=503)] * 10)
+    with client_for(api.url) as client, pytest.raises(ApiUnavailableError) as caught:
+        client.fetch_usage(OCTOBER)
+    assert len(api.requests) == FAST.attempts
+    message = str(caught.value)
+    assert message.startswith("the Magnific API did not answer successfully: HTTP 503")
+    assert "(gave up after 4 attempts" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_rejected_requests_are_not_retried_and_carry_the_api_message(
+    api: SandboxServer, status: int
+) -> None:
+    api.inject(Fault("status", status=status))
+    with client_for(api.url) as client, pytest.raises(ApiRequestError) as caught:
+        client.fetch_usage(OCTOBER)
+    assert len(api.requests) == 1
+    assert caught.value.status == status
+    assert f"the Magnific API refused the request ({status})" in str(caught.value)
+
+
+def test_validation_message_of_the_api_is_shown(api: SandboxServer) -> None:
+    import httpx
+
+    response = httpx.post(
+        f"{api.url}/v1/analytics/team-credit-usage",
+        json={"granularity": "hour"},
+        headers={"x-magnific-api-key": API_KEY},
+    )
+    assert response.status_code == 422
+    assert "granularity must be one of day, week, month, year" in response.json()["message"]
+
+
+def test_rejected_key_is_one_clear_line_without_the_key(
+    api: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "sk-live-wrong-key-123456"
+    with client_for(api.url, key=wrong) as client, pytest.raises(ApiAuthError) as caught:
+        client.fetch_usage(OCTOBER)
+    assert (
+        str(caught.value)
+        == "the Magnific API rejected the key in MAGNIFIC_API_KEY (401): Invalid API key"
+    )
+    assert len(api.requests) == 1
+    assert wrong not in repr(client)
+    assert wrong not in caplog.text
+    assert wrong not in repr(caught.value) + str(caught.value.__dict__)
+
+
+def test_key_never_appears_in_logs_or_errors(
+    api: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    api.inject(Fault("status", status=503), *[Fault("status", status=500)] * 5)
+    with client_for(api.url) as client:
+        with pytest.raises(ApiUnavailableError) as caught:
+            client.fetch_usage(OCTOBER)
+        assert API_KEY not in repr(client)
+    assert API_KEY not in caplog.text
+    assert API_KEY not in str(caught.value)
+    assert "retrying" in caplog.text  # the retries were logged, just not the key
+
+
+def test_malformed_body_names_the_field(api: SandboxServer) -> None:
+    api.inject(Fault("malformed"))
+    with client_for(api.url) as client, pytest.raises(ApiResponseError) as caught:
+        client.fetch_usage(OCTOBER)
+    assert "data[0].consumptions[0].user_credits" in str(caught.value)
+    assert "greater than or equal to 0" in str(caught.value)
+    assert len(api.requests) == 1
+
+
+def test_cut_off_json_body_is_reported(api: SandboxServer) -> None:
+    api.inject(Fault("invalid_json"))
+    with client_for(api.url) as client, pytest.raises(ApiResponseError) as caught:
+        client.fetch_usage(OCTOBER)
+    assert "not valid JSON" in str(caught.value)
+
+
+def test_dropped_connection_mid_body_is_retried(api: SandboxServer) -> None:
+    with client_for(api.url) as client:
+        clean = totals(client)
+    api.inject(Fault("truncate"))
+    sleeps = Sleeps()
+    with client_for(api.url, sleeps=sleeps) as client:
+        assert totals(client) == clean
+    assert len(sleeps) == 1
+
+
+def test_slow_response_times_out_and_is_retried(api: SandboxServer) -> None:
+    api.inject(Fault("slow", seconds=1.5))
+    policy = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=1, read_timeout=0.5)
+    sleeps = Sleeps()
+    with client_for(api.url, retry=policy, sleeps=sleeps) as client:
+        assert totals(client)
+    assert len(sleeps) == 1
+
+
+def test_unreachable_server() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with client_for(url) as client, pytest.raises(ApiUnavailableError) as caught:
+        client.fetch_usage(OCTOBER)
+    assert f"cannot reach {url}/v1/analytics/team-credit-usage" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [
+        ({"project_references": ("nope",)}, "project reference 'nope' is not a UUID"),
+        ({"group_ids": (0,)}, "group id 0 must be an integer >= 1"),
+        (
+            {"start_date": dt.date(2026, 11, 1)},
+            "start_date 2026-11-01 is after end_date 2026-10-31",
+        ),
+        ({"granularity": "hour"}, "granularity must be one of day, week, month, year"),
+        ({"api_key_ids": ("",)}, "api key id '' must be a non-empty string"),
+    ],
+)
+def test_invalid_queries_are_refused_before_sending(
+    kwargs: dict[str, object], problem: str
+) -> None:
+    fields: dict[str, object] = {
+        "granularity": "day",
+        "start_date": dt.date(2026, 10, 1),
+        "end_date": dt.date(2026, 10, 31),
+        **kwargs,
+    }
+    with pytest.raises(ApiRequestError) as caught:
+        UsageQuery(**fields)  # type: ignore[arg-type]
+    assert problem in str(caught.value)
+
+
+def test_concurrent_fetches_stay_within_the_in_flight_bound(api: SandboxServer) -> None:
+    api.inject(*[Fault("slow", seconds=0.3)] * 12)
+    with (
+        client_for(api.url, max_in_flight=2) as client,
+        concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool,
+    ):
+        results = list(pool.map(lambda _: totals(client), range(12)))
+    assert all(r == results[0] for r in results)
+    assert api.peak_in_flight == 2
