@@ -190,29 +190,8 @@ class SmtpSender:
         return f"{self._settings.host}:{self._settings.port}"
 
     def _connect(self) -> smtplib.SMTP:
-        s = self._settings
         try:
-            if s.security == "ssl":
-                conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.host, s.port, timeout=s.timeout, context=self._ssl
-                )
-            else:
-                conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
-            conn.ehlo()
-            if s.security == "starttls":
-                if not conn.has_extn("starttls"):
-                    conn.close()
-                    raise DeliveryError(
-                        f"the mail server {self._where()} does not offer STARTTLS;"
-                        " refusing to send in clear text",
-                        transient=False,
-                        hint="use SMTP_SECURITY=ssl for implicit TLS, or SMTP_SECURITY=none"
-                        " only for a trusted local relay",
-                    )
-                conn.starttls(context=self._ssl)
-                conn.ehlo()
-            if s.username and s.password is not None:
-                conn.login(s.username, s.password.get_secret_value())
+            return self._open()
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(
                 f"the mail server {self._where()} rejected SMTP_USERNAME/SMTP_PASSWORD"
@@ -236,6 +215,34 @@ class SmtpSender:
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
             raise _Transient(f"cannot connect to {self._where()}: {_describe(exc)}") from None
+
+    def _open(self) -> smtplib.SMTP:
+        """Connect, secure and log in; the connection is closed if any step fails."""
+        s = self._settings
+        if s.security == "ssl":
+            conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.host, s.port, timeout=s.timeout, context=self._ssl
+            )
+        else:
+            conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+        try:
+            conn.ehlo()
+            if s.security == "starttls":
+                if not conn.has_extn("starttls"):
+                    raise DeliveryError(
+                        f"the mail server {self._where()} does not offer STARTTLS;"
+                        " refusing to send in clear text",
+                        transient=False,
+                        hint="use SMTP_SECURITY=ssl for implicit TLS, or SMTP_SECURITY=none"
+                        " only for a trusted local relay",
+                    )
+                conn.starttls(context=self._ssl)
+                conn.ehlo()
+            if s.username and s.password is not None:
+                conn.login(s.username, s.password.get_secret_value())
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _send_once(
@@ -279,11 +286,9 @@ class SmtpSender:
             conn.send(b".\r\n")
             code, reply = conn.getreply()
             if code != 250:
-                error = self._classify(code, reply)
-                if isinstance(error, _Transient):
-                    # A definite refusal after the commit point: nothing was accepted.
-                    raise DeliveryError(str(error), transient=True)
-                raise error
+                # A reply, even after the commit point, is definite: nothing was accepted,
+                # so a 4xx is retried like any other.
+                raise self._classify(code, reply)
             return SendResult(accepted=accepted, refused=refused)
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             if committed:
