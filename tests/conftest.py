@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
 import json
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,6 +66,23 @@ def raw_usage(server: SandboxServer, body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def pdf_text(path: Path) -> str:
+    """All text of a PDF as poppler's pdftotext lays it out: table rows stay on one line."""
+    result = subprocess.run(
+        ["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout
+
+
+def pdf_rows(path: Path) -> list[str]:
+    """The PDF's visual rows, runs of spaces folded: ``"AI Image Models 2,149 101,960 ..."``."""
+    return [" ".join(line.split()) for line in pdf_text(path).splitlines() if line.strip()]
+
+
 def total_credits(payload: dict[str, Any]) -> int:
     """Sum of the tool-level totals: the figure a report must show, computed with no pandas."""
     return sum(c["user_credits"] for b in payload["data"] for c in b["consumptions"])
@@ -86,6 +105,7 @@ class Recorder:
     messages: list[Received] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)  # address -> reply
     fail_data: list[str] = field(default_factory=list)  # replies to DATA, consumed in order
+    data_delay: float = 0.0  # seconds to hold each message before answering the final dot
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -102,6 +122,8 @@ class Recorder:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         with self.lock:
             if self.fail_data:
                 return self.fail_data.pop(0)

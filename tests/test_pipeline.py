@@ -8,11 +8,18 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pypdf import PdfReader
 
 from reporter.cli import cli
 from reporter.sandbox import PROJECTS, SandboxServer
-from tests.conftest import API_KEY, SmtpServer, raw_usage, total_credits, write_config
+from tests.conftest import (
+    API_KEY,
+    SmtpServer,
+    pdf_rows,
+    pdf_text,
+    raw_usage,
+    total_credits,
+    write_config,
+)
 
 PERIOD = "2026-10"
 MARKETING = PROJECTS[0][0]
@@ -30,10 +37,6 @@ title = "Design Team"
 owners = ["design.lead@company.com"]
 group_ids = [10]
 """
-
-
-def pdf_text(path: Path) -> str:
-    return "\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
@@ -118,6 +121,7 @@ def test_per_tool_figures_and_previous_month_change_match_the_raw_data(
     code, _, stderr = run_cli(setup.args, setup.env)
     assert code == 0, stderr
     text = pdf_text(setup.out / "marketing.pdf")
+    rows = pdf_rows(setup.out / "marketing.pdf")
     october = raw_usage(
         api,
         {
@@ -132,7 +136,8 @@ def test_per_tool_figures_and_previous_month_change_match_the_raw_data(
         for c in bucket["consumptions"]:
             by_tool[c["tool"]] = by_tool.get(c["tool"], 0) + c["user_credits"]
     for tool, credits in by_tool.items():
-        assert re.search(rf"{re.escape(tool)}\s+[\d,]+\s+{credits:,}\s", text), tool
+        row = next(r for r in rows if r.startswith(f"{tool} ") and "%" in r)
+        assert re.match(rf"{re.escape(tool)} [\d,]+ {credits:,} ", row), row
     september = expected_total(api, project_references=[MARKETING]) and total_credits(
         raw_usage(
             api,
