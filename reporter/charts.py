@@ -110,9 +110,10 @@ def daily_spec(
     daily: pd.DataFrame, tools: Sequence[str], labels: ChartLabels, *, granularity: str = "day"
 ) -> dict[str, Any]:
     """Credits per day (or month, for a year), stacked by tool."""
+    days = daily["date"].nunique()
     data = daily.assign(date=daily["date"].dt.strftime("%Y-%m-%d"))
     time_unit: Any = "yearmonthdate" if granularity == "day" else "yearmonth"
-    axis_format = "%d" if granularity == "day" else "%b"
+    axis_format = ("%d" if days <= 31 else "%b %d") if granularity == "day" else "%b"
     chart = (
         alt.Chart(data)
         .mark_bar(width={"band": 0.85})

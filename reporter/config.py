@@ -80,7 +80,7 @@ class ReportConfig(_Model):
     project_references: list[uuid.UUID] = []
     group_ids: list[Annotated[int, Field(ge=1)]] = []
     api_key_ids: list[Annotated[str, Field(min_length=1)]] = []
-    budget_credits: NonNegativeFloat | None = None
+    budget_credits: NonNegativeFloat | None = None  # per month; prorated for other periods
     locale: Locale | None = None
     top_users: Annotated[int, Field(ge=1, le=100)] | None = None
 

@@ -226,7 +226,7 @@ def compose(
         if item.chart_png and cid:
             images.append(InlineImage(cid, item.chart_png))
         contexts.append({**item.context, "chart_cid": cid, "pdf_name": item.pdf_path.name})
-    period_label = contexts[0]["period_label"]
+    period_label = contexts[0]["period_title"]
     if len(built) == 1:
         subject = catalog.gettext("%(title)s — credit usage, %(period)s") % {
             "title": first.report.display_title,

@@ -102,6 +102,16 @@ class Period:
         return (self.end - self.start).days + 1
 
     @property
+    def months(self) -> float:
+        """The period's length in months, to prorate a monthly budget (a week is 7/30.44)."""
+        return {
+            PeriodKind.WEEK: 7 * 12 / 365.25,
+            PeriodKind.MONTH: 1.0,
+            PeriodKind.QUARTER: 3.0,
+            PeriodKind.YEAR: 12.0,
+        }[self.kind]
+
+    @property
     def detail_granularity(self) -> Granularity:
         return _DETAIL_GRANULARITY[self.kind]
 

@@ -93,8 +93,7 @@ class Formatter:
     def period(self, period: Period, gettext: Callable[[str], str]) -> str:
         """``October 2026``, ``Week 43, 2026``, ``Q3 2026``, ``2026``."""
         if period.kind is PeriodKind.MONTH:
-            text = dates.format_skeleton("yMMMM", period.start, locale=self.locale)
-            return text[:1].upper() + text[1:]
+            return dates.format_skeleton("yMMMM", period.start, locale=self.locale)
         if period.kind is PeriodKind.WEEK:
             year, week, _ = period.start.isocalendar()
             return gettext("Week %(week)s, %(year)s") % {"week": week, "year": year}

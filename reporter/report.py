@@ -66,6 +66,7 @@ def build_context(
         "name": report.name,
         "period_key": period.key,
         "period_label": fmt.period(period, gettext),
+        "period_title": _capitalised(fmt.period(period, gettext)),
         "period_range": fmt.date_range(period.start, period.end),
         "previous_label": fmt.period(period.previous(), gettext),
         "empty": tables.empty,
@@ -76,7 +77,7 @@ def build_context(
         ],
         "charts": charts,
         "tools": _rows(tables.tools, gettext, ngettext, colour=True),
-        "users": _rows(tables.users, gettext, ngettext, others_count=tables.others_count),
+        "users": _rows(tables.users, gettext, ngettext, others_count=tables.others_count, fmt=fmt),
         "projects": _rows(tables.projects, gettext, ngettext) if tables.projects else [],
         "groups": _rows(tables.groups, gettext, ngettext) if tables.groups else [],
         "user_count": tables.user_count,
@@ -96,6 +97,7 @@ def _rows(
     *,
     colour: bool = False,
     others_count: int = 0,
+    fmt: Formatter | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     for record in table.records():
@@ -104,7 +106,7 @@ def _rows(
         elif record.key == OTHERS:
             label = ngettext(
                 "Everyone else (%(n)s user)", "Everyone else (%(n)s users)", others_count
-            ) % {"n": others_count}
+            ) % {"n": fmt.number(others_count) if fmt else others_count}
             kind = "others"
         else:
             label, kind = record.key, "named"
@@ -134,3 +136,8 @@ def _filter_lines(
         "api_key_ids": gettext("API keys"),
     }
     return [f"{names[k]}: {', '.join(str(v) for v in values)}" for k, values in filters.items()]
+
+
+def _capitalised(text: str) -> str:
+    """Headings start with a capital; CLDR month names are lower case in many languages."""
+    return text[:1].upper() + text[1:]

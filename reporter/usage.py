@@ -283,7 +283,11 @@ def build_tables(
         tool_order=tool_order,
         new_users=new_users,
         spikes=find_spikes(daily),
-        budget=budget_status(credits, budget_credits, period, today) if budget_credits else None,
+        budget=(
+            budget_status(credits, budget_credits * period.months, period, today)
+            if budget_credits
+            else None
+        ),
         user_count=int(current_users.nunique()),
         others_count=others,
         detail=detail,

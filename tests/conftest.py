@@ -66,10 +66,9 @@ def raw_usage(server: SandboxServer, body: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def pdf_text(path: Path) -> str:
-    """All text of a PDF as poppler's pdftotext lays it out: table rows stay on one line."""
+def _pdftotext(path: Path, *options: str) -> str:
     result = subprocess.run(
-        ["pdftotext", "-layout", "-enc", "UTF-8", str(path), "-"],
+        ["pdftotext", *options, "-enc", "UTF-8", str(path), "-"],
         capture_output=True,
         text=True,
         check=True,
@@ -78,9 +77,19 @@ def pdf_text(path: Path) -> str:
     return result.stdout
 
 
+def pdf_text(path: Path) -> str:
+    """All text of a PDF in reading order, white space folded: what a reader would copy."""
+    return " ".join(_pdftotext(path).split())
+
+
 def pdf_rows(path: Path) -> list[str]:
-    """The PDF's visual rows, runs of spaces folded: ``"AI Image Models 2,149 101,960 ..."``."""
-    return [" ".join(line.split()) for line in pdf_text(path).splitlines() if line.strip()]
+    """The PDF's visual rows, runs of spaces folded: ``"AI Image Models 2,149 101,960 ..."``.
+
+    Table cells come out of a PDF one by one; poppler's layout mode keeps each table row
+    on one line, which lets a test say "this figure is on this tool's row".
+    """
+    lines = _pdftotext(path, "-layout").splitlines()
+    return [" ".join(line.split()).removeprefix("● ") for line in lines if line.strip()]
 
 
 def total_credits(payload: dict[str, Any]) -> int:

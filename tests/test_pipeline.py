@@ -136,9 +136,9 @@ def test_per_tool_figures_and_previous_month_change_match_the_raw_data(
         for c in bucket["consumptions"]:
             by_tool[c["tool"]] = by_tool.get(c["tool"], 0) + c["user_credits"]
     for tool, credits in by_tool.items():
-        row = next(r for r in rows if r.startswith(f"{tool} ") and "%" in r)
-        assert re.match(rf"{re.escape(tool)} [\d,]+ {credits:,} ", row), row
-    september = expected_total(api, project_references=[MARKETING]) and total_credits(
+        table_row = rf"{re.escape(tool)} [\d,]+ {credits:,} [\d.]+% "
+        assert any(re.match(table_row, row) for row in rows), tool
+    september = total_credits(
         raw_usage(
             api,
             {
