@@ -22,11 +22,14 @@ from reporter import __version__
 from reporter.config import ApiOptions, Config, ReportConfig, load_config
 from reporter.environment import api_settings, smtp_settings
 from reporter.errors import ReporterError, UsageError
-from reporter.jobs import Outcome, RunOptions, run
+from reporter.jobs import RunOptions, run
 from reporter.ledger import Ledger
 from reporter.magnific import ENDPOINT, MagnificClient, RetryPolicy
 from reporter.periods import Period, last_complete_month, parse_period
+from reporter.progress import progress_for
 from reporter.render import default_templates_dir
+from reporter.shards import Shard, parse_shard
+from reporter.summary import Outcome, markdown_summary, text_summary
 
 log = logging.getLogger("reporter")
 
@@ -67,9 +70,22 @@ class _Redact(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now, so warnings print above a live progress
+    bar (which redirects it) instead of through it."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(
         _Redact([os.environ.get(n, "") for n in ("MAGNIFIC_API_KEY", "SMTP_PASSWORD")])
@@ -126,44 +142,6 @@ def _templates(path: Path | None) -> Path:
     return path
 
 
-def _summary(outcomes: Sequence[Outcome], period: Period) -> str:
-    labels = {
-        "delivered": "delivered",
-        "already_delivered": "already delivered",
-        "written": "written",
-        "failed": "FAILED",
-        "partial": "PARTLY FAILED",
-    }
-    rows = [
-        (
-            o.report,
-            f"{o.credits:,.0f}" if o.credits is not None else "-",
-            labels.get(o.status, o.status),
-            o.detail,
-        )
-        for o in outcomes
-    ]
-    widths = [
-        max(len(r[i]) for r in [("report", "credits", "status", ""), *rows]) for i in range(3)
-    ]
-    lines = [f"Period {period.key}:"]
-    for name, credits, status, detail in rows:
-        lines.append(
-            f"  {name:<{widths[0]}}  {credits:>{widths[1]}}  {status:<{widths[2]}}"
-            f"  {detail}".rstrip()
-        )
-    failed = [o for o in outcomes if not o.ok]
-    lines.append(
-        f"{len(outcomes) - len(failed)} of {len(outcomes)} report(s) OK"
-        + (
-            f"; {len(failed)} failed: run again to retry them (delivered ones are not resent)"
-            if failed
-            else ""
-        )
-    )
-    return "\n".join(lines)
-
-
 @cli.command("run")
 @click.option(
     "--config",
@@ -216,7 +194,22 @@ def _summary(outcomes: Sequence[Outcome], period: Period) -> str:
     type=click.IntRange(1, 32),
     help="API requests in flight at once. Default: [api] max_in_flight, or 4.",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log every API request (key redacted).")
+@click.option(
+    "--shard",
+    "shard_text",
+    metavar="I/N",
+    help="Run only the I-th of N stable shares of the reports (by name), e.g. 2/4.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes that render reports.",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Every step of every report, and every API request."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def run_command(
     config_path: Path,
@@ -229,6 +222,8 @@ def run_command(
     templates_dir: Path | None,
     pdf_variant: str | None,
     max_in_flight: int | None,
+    shard_text: str | None,
+    jobs: int,
     verbose: bool,
     quiet: bool,
 ) -> None:
@@ -236,6 +231,8 @@ def run_command(
 
     Reads MAGNIFIC_API_KEY (and MAGNIFIC_API_BASE_URL) and, unless --dry-run,
     SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD and SMTP_SECURITY.
+    With GITHUB_STEP_SUMMARY set (GitHub Actions), appends a table of the
+    reports to that file.
 
     \b
     Example:
@@ -245,6 +242,9 @@ def run_command(
     now = _now()
     config = load_config(config_path)
     selected = _select(config, report_names, str(config_path))
+    shard = parse_shard(shard_text) if shard_text else None
+    if shard is not None:
+        selected = shard.select(selected, lambda r: r.name)
     the_period = _resolve_period(period, now)
     templates = _templates(templates_dir)
     api = api_settings(os.environ)
@@ -262,10 +262,13 @@ def run_command(
         force=force,
         pdf_variant=pdf_variant,
         api_url=f"{api.base_url}{ENDPOINT}",
+        jobs=jobs,
     )
-    progress = _progress(quiet)
     max_in_flight = max_in_flight or config.api.max_in_flight
-    with MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client:
+    with (
+        MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client,
+        progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
+    ):
         ledger = None if dry_run else Ledger(state_path)
         try:
             outcomes = run(
@@ -281,7 +284,20 @@ def run_command(
         finally:
             if ledger is not None:
                 ledger.close()
-    click.echo(_summary(outcomes, the_period))
+    _finish(outcomes, the_period, shard)
+
+
+def _finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = None) -> None:
+    """Print the summary (and write GitHub's job summary); exit 1 if any report failed."""
+    shard_text = str(shard) if shard else ""
+    click.echo(text_summary(outcomes, period.key, shard_text))
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        try:
+            with open(step_summary, "a", encoding="utf-8") as summary:
+                summary.write(markdown_summary(outcomes, period.key, shard_text))
+        except OSError as exc:
+            log.warning("could not write the job summary to %s: %s", step_summary, exc.strerror)
     if not all(o.ok for o in outcomes):
         sys.exit(1)
 
@@ -296,14 +312,6 @@ def retry_policy(options: ApiOptions) -> RetryPolicy:
         connect_timeout=options.connect_timeout_seconds,
         read_timeout=options.read_timeout_seconds,
     )
-
-
-def _progress(quiet: bool) -> Any:
-    def report(name: str, message: str) -> None:
-        if not quiet:
-            click.echo(f"{name}: {message}", err=True)
-
-    return report
 
 
 @cli.command("demo")
@@ -345,7 +353,10 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
         from reporter.environment import ApiSettings
 
         settings = ApiSettings(key=SecretStr("demo"), base_url=server.url)
-        with MagnificClient(settings, retry=RetryPolicy(attempts=2)) as client:
+        with (
+            MagnificClient(settings, retry=RetryPolicy(attempts=2)) as client,
+            progress_for([r.name for r in config.reports], quiet=quiet, verbose=False) as progress,
+        ):
             outcomes = run(
                 config,
                 config.reports,
@@ -353,15 +364,13 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
                 client=client,
                 sender=None,
                 ledger=None,
-                progress=_progress(quiet),
+                progress=progress,
             )
-    click.echo(_summary(outcomes, the_period))
-    click.echo("\nFiles:")
+    click.echo("Files:")
     for outcome in outcomes:
         for path in outcome.files:
             click.echo(f"  {path}")
-    if not all(o.ok for o in outcomes):
-        sys.exit(1)
+    _finish(outcomes, the_period)
 
 
 @cli.command("sandbox")

@@ -13,14 +13,15 @@ import datetime as dt
 import email
 import email.policy
 import logging
+import multiprocessing
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reporter import charts
 from reporter.config import Config, ReportConfig
@@ -39,6 +40,7 @@ from reporter.mail import (
 from reporter.periods import Period
 from reporter.render import Formatter, html_to_pdf, render_template, translations
 from reporter.report import Source, build_context, chart_labels
+from reporter.summary import Outcome
 from reporter.usage import ReportTables, build_tables, csv_frame, tidy_frame
 
 log = logging.getLogger(__name__)
@@ -54,22 +56,7 @@ class RunOptions:
     force: bool = False
     pdf_variant: str | None = None  # overrides [defaults] pdf_variant
     api_url: str = ""
-
-
-@dataclass
-class Outcome:
-    """What happened to one report in this run, for the summary and the exit status."""
-
-    report: str
-    status: str  # delivered | already_delivered | written | failed | partial
-    detail: str = ""
-    credits: float | None = None
-    files: list[Path] = field(default_factory=list)
-    recipients: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("delivered", "already_delivered", "written")
+    jobs: int = 1  # processes that render reports
 
 
 @dataclass
@@ -83,10 +70,13 @@ class BuiltReport:
     chart_png: bytes | None  # the email's inline chart; None when there is nothing to draw
 
 
-Progress = Callable[[str, str], None]
+class Progress(Protocol):
+    """Told of each step of each report; ``done`` marks the report's final status."""
+
+    def __call__(self, report: str, message: str, /, *, done: bool = False) -> None: ...
 
 
-def _quiet(report: str, message: str) -> None:
+def _quiet(report: str, message: str, /, *, done: bool = False) -> None:
     log.info("%s: %s", report, message)
 
 
@@ -376,6 +366,7 @@ def run(
     pending: dict[str, list[str]] = {}
     to_build: list[ReportConfig] = []
     mails: list[Mail] = []
+    resent: set[str] = set()  # reports sent from the .eml an earlier run wrote
     for report in reports:
         owners = [str(o) for o in report.owners]
         if options.dry_run or options.force or ledger is None:
@@ -386,7 +377,7 @@ def run(
             outcomes[report.name] = Outcome(
                 report.name, "already_delivered", "every owner already has it", recipients=owners
             )
-            progress(report.name, "already delivered; nothing to send")
+            progress(report.name, outcomes[report.name].line(), done=True)
             continue
         stored = (
             stored_mails(report, pending[report.name], ledger, period)
@@ -395,6 +386,7 @@ def run(
         )
         if stored and not config.email.one_mail_per_owner:
             progress(report.name, "sending the message a previous run wrote")
+            resent.add(report.name)
             mails.extend(stored)
         else:
             to_build.append(report)
@@ -430,6 +422,7 @@ def run(
                 if outcomes[name].status == "pending":
                     outcomes[name].status = "written"
                     outcomes[name].detail = "dry run: message written, not sent"
+                    progress(name, outcomes[name].line(), done=True)
         return [outcomes[r.name] for r in reports]
 
     assert ledger is not None
@@ -440,11 +433,10 @@ def run(
         for name in mail.reports:
             delivered.setdefault(name, []).extend(ok)
             failures.setdefault(name, {}).update(failed)
-        if failed:
-            for name in mail.reports:
+        for name in mail.reports:
+            if failed:
                 progress(name, "not delivered to " + ", ".join(failed))
-        if ok:
-            for name in mail.reports:
+            if ok:
                 progress(name, "delivered to " + ", ".join(ok))
     for name, outcome in outcomes.items():
         if outcome.status != "pending":
@@ -457,6 +449,9 @@ def run(
         else:
             outcome.status = "delivered"
             outcome.detail = f"sent to {len(got)} owner{'s' if len(got) != 1 else ''}"
+            if name in resent:
+                outcome.detail += ", the message a previous run wrote"
+        progress(name, outcome.line(), done=True)
     return [outcomes[r.name] for r in reports]
 
 
@@ -469,46 +464,107 @@ def _build_all(
     progress: Progress,
     max_in_flight: int,
 ) -> list[BuiltReport]:
-    """Fetch concurrently (bounded by the client), render as each fetch completes."""
+    """Fetch concurrently (bounded by the client); render each report as its data arrives,
+    in this process or, with ``options.jobs > 1``, in a pool of worker processes."""
     built: list[BuiltReport] = []
     if not reports:
         return built
     auth_error: ApiAuthError | None = None
-    with concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(1, min(max_in_flight, len(reports))), thread_name_prefix="fetch"
-    ) as pool:
-        futures = {pool.submit(fetch_tables, client, r, config, options): r for r in reports}
-        for future in concurrent.futures.as_completed(futures):
-            report = futures[future]
-            try:
-                tables = future.result()
+    renderer: concurrent.futures.Executor | None = None
+    if options.jobs > 1 and len(reports) > 1:
+        renderer = concurrent.futures.ProcessPoolExecutor(
+            max_workers=min(options.jobs, len(reports)),
+            mp_context=multiprocessing.get_context("spawn"),
+        )
+    rendering: dict[concurrent.futures.Future[_Rendered], ReportConfig] = {}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, min(max_in_flight, len(reports))), thread_name_prefix="fetch"
+        ) as fetchers:
+            fetching = {
+                fetchers.submit(fetch_tables, client, r, config, options): r for r in reports
+            }
+            for future in concurrent.futures.as_completed(fetching):
+                report = fetching[future]
+                try:
+                    tables = future.result()
+                except ApiAuthError as exc:
+                    auth_error = exc
+                    for other in fetching:
+                        other.cancel()
+                    _fail(outcomes[report.name], exc, progress)
+                    continue
+                except Exception as exc:
+                    _fail(outcomes[report.name], _as_reporter_error(exc, report), progress)
+                    continue
                 progress(report.name, f"fetched: {tables.totals.credits:,.0f} credits")
-                built.append(render_report(report, tables, config, options))
-                progress(report.name, f"wrote {built[-1].pdf_path}")
-            except ApiAuthError as exc:
-                auth_error = exc
-                for other in futures:
-                    other.cancel()
-                _fail(outcomes[report.name], exc, progress)
-            except ReporterError as exc:
-                _fail(outcomes[report.name], exc, progress)
-            except Exception as exc:  # a bug must cost one report, not the run
-                log.debug("unexpected error in report %s", report.name, exc_info=True)
-                _fail(
-                    outcomes[report.name],
-                    ReporterError(
-                        f"internal error: {type(exc).__name__}: {exc}",
-                        hint="run with --verbose for details, and report it",
-                    ),
-                    progress,
-                )
+                if renderer is None:
+                    _collect(
+                        _render_safely(report, tables, config, options),
+                        report,
+                        built,
+                        outcomes,
+                        progress,
+                    )
+                else:
+                    job = renderer.submit(_render_safely, report, tables, config, options)
+                    rendering[job] = report
+        for job in concurrent.futures.as_completed(rendering):
+            try:
+                result = job.result()
+            except Exception as exc:  # a worker process died (out of memory, killed)
+                result = _as_reporter_error(exc, rendering[job]).message, "run again"
+            _collect(result, rendering[job], built, outcomes, progress)
+    finally:
+        if renderer is not None:
+            renderer.shutdown(cancel_futures=True)
     if auth_error is not None:
         raise auth_error
     order = {r.name: i for i, r in enumerate(reports)}
     return sorted(built, key=lambda b: order[b.report.name])
 
 
+_Rendered = BuiltReport | tuple[str, str | None]
+
+
+def _render_safely(
+    report: ReportConfig, tables: ReportTables, config: Config, options: RunOptions
+) -> _Rendered:
+    """Render one report; a failure comes back as (message, hint), which pickles cleanly
+    across processes where exceptions with keyword arguments do not."""
+    try:
+        return render_report(report, tables, config, options)
+    except Exception as exc:
+        error = _as_reporter_error(exc, report)
+        return (error.message, error.hint)
+
+
+def _collect(
+    result: _Rendered,
+    report: ReportConfig,
+    built: list[BuiltReport],
+    outcomes: dict[str, Outcome],
+    progress: Progress,
+) -> None:
+    if isinstance(result, BuiltReport):
+        built.append(result)
+        progress(report.name, f"wrote {result.pdf_path}")
+    else:
+        _fail(outcomes[report.name], ReporterError(result[0], hint=result[1]), progress)
+
+
+def _as_reporter_error(exc: BaseException, report: ReportConfig) -> ReporterError:
+    """Our own errors pass through; anything else is a bug that costs one report, not the run."""
+    if isinstance(exc, ReporterError):
+        return exc
+    log.debug("unexpected error in report %s", report.name, exc_info=exc)
+    return ReporterError(
+        f"internal error: {type(exc).__name__}: {exc}",
+        hint="run with --verbose for details, and report it",
+    )
+
+
 def _fail(outcome: Outcome, exc: ReporterError, progress: Progress) -> None:
     outcome.status = "failed"
     outcome.detail = str(exc)
-    progress(outcome.report, f"failed: {exc}")
+    progress(outcome.report, outcome.line(), done=True)

@@ -207,7 +207,7 @@ def test_unreachable_api_fails_the_report_with_exit_1(tmp_path: Path) -> None:
         },
     )
     assert result.returncode == 1
-    assert "marketing: failed: the Magnific API did not answer successfully: cannot reach" in (
+    assert "marketing: FAILED (the Magnific API did not answer successfully: cannot reach" in (
         result.stderr
     )
     assert "(gave up after 2 attempts" in result.stderr

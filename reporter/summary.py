@@ -1,0 +1,97 @@
+"""What a run did, per report, as data and as the two texts people read.
+
+The terminal summary and the GitHub job summary are the same facts in two
+shapes; keeping both here, pure, means they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LABELS = {
+    "pending": "pending",
+    "delivered": "delivered",
+    "already_delivered": "already delivered",
+    "written": "written",
+    "failed": "FAILED",
+    "partial": "PARTLY FAILED",
+}
+
+
+@dataclass
+class Outcome:
+    """What happened to one report in this run, for the summary and the exit status."""
+
+    report: str
+    status: str  # pending | delivered | already_delivered | written | failed | partial
+    detail: str = ""
+    credits: float | None = None
+    files: list[Path] = field(default_factory=list)
+    recipients: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("delivered", "already_delivered", "written")
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.status, self.status)
+
+    @property
+    def credits_text(self) -> str:
+        return f"{self.credits:,.0f}" if self.credits is not None else "-"
+
+    def line(self) -> str:
+        """One line for logs: ``marketing: delivered, 12,345 credits (sent to 2 owners)``."""
+        credits = f", {self.credits_text} credits" if self.credits is not None else ""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.report}: {self.label}{credits}{detail}"
+
+
+def _verdict(outcomes: Sequence[Outcome]) -> str:
+    failed = sum(not o.ok for o in outcomes)
+    text = f"{len(outcomes) - failed} of {len(outcomes)} report(s) OK"
+    if failed:
+        text += f"; {failed} failed: run again to retry them (delivered ones are not resent)"
+    return text
+
+
+def text_summary(outcomes: Sequence[Outcome], period_key: str, shard: str = "") -> str:
+    """The aligned table printed at the end of every run."""
+    rows = [(o.report, o.credits_text, o.label, o.detail) for o in outcomes]
+    header = ("report", "credits", "status", "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    lines = [f"Period {period_key}" + (f", shard {shard}" if shard else "") + ":"]
+    for name, credits, status, detail in rows:
+        lines.append(
+            f"  {name:<{widths[0]}}  {credits:>{widths[1]}}  {status:<{widths[2]}}"
+            f"  {detail}".rstrip()
+        )
+    lines.append(_verdict(outcomes))
+    return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """Markdown table cells: a report detail may hold a pipe or a newline from a server."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def markdown_summary(outcomes: Sequence[Outcome], period_key: str, shard: str = "") -> str:
+    """The same table for ``$GITHUB_STEP_SUMMARY``, with a total row."""
+    title = f"### Credit usage reports, {period_key}" + (f" (shard {shard})" if shard else "")
+    lines = [
+        title,
+        "",
+        "| Report | Credits | Status | Detail |",
+        "| :-- | --: | :-- | :-- |",
+    ]
+    for o in outcomes:
+        status = o.label if o.ok else f"**{o.label}**"
+        lines.append(f"| {_cell(o.report)} | {o.credits_text} | {status} | {_cell(o.detail)} |")
+    counted = [o.credits for o in outcomes if o.credits is not None]
+    if counted:
+        lines.append(f"| **Total** | **{sum(counted):,.0f}** | | |")
+    lines += ["", _verdict(outcomes), ""]
+    return "\n".join(lines)
