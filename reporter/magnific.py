@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import itertools
 import json
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -21,7 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import numpy as np
+import pandas as pd
+import pydantic_core
 import tenacity
+from pandas.api.types import infer_dtype
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
@@ -156,20 +162,10 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class UserUsage(_Lenient):
-    user_email: str | None = None
-    user_uses: NonNegativeInt
-    user_credits: NonNegativeFloat
-    project_reference: str | None = None
-    project_name: str | None = None
-    group_name: str | None = None
-
-
 class Consumption(_Lenient):
     tool: str
     user_uses: NonNegativeInt
     user_credits: NonNegativeFloat
-    user_usages: list[UserUsage] | None = None
 
 
 class Bucket(_Lenient):
@@ -177,31 +173,153 @@ class Bucket(_Lenient):
     consumptions: list[Consumption]
 
 
-class UsageResponse(_Lenient):
+class _Totals(_Lenient):
     data: list[Bucket]
 
 
-_RESPONSE = TypeAdapter(UsageResponse)
+_TOTALS = TypeAdapter(_Totals)
+
+USER_COLUMNS = (
+    "date",
+    "tool",
+    "user",
+    "project",
+    "project_reference",
+    "group",
+    "uses",
+    "credits",
+)
+# A user row's field, and the column it becomes.
+_USER_TEXT = {
+    "user_email": "user",
+    "project_name": "project",
+    "project_reference": "project_reference",
+    "group_name": "group",
+}
+
+
+@dataclass(frozen=True)
+class UsageResponse:
+    """A validated response: the tool totals per bucket, and every user row as one frame.
+
+    The user breakdown can run to a million rows; it is checked and flattened column by
+    column (NumPy), never as one Python object per row.
+    """
+
+    data: list[Bucket]
+    users: pd.DataFrame  # USER_COLUMNS; user is None where the API gave no address
 
 
 def parse_usage_response(content: bytes) -> UsageResponse:
-    """Parse and validate a response body in one pass (JSON is decoded once)."""
+    """Parse a response body once, then validate it: the totals with pydantic, the user
+    rows as columns."""
     try:
-        return _RESPONSE.validate_json(content)
+        raw = pydantic_core.from_json(content, cache_strings="all", allow_inf_nan=False)
+    except ValueError as exc:
+        raise ApiResponseError(
+            f"the Magnific API sent a body that is not valid JSON ({len(content)} bytes): {exc}",
+            hint="this is usually a transient upstream fault; run again later",
+        ) from None
+    # The breakdowns are taken out before pydantic sees the rest, so that it validates
+    # a few hundred totals rather than building a model per user row.
+    breakdowns: list[tuple[tuple[int, int], Any]] = []
+    if isinstance(raw, dict) and isinstance(raw.get("data"), list):
+        for b, bucket in enumerate(raw["data"]):
+            consumptions = bucket.get("consumptions") if isinstance(bucket, dict) else None
+            for c, consumption in enumerate(consumptions or ()):
+                if isinstance(consumption, dict):
+                    breakdowns.append(((b, c), consumption.pop("user_usages", None)))
+    try:
+        totals = _TOTALS.validate_python(raw)
     except PydanticValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        where = format_location(first["loc"])
-        if first["type"] == "json_invalid":
-            raise ApiResponseError(
-                f"the Magnific API sent a body that is not valid JSON ({len(content)} bytes):"
-                f" {first['msg']}",
-                hint="this is usually a transient upstream fault; run again later",
-            ) from None
-        raise ApiResponseError(
-            f"the Magnific API sent an unexpected response: {where}: {first['msg']}",
-            hint="the response breaks the documented contract; run again later, and report it"
-            " to Magnific if it persists",
-        ) from None
+        raise _contract_error(format_location(first["loc"]), first["msg"]) from None
+    del raw
+    return UsageResponse(totals.data, _user_frame(totals.data, breakdowns))
+
+
+def _contract_error(where: str, message: str) -> ApiResponseError:
+    return ApiResponseError(
+        f"the Magnific API sent an unexpected response: {where}: {message}",
+        hint="the response breaks the documented contract; run again later, and report it"
+        " to Magnific if it persists",
+    )
+
+
+def _user_frame(
+    buckets: list[Bucket], breakdowns: list[tuple[tuple[int, int], Any]]
+) -> pd.DataFrame:
+    """All user rows, flattened and checked column by column."""
+    lists: list[list[Any]] = []
+    places: list[tuple[int, int]] = []
+    for place, rows in breakdowns:
+        if rows is None:
+            continue
+        if not isinstance(rows, list):
+            b, c = place
+            raise _contract_error(
+                f"data[{b}].consumptions[{c}].user_usages", "Input should be a valid list"
+            )
+        if rows:
+            lists.append(rows)
+            places.append(place)
+    counts = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    rows = list(itertools.chain.from_iterable(lists))
+    ends = np.cumsum(counts)
+
+    def fail(index: int, name: str | None, message: str) -> ApiResponseError:
+        """Name the first bad row as pydantic would: data[b].consumptions[c].user_usages[k]."""
+        slot = int(np.searchsorted(ends, index, side="right"))
+        b, c = places[slot]
+        k = index - int(ends[slot] - counts[slot])
+        where = f"data[{b}].consumptions[{c}].user_usages[{k}]" + (f".{name}" if name else "")
+        return _contract_error(where, message)
+
+    is_dict = _of_type(rows, dict)
+    if not is_dict.all():
+        raise fail(int((~is_dict).argmax()), None, "Input should be a valid dictionary")
+    columns: dict[str, Any] = {}
+    for name, column in _USER_TEXT.items():
+        values = np.array(list(map(operator.methodcaller("get", name), rows)), dtype=object)
+        # One pass in C decides the common case; only a bad column is searched for its row.
+        if infer_dtype(values, skipna=True) not in ("string", "empty"):
+            text = _of_type(values, str, type(None))
+            raise fail(int((~text).argmax()), name, "Input should be a valid string")
+        columns[column] = values
+    columns["user"][columns["user"] == ""] = None
+    for name, column in (("user_uses", "uses"), ("user_credits", "credits")):
+        values = np.array(list(map(operator.methodcaller("get", name), rows)), dtype=object)
+        kind = infer_dtype(values, skipna=False)
+        numeric = (
+            np.ones(len(values), dtype=bool)
+            if kind in ("integer", "floating", "mixed-integer-float", "empty")
+            else _of_type(values, int, float)
+        )
+        if not numeric.all():
+            bad = int((~numeric).argmax())
+            problem = "Field required" if values[bad] is None else "Input should be a valid number"
+            raise fail(bad, name, problem)
+        number = values.astype(np.float64)
+        problems = [(number < 0, "Input should be greater than or equal to 0")]
+        if column == "uses":
+            problems.insert(0, (number != np.floor(number), "Input should be a valid integer"))
+        for mask, problem in problems:
+            if mask.any():
+                raise fail(int(mask.argmax()), name, problem)
+        columns[column] = number.astype(np.int64) if column == "uses" else number
+    del rows, lists
+    # One date and tool per breakdown, repeated for its rows.
+    columns["date"] = pd.to_datetime([buckets[b].date for b, _ in places], utc=True).repeat(counts)
+    columns["tool"] = np.repeat(
+        np.array([buckets[b].consumptions[c].tool for b, c in places], dtype=object), counts
+    )
+    return pd.DataFrame({name: columns[name] for name in USER_COLUMNS})
+
+
+def _of_type(values: Any, *kinds: type) -> np.ndarray:
+    """Which elements are exactly of one of ``kinds`` (bool is not a number here)."""
+    wanted = set(kinds)
+    return np.fromiter(map(wanted.__contains__, map(type, values)), dtype=bool, count=len(values))
 
 
 def format_location(loc: Sequence[str | int]) -> str:

@@ -40,25 +40,7 @@ def tidy_frame(response: UsageResponse) -> pd.DataFrame:
         ],
         columns=["date", "tool", "uses", "credits"],
     )
-    users = pd.DataFrame(
-        [
-            (
-                bucket.date,
-                c.tool,
-                u.user_email or None,
-                u.project_name,
-                u.project_reference,
-                u.group_name,
-                u.user_uses,
-                u.user_credits,
-            )
-            for bucket in response.data
-            for c in bucket.consumptions
-            for u in (c.user_usages or ())
-        ],
-        columns=list(TIDY_COLUMNS),
-    )
-    return _with_unattributed(totals, users)
+    return _with_unattributed(totals, response.users)
 
 
 def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
@@ -245,7 +227,7 @@ def build_tables(
     tools = _breakdown(detail, previous, "tool", credits)
     tool_order = list(
         pd.concat(
-            [tools.rows["key"], pd.Series(sorted(set(history["tool"].dropna())))]
+            [tools.rows["key"], pd.Series(sorted(history["tool"].dropna().unique()))]
         ).drop_duplicates()
     )
     users, others = _top_users(detail, previous, credits, top_users)
@@ -265,8 +247,8 @@ def build_tables(
     )
     hist_by_tool = pd.concat([hist_by_tool, current_by_tool], ignore_index=True)
 
-    earlier_users = set(history.loc[history["period"] != period.key, "user"].dropna())
-    current_users = detail["user"].dropna()
+    earlier_users = set(history.loc[history["period"] != period.key, "user"].dropna().unique())
+    current_users = detail["user"].dropna().unique()
     new_users = sorted(set(current_users) - earlier_users) if earlier_users else []
 
     daily = daily_series(detail, period)
@@ -288,7 +270,7 @@ def build_tables(
             if budget_credits
             else None
         ),
-        user_count=int(current_users.nunique()),
+        user_count=len(current_users),
         others_count=others,
         detail=detail,
     )

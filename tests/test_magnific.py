@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import email.utils
+import json
 import logging
 
 import pytest
@@ -17,7 +18,13 @@ from reporter.errors import (
     ApiResponseError,
     ApiUnavailableError,
 )
-from reporter.magnific import MagnificClient, RetryPolicy, UsageQuery, parse_retry_after
+from reporter.magnific import (
+    MagnificClient,
+    RetryPolicy,
+    UsageQuery,
+    parse_retry_after,
+    parse_usage_response,
+)
 from reporter.sandbox import Fault, SandboxServer
 from tests.conftest import API_KEY, free_port
 
@@ -285,3 +292,80 @@ def test_concurrent_fetches_stay_within_the_in_flight_bound(api: SandboxServer) 
         results = list(pool.map(lambda _: totals(client), range(12)))
     assert all(r == results[0] for r in results)
     assert api.peak_in_flight == 2
+
+
+def _body(usages: object) -> bytes:
+    """Two buckets; the second's first consumption carries ``user_usages``."""
+    ok = {"user_email": "a@x.com", "user_uses": 1, "user_credits": 10}
+    return json.dumps(
+        {
+            "data": [
+                {
+                    "date": "2026-10-01T00:00:00.000Z",
+                    "consumptions": [
+                        {"tool": "T", "user_uses": 1, "user_credits": 10, "user_usages": [ok]}
+                    ],
+                },
+                {
+                    "date": "2026-10-02T00:00:00.000Z",
+                    "consumptions": [
+                        {"tool": "T", "user_uses": 9, "user_credits": 90, "user_usages": usages}
+                    ],
+                },
+            ]
+        }
+    ).encode()
+
+
+GOOD_ROW = {"user_email": "b@x.com", "user_uses": 2, "user_credits": 20.5}
+
+
+@pytest.mark.parametrize(
+    ("usages", "where", "message"),
+    [
+        (
+            [GOOD_ROW, GOOD_ROW, {**GOOD_ROW, "user_credits": -1}],
+            "data[1].consumptions[0].user_usages[2].user_credits",
+            "greater than or equal to 0",
+        ),
+        (
+            [GOOD_ROW, {**GOOD_ROW, "user_uses": "2"}],
+            "data[1].consumptions[0].user_usages[1].user_uses",
+            "valid number",
+        ),
+        (
+            [{**GOOD_ROW, "user_uses": 1.5}],
+            "data[1].consumptions[0].user_usages[0].user_uses",
+            "valid integer",
+        ),
+        (
+            [GOOD_ROW, {"user_email": "c@x.com", "user_uses": 1}],
+            "data[1].consumptions[0].user_usages[1].user_credits",
+            "Field required",
+        ),
+        ([GOOD_ROW, "row"], "data[1].consumptions[0].user_usages[1]", "valid dictionary"),
+        (
+            [{**GOOD_ROW, "user_email": 7}],
+            "data[1].consumptions[0].user_usages[0].user_email",
+            "valid string",
+        ),
+        ({"rows": []}, "data[1].consumptions[0].user_usages", "valid list"),
+    ],
+)
+def test_a_bad_user_row_is_named_exactly(usages: object, where: str, message: str) -> None:
+    with pytest.raises(ApiResponseError) as caught:
+        parse_usage_response(_body(usages))
+    assert f"unexpected response: {where}: " in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_user_rows_flatten_to_columns_with_their_bucket_and_tool() -> None:
+    rows = [GOOD_ROW, {"user_email": "", "user_uses": 3, "user_credits": 1, "group_name": "G"}]
+    users = parse_usage_response(_body(rows)).users
+    assert list(users["user"].fillna("-")) == ["a@x.com", "b@x.com", "-"]
+    assert [d.day for d in users["date"]] == [1, 2, 2]
+    assert list(users["tool"]) == ["T", "T", "T"]
+    assert list(users["uses"]) == [1, 2, 3]
+    assert list(users["credits"]) == [10.0, 20.5, 1.0]
+    assert list(users["group"].fillna("-")) == ["-", "-", "G"]
+    assert str(users["uses"].dtype) == "int64"
