@@ -7,6 +7,7 @@ have never seen gets a colour from a hash of its name, so it keeps it too.
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from collections.abc import Sequence
@@ -201,15 +202,18 @@ def render_svg(spec: dict[str, Any], locale: str) -> str:
     return svg
 
 
-def render_png(spec: dict[str, Any], locale: str, *, scale: float = 2.0) -> bytes:
-    """PNG bytes for the email, where SVG is not displayed by most clients."""
+def svg_data_url(svg: str) -> str:
+    """An SVG as a ``data:`` URL, the one kind of URL the PDF renderer may load."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+
+
+def svg_to_png(svg: str, *, scale: float = 2.0) -> bytes:
+    """PNG bytes for the email, where SVG is not displayed by most clients.
+
+    Rasterised from the SVG the PDF already has, rather than by running the chart
+    through Vega a second time."""
     try:
-        png: bytes = vl_convert.vegalite_to_png(
-            spec,
-            scale=scale,
-            format_locale=VL_LOCALES.get(locale, "en-US"),
-            time_format_locale=VL_LOCALES.get(locale, "en-US"),
-        )
+        png: bytes = vl_convert.svg_to_png(svg, scale=scale)
     except Exception as exc:
         raise RenderError(f"could not draw a chart: {exc}") from exc
     return png

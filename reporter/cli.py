@@ -384,6 +384,13 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
     help="Size of the synthetic team.",
 )
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--intensity",
+    type=click.FloatRange(0, 100),
+    default=1.0,
+    show_default=True,
+    help="How busy the team is: 20 puts nearly everyone on every tool every day.",
+)
 @click.option("--key", help="Accept only this API key (default: any non-empty key).")
 @click.option(
     "--fault",
@@ -394,7 +401,13 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
     " slow:1.5, truncate, invalid_json, malformed; append xN to repeat.",
 )
 def sandbox_command(
-    port: int, host: str, users: int, seed: int, key: str | None, faults: tuple[str, ...]
+    port: int,
+    host: str,
+    users: int,
+    seed: int,
+    intensity: float,
+    key: str | None,
+    faults: tuple[str, ...],
 ) -> None:
     """Serve the stand-in Magnific API for template work or deployment tests.
 
@@ -407,7 +420,10 @@ def sandbox_command(
     from reporter.sandbox import SandboxData, SandboxServer, parse_fault, synthetic_team
 
     server = SandboxServer(
-        SandboxData(synthetic_team(users=users, seed=seed)), api_key=key, host=host, port=port
+        SandboxData(synthetic_team(users=users, seed=seed, intensity=intensity)),
+        api_key=key,
+        host=host,
+        port=port,
     )
     for spec in faults:
         try:

@@ -39,7 +39,7 @@ from reporter.mail import (
 )
 from reporter.periods import Period
 from reporter.render import Formatter, html_to_pdf, render_template, translations
-from reporter.report import Source, build_context, chart_labels
+from reporter.report import Figure, Source, build_context, chart_labels
 from reporter.summary import Outcome
 from reporter.usage import ReportTables, build_tables, csv_frame, tidy_frame
 
@@ -106,10 +106,20 @@ def fetch_tables(
     )
 
 
-def render_report(
+@dataclass
+class Composed:
+    """A report's page as HTML, before it is printed, and what the email reuses."""
+
+    html: str
+    locale: str
+    context: dict[str, Any]
+    chart_png: bytes | None  # the email's inline chart; None when there is nothing to draw
+
+
+def compose_report(
     report: ReportConfig, tables: ReportTables, config: Config, options: RunOptions
-) -> BuiltReport:
-    """Charts, HTML and PDF for one report; writes ``<name>.pdf`` and ``<name>.csv``."""
+) -> Composed:
+    """Charts and HTML for one report."""
     locale = config.locale_for(report)
     catalog = translations(options.templates_dir, locale)
     labels = chart_labels(catalog.gettext, tables)
@@ -137,18 +147,27 @@ def render_report(
         ]
         if not named.empty:
             specs["users"] = charts.users_spec(named, labels)
+    titles = {
+        "daily": labels.daily_title,
+        "history": labels.history_title,
+        "tools": labels.tools_title,
+        "users": labels.users_title,
+    }
+    # As <img> data URLs, not inline markup: the HTML parser and the style cascade then
+    # never see the charts' hundreds of SVG nodes, and each figure gets its alt text.
     svgs = {name: charts.render_svg(spec, locale) for name, spec in specs.items()}
-    for name in ("daily", "history", "tools", "users"):
-        svgs.setdefault(name, "")
-    email_chart = specs.get("daily") or specs.get("history")
-    chart_png = charts.render_png(email_chart, locale) if email_chart else None
+    figures: dict[str, Figure | None] = dict.fromkeys(titles)
+    for name, svg in svgs.items():
+        figures[name] = Figure(charts.svg_data_url(svg), titles[name])
+    email_chart = svgs.get("daily") or svgs.get("history")
+    chart_png = charts.svg_to_png(email_chart) if email_chart else None
 
     insights = find_insights(tables)
     context = build_context(
         report,
         tables,
         insights,
-        svgs,
+        figures,
         locale=locale,
         gettext=catalog.gettext,
         ngettext=catalog.ngettext,
@@ -156,6 +175,15 @@ def render_report(
         generated_at=options.now,
     )
     html = render_template(options.templates_dir, "report.html.j2", locale, context)
+    return Composed(html, locale, context, chart_png)
+
+
+def render_report(
+    report: ReportConfig, tables: ReportTables, config: Config, options: RunOptions
+) -> BuiltReport:
+    """Charts, HTML and PDF for one report; writes ``<name>.pdf`` and ``<name>.csv``."""
+    composed = compose_report(report, tables, config, options)
+    period = tables.period
     csv_bytes = csv_frame(tables.detail).to_csv(index=False).encode()
     variant = options.pdf_variant or config.defaults.pdf_variant
     attachments = (
@@ -164,7 +192,7 @@ def render_report(
         else []
     )
     pdf = html_to_pdf(
-        html,
+        composed.html,
         templates_dir=options.templates_dir,
         variant=variant,
         attachments=attachments,
@@ -173,7 +201,15 @@ def render_report(
     folder = options.out_dir / period.key
     pdf_path = write_atomic(folder / f"{report.name}.pdf", pdf)
     csv_path = write_atomic(folder / f"{report.name}.csv", csv_bytes)
-    return BuiltReport(report, locale, tables, context, pdf_path, csv_path, chart_png)
+    return BuiltReport(
+        report,
+        composed.locale,
+        tables,
+        composed.context,
+        pdf_path,
+        csv_path,
+        composed.chart_png,
+    )
 
 
 def write_atomic(path: Path, content: bytes) -> Path:
@@ -215,7 +251,16 @@ def compose(
         cid = content_id(item.report.name, period.key) if item.chart_png else None
         if item.chart_png and cid:
             images.append(InlineImage(cid, item.chart_png))
-        contexts.append({**item.context, "chart_cid": cid, "pdf_name": item.pdf_path.name})
+        contexts.append(
+            {
+                **item.context,
+                "chart_cid": cid,
+                "pdf_name": item.pdf_path.name,
+                "csv_name": item.csv_path.name,
+                "csv_rows": len(item.tables.detail),
+                "csv_attached": _attach_csv(item),
+            }
+        )
     period_label = contexts[0]["period_title"]
     if len(built) == 1:
         subject = catalog.gettext("%(title)s — credit usage, %(period)s") % {
@@ -237,11 +282,12 @@ def compose(
                 _attachment_name(item, period), item.pdf_path.read_bytes(), "application/pdf"
             )
         )
-        attachments.append(
-            Attachment(
-                _attachment_name(item, period, "csv"), item.csv_path.read_bytes(), "text/csv"
+        if _attach_csv(item):
+            attachments.append(
+                Attachment(
+                    _attachment_name(item, period, "csv"), item.csv_path.read_bytes(), "text/csv"
+                )
             )
-        )
     names = [b.report.name for b in built]
     message = build_message(
         sender=config.email.from_,
@@ -257,6 +303,15 @@ def compose(
     )
     write_atomic(path, bytes(message))
     return Mail(names, recipients, message, path)
+
+
+# Mail servers commonly refuse messages over 10 to 25 MB, and base64 adds a third.
+CSV_ATTACHMENT_LIMIT = 5 * 1024 * 1024
+
+
+def _attach_csv(item: BuiltReport) -> bool:
+    """A big team's usage rows (a million rows is ~100 MB) stay on disk, not in the mail."""
+    return item.csv_path.stat().st_size <= CSV_ATTACHMENT_LIMIT
 
 
 def _attachment_name(item: BuiltReport, period: Period, ext: str = "pdf") -> str:

@@ -28,6 +28,14 @@ class Source:
     fetched_at: dt.datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """A chart as the page shows it: an image and the words that stand in for it."""
+
+    src: str  # a data: URL
+    alt: str
+
+
 def chart_labels(gettext: Callable[[str], str], tables: ReportTables) -> ChartLabels:
     detail = tables.period.detail_granularity
     return ChartLabels(
@@ -49,7 +57,7 @@ def build_context(
     report: ReportConfig,
     tables: ReportTables,
     insights: list[Insight],
-    charts: Mapping[str, str],
+    charts: Mapping[str, Figure | None],
     *,
     locale: str,
     gettext: Callable[[str], str],

@@ -132,14 +132,19 @@ class Team:
     user_key: np.ndarray  # index into API_KEYS
     user_activity: np.ndarray  # chance of being active on a weekday
     user_joined: np.ndarray  # months after DATA_START the user started (0: from the start)
+    intensity: float = 1.0  # multiplies every daily chance of use; 20 uses nearly all of them
 
     @property
     def size(self) -> int:
         return len(self.emails)
 
 
-def synthetic_team(users: int = 48, seed: int = 7) -> Team:
-    """A deterministic team of ``users`` people; the same arguments give the same team."""
+def synthetic_team(users: int = 48, seed: int = 7, intensity: float = 1.0) -> Team:
+    """A deterministic team of ``users`` people; the same arguments give the same team.
+
+    ``intensity`` scales how often people use each tool: 1 is a typical team, and about
+    20 has nearly everyone on nearly every tool every day, the heaviest answer the API
+    could give (about 1 million user rows a month for 5,000 people)."""
     rng = np.random.default_rng([seed, users])
     emails = []
     for index in range(users):
@@ -158,6 +163,7 @@ def synthetic_team(users: int = 48, seed: int = 7) -> Team:
         user_activity=activity,
         # Most of the team was there from the start; some joined month by month since.
         user_joined=np.where(rng.random(users) < 0.8, 0, rng.integers(1, 36, users)),
+        intensity=intensity,
     )
 
 
@@ -184,7 +190,7 @@ def _month_rows(team: Team, year: int, month: int) -> pd.DataFrame:
         * np.minimum(team.user_activity * min(trend, 1.6) * joined, 0.97)[None, :, None]
         * popularity[None, None, :]
     )
-    active = rng.random((n_days, n_users, n_tools)) < np.minimum(chance, 0.98)
+    active = rng.random((n_days, n_users, n_tools)) < np.minimum(chance * team.intensity, 0.98)
     d_idx, u_idx, t_idx = np.nonzero(active)
     uses = rng.poisson((1.0 + 3.0 * team.user_activity[u_idx] * trend) * weekday[d_idx]) + 1
     price = np.array([t.credits_per_use for t in TOOLS])[t_idx]
@@ -477,6 +483,8 @@ class SandboxServer:
     requests: list[RecordedRequest] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0  # most requests being answered at once, for concurrency tests
+    cache_responses: bool = False  # answer a repeated body from memory (benchmarks)
+    _answers: dict[str, tuple[int, bytes]] = field(default_factory=dict, init=False, repr=False)
     _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -498,6 +506,21 @@ class SandboxServer:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def respond(self, body: Any) -> tuple[int, bytes]:
+        """Status and JSON bytes for a request body, from memory if asked and seen before."""
+        if not self.cache_responses:
+            status, payload = self.data.answer(body)
+            return status, dumps(payload)
+        key = json.dumps(body, sort_keys=True)
+        with self._lock:
+            cached = self._answers.get(key)
+        if cached is None:
+            status, payload = self.data.answer(body)
+            cached = status, dumps(payload)
+            with self._lock:
+                self._answers[key] = cached
+        return cached
 
     def start(self) -> SandboxServer:
         handler = _make_handler(self)
@@ -589,8 +612,7 @@ def _make_handler(sandbox: SandboxServer) -> type[BaseHTTPRequestHandler]:
                     payload={"message": "request body is not valid JSON"},
                 )
             try:
-                status, payload = sandbox.data.answer(body)
-                content = dumps(payload)
+                status, content = sandbox.respond(body)
             except Exception as exc:  # a stand-in must answer like a server: 500, not a hang-up
                 return self._finish(
                     raw_body=body,
