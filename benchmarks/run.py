@@ -1,0 +1,313 @@
+"""How fast `reporter run` is, against the built-in stand-in API on loopback.
+
+Prints one table: each figure, its goal, and whether it is met. Not part of the
+test suite: timings belong here, where a slow machine makes a slow number, not
+a red build.
+
+    .venv/bin/python benchmarks/run.py              # all five figures
+    .venv/bin/python benchmarks/run.py --only 1 4   # some of them
+
+(5) needs Debian's Chromium: `apt-get install chromium`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reporter.config import load_config
+from reporter.jobs import RunOptions, compose_report, fetch_tables
+from reporter.magnific import MagnificClient
+from reporter.periods import last_complete_month
+from reporter.render import default_templates_dir, html_to_pdf
+from reporter.sandbox import API_KEYS, GROUPS, PROJECTS, SandboxData, SandboxServer, synthetic_team
+
+REPORTER = Path(sys.executable).parent / "reporter"
+KEY = "benchmark-key"
+GIB = 1024**3
+
+
+@dataclass
+class Figure:
+    number: int
+    what: str
+    value: str
+    goal: str
+    met: bool | None  # None: not measured
+
+    def row(self) -> tuple[str, ...]:
+        verdict = {True: "met", False: "MISSED", None: "-"}[self.met]
+        return (f"({self.number})", self.what, self.value, self.goal, verdict)
+
+
+def config_text(count: int) -> str:
+    """``count`` reports with filters that vary the way real teams' do."""
+    lines = ['[email]\nfrom = "Usage Reports <reports@company.com>"\n']
+    for i in range(count):
+        lines.append(f'[[reports]]\nname = "report-{i:03d}"\nowners = ["owner{i}@company.com"]')
+        kind = i % 4
+        if kind == 0:
+            lines.append(f'project_references = ["{PROJECTS[i % len(PROJECTS)][0]}"]')
+        elif kind == 1:
+            lines.append(f"group_ids = [{GROUPS[i % len(GROUPS)][0]}]")
+        elif kind == 2:
+            lines.append(f'api_key_ids = ["{API_KEYS[i % len(API_KEYS)]}"]')
+        lines.append("")
+    return "\n".join(lines)
+
+
+@dataclass
+class Timed:
+    seconds: float
+    peak_rss: int  # bytes, of the reporter process itself
+
+
+def run_reporter(args: Sequence[str], server: SandboxServer, work: Path) -> Timed:
+    """One whole `reporter run` process; its own peak memory comes from wait4."""
+    env = {
+        **os.environ,
+        "MAGNIFIC_API_KEY": KEY,
+        "MAGNIFIC_API_BASE_URL": server.url,
+    }
+    with tempfile.TemporaryFile(dir=work) as errors:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [str(REPORTER), "run", "--dry-run", "--quiet", *args],
+            env=env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - start
+        process.returncode = code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            errors.seek(0)
+            raise SystemExit(f"reporter run failed ({code}):\n{errors.read().decode()}")
+    return Timed(seconds, usage.ru_maxrss * 1024)
+
+
+def write_config(work: Path, name: str, count: int) -> Path:
+    path = work / name
+    path.write_text(config_text(count), encoding="utf-8")
+    return path
+
+
+def common_args(config: Path, out: Path, period: str) -> list[str]:
+    return ["--config", str(config), "--period", period, "--out", str(out)]
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(runs))
+
+
+def fmt_s(seconds: float) -> str:
+    return f"{seconds:.2f} s"
+
+
+class Bench:
+    def __init__(self, work: Path, period: str) -> None:
+        self.work = work
+        self.period = period
+        self.warm_per_report: float | None = None
+
+    def cold(self, server: SandboxServer) -> Figure:
+        config = write_config(self.work, "one.toml", 1)
+        args = common_args(config, self.work / "out-cold", self.period)
+        run_reporter(args, server, self.work)  # bytecode compiled, disk cache warm
+        seconds = median_of(3, lambda: run_reporter(args, server, self.work).seconds)
+        return Figure(1, "one report, whole process, cold", fmt_s(seconds), "<= 3 s", seconds <= 3)
+
+    def warm(self, server: SandboxServer) -> Figure:
+        """The cost of one more report inside a run: (T(11) - T(1)) / 10."""
+        one = write_config(self.work, "one.toml", 1)
+        eleven = write_config(self.work, "eleven.toml", 11)
+
+        def timed(config: Path) -> float:
+            args = [*common_args(config, self.work / "out-warm", self.period), "--jobs", "1"]
+            return run_reporter(args, server, self.work).seconds
+
+        t1 = median_of(3, lambda: timed(one))
+        t11 = median_of(3, lambda: timed(eleven))
+        per = (t11 - t1) / 10
+        self.warm_per_report = per
+        return Figure(2, "per report, warm, inside one run", f"{per:.3f} s", "<= 0.5 s", per <= 0.5)
+
+    def hundred(self, server: SandboxServer) -> Figure:
+        config = write_config(self.work, "hundred.toml", 100)
+        args = [*common_args(config, self.work / "out-100", self.period), "--jobs", "2"]
+        seconds = run_reporter(args, server, self.work).seconds
+        return Figure(3, "100 reports, --jobs 2", fmt_s(seconds), "<= 30 s", seconds <= 30)
+
+    def big_team(self, server: SandboxServer, rows: int) -> Figure:
+        config = write_config(self.work, "whole.toml", 1)
+        config.write_text(
+            '[email]\nfrom = "r@company.com"\n[[reports]]\nname = "whole-team"\n'
+            'owners = ["cfo@company.com"]\n',
+            encoding="utf-8",
+        )
+        args = common_args(config, self.work / "out-big", self.period)
+        run_reporter(args, server, self.work)  # the stand-in builds its answers once
+        timed = run_reporter(args, server, self.work)
+        ok = timed.seconds <= 10 and timed.peak_rss <= 1.5 * GIB
+        return Figure(
+            4,
+            f"5,000 users, a month by day ({rows / 1e6:.2f} M user rows)",
+            f"{fmt_s(timed.seconds)}, {timed.peak_rss / GIB:.2f} GiB peak",
+            "<= 10 s, <= 1.5 GiB",
+            ok,
+        )
+
+    def chromium(self, server: SandboxServer) -> list[Figure]:
+        browser = shutil.which("chromium") or shutil.which("chromium-browser")
+        if browser is None:
+            return [Figure(5, "vs headless Chromium", "chromium not installed", "-", None)]
+        html, templates = self._report_html(server)
+        page = self.work / "print" / "report.html"
+        shutil.copytree(templates, page.parent, dirs_exist_ok=True)
+        page.write_text(html, encoding="utf-8")
+
+        html_to_pdf(html, templates_dir=templates)  # warm: fonts, styles, imports
+
+        def weasy() -> float:
+            start = time.perf_counter()
+            html_to_pdf(html, templates_dir=templates)
+            return time.perf_counter() - start
+
+        def chrome() -> float:
+            profile = tempfile.mkdtemp(prefix="chromium-", dir=self.work)
+            start = time.perf_counter()
+            subprocess.run(
+                [
+                    browser,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    f"--user-data-dir={profile}",
+                    "--no-pdf-header-footer",
+                    f"--print-to-pdf={self.work / 'print' / 'chromium.pdf'}",
+                    page.as_uri(),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            return time.perf_counter() - start
+
+        weasy_s = median_of(5, weasy)
+        chrome_s = median_of(5, chrome)
+        per = self.warm_per_report
+        figures = [
+            Figure(5, "same HTML: WeasyPrint warm / Chromium fresh", "", "", None),
+        ]
+        figures[0].value = f"{weasy_s:.2f} s / {chrome_s:.2f} s = {weasy_s / chrome_s:.2f}"
+        if per is not None:
+            ratio = per / chrome_s
+            figures.append(
+                Figure(
+                    5,
+                    "warm per-report time (2) / Chromium print",
+                    f"{per:.3f} s / {chrome_s:.2f} s = {ratio:.2f}",
+                    "<= 0.5",
+                    ratio <= 0.5,
+                )
+            )
+        else:
+            figures[0].goal = "run with (2) for the goal"
+        return figures
+
+    def _report_html(self, server: SandboxServer) -> tuple[str, Path]:
+        """The HTML of the one-report case, built by the library as `reporter run` does."""
+        from pydantic import SecretStr
+
+        from reporter.environment import ApiSettings
+
+        config = load_config(write_config(self.work, "one.toml", 1))
+        report = config.reports[0]
+        period = last_complete_month(dt.date.today())
+        if self.period != period.key:
+            from reporter.periods import parse_period
+
+            period = parse_period(self.period, today=dt.date.today())
+        templates = default_templates_dir()
+        options = RunOptions(
+            period=period,
+            out_dir=self.work / "out-html",
+            templates_dir=templates,
+            now=dt.datetime.now(dt.UTC),
+            dry_run=True,
+        )
+        settings = ApiSettings(key=SecretStr(KEY), base_url=server.url)
+        with MagnificClient(settings) as client:
+            tables = fetch_tables(client, report, config, options)
+        return compose_report(report, tables, config, options).html, templates
+
+
+def user_rows(data: SandboxData, period: str) -> int:
+    """User rows the stand-in returns for the whole team, that month, by day."""
+    year, month = map(int, period.split("-"))
+    start = dt.date(year, month, 1)
+    end = (dt.date(year + month // 12, month % 12 + 1, 1)) - dt.timedelta(days=1)
+    _, payload = data.answer(
+        {"granularity": "day", "start_date": start.isoformat(), "end_date": end.isoformat()}
+    )
+    return sum(
+        str(c.get("user_usages", "")).count('"user_email"')
+        for bucket in payload["data"]
+        for c in bucket["consumptions"]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 6), metavar="N")
+    parser.add_argument("--users", type=int, default=5000, help="team size for (4)")
+    parser.add_argument("--intensity", type=float, default=40.0, help="how busy the team of (4) is")
+    args = parser.parse_args(argv)
+    wanted = set(args.only or range(1, 6))
+    today = dt.date.today()
+    period = last_complete_month(today).key
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="reporter-bench-") as tmp:
+        work = Path(tmp)
+        bench = Bench(work, period)
+        small = SandboxServer(SandboxData(today=today), api_key=KEY, cache_responses=True)
+        with small:
+            if 1 in wanted:
+                figures.append(bench.cold(small))
+            if 2 in wanted or 5 in wanted:
+                figures.append(bench.warm(small))
+            if 3 in wanted:
+                figures.append(bench.hundred(small))
+            if 5 in wanted:
+                figures.extend(bench.chromium(small))
+        if 4 in wanted:
+            team = synthetic_team(users=args.users, seed=7, intensity=args.intensity)
+            data = SandboxData(team, today=today)
+            with SandboxServer(data, api_key=KEY, cache_responses=True) as big:
+                figures.append(bench.big_team(big, user_rows(data, period)))
+    figures.sort(key=lambda f: f.number)
+    rows = [("", "figure", "measured", "goal", ""), *(f.row() for f in figures)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    print(f"reporter benchmark, {period}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+if __name__ == "__main__":
+    main()
