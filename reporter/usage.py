@@ -14,19 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from reporter.magnific import UsageResponse
+from reporter.magnific import USER_COLUMNS, UsageResponse
 from reporter.periods import Period
 
-TIDY_COLUMNS = (
-    "date",
-    "tool",
-    "user",
-    "project",
-    "project_reference",
-    "group",
-    "uses",
-    "credits",
-)
+# The tidy frame has the user rows' columns; unattributed usage is a row with no user.
+TIDY_COLUMNS = USER_COLUMNS
 _KEYS = ["date", "tool"]
 
 

@@ -20,11 +20,10 @@ from tests.conftest import (
     API_KEY,
     SmtpServer,
     pdf_text,
-    raw_usage,
-    total_credits,
     write_config,
 )
 from tests.test_cli import reporter
+from tests.test_pipeline import expected_total
 
 PERIOD = "2026-10"
 NAMES = [f"team-{i:02d}" for i in range(1, 8)]
@@ -44,17 +43,7 @@ def run_args(config: Path, out: Path) -> list[str]:
 
 
 def project_total(api: SandboxServer, index: int) -> int:
-    return total_credits(
-        raw_usage(
-            api,
-            {
-                "granularity": "day",
-                "start_date": "2026-10-01",
-                "end_date": "2026-10-31",
-                "project_references": [PROJECTS[index % len(PROJECTS)][0]],
-            },
-        )
-    )
+    return expected_total(api, project_references=[PROJECTS[index % len(PROJECTS)][0]])
 
 
 def test_a_matrix_of_shards_delivers_every_report_exactly_once(
