@@ -247,6 +247,7 @@ def compose(
     period = options.period
     contexts = []
     images = []
+    attach_csv = {item.report.name: _attach_csv(item) for item in built}
     for item in built:
         cid = content_id(item.report.name, period.key) if item.chart_png else None
         if item.chart_png and cid:
@@ -258,7 +259,7 @@ def compose(
                 "pdf_name": item.pdf_path.name,
                 "csv_name": item.csv_path.name,
                 "csv_rows": len(item.tables.detail),
-                "csv_attached": _attach_csv(item),
+                "csv_attached": attach_csv[item.report.name],
             }
         )
     period_label = contexts[0]["period_title"]
@@ -282,7 +283,7 @@ def compose(
                 _attachment_name(item, period), item.pdf_path.read_bytes(), "application/pdf"
             )
         )
-        if _attach_csv(item):
+        if attach_csv[item.report.name]:
             attachments.append(
                 Attachment(
                     _attachment_name(item, period, "csv"), item.csv_path.read_bytes(), "text/csv"

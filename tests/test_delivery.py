@@ -34,6 +34,12 @@ group_ids = [10]
 """
 
 
+def run_args(config: Path, tmp_path: Path) -> list[str]:
+    """``run`` for the test period, with its files and ledger under ``tmp_path``."""
+    files = ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state.sqlite3")]
+    return ["run", "--config", str(config), "--period", PERIOD, *files]
+
+
 def cli_run(
     tmp_path: Path,
     api: SandboxServer,
@@ -44,18 +50,7 @@ def cli_run(
 ) -> tuple[int, str, str]:
     config = write_config(tmp_path / "reports.toml", reports, email_extra=email_extra)
     env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url, **smtp_env}
-    args = [
-        "run",
-        "--config",
-        str(config),
-        "--period",
-        PERIOD,
-        "--out",
-        str(tmp_path / "out"),
-        "--state",
-        str(tmp_path / "state.sqlite3"),
-        *extra,
-    ]
+    args = [*run_args(config, tmp_path), *extra]
     result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
 
@@ -173,18 +168,7 @@ def test_sigkill_mid_batch_then_rerun_gives_exactly_one_copy_each(
         "MAGNIFIC_API_BASE_URL": api.url,
         **smtp.env(),
     }
-    args = [
-        str(Path(sys.executable).parent / "reporter"),
-        "run",
-        "--config",
-        str(config),
-        "--period",
-        PERIOD,
-        "--out",
-        str(tmp_path / "out"),
-        "--state",
-        str(tmp_path / "state.sqlite3"),
-    ]
+    args = [str(Path(sys.executable).parent / "reporter"), *run_args(config, tmp_path)]
     smtp.recorder.data_delay = 0.4 if delay_point == "awaiting the final reply" else 0.0
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
