@@ -42,6 +42,11 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option: one line and a hint, like our own errors
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            command = exc.ctx.command_path if exc.ctx else "reporter"
+            click.echo(f"Hint: see '{command} --help'", err=True)
+            ctx.exit(exc.exit_code)
         except ReporterError as exc:
             click.echo(f"Error: {exc.message}", err=True)
             if exc.hint:

@@ -35,6 +35,14 @@ def reporter(
     )
 
 
+def dry_october(
+    config: Path, tmp_path: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """``reporter run`` for October 2026, dry, writing under ``tmp_path``."""
+    args = ["--config", str(config), "--period", "2026-10", "--dry-run"]
+    return reporter("run", *args, "--out", str(tmp_path / "out"), env=env)
+
+
 @pytest.mark.parametrize(
     ("reports", "message"),
     [
@@ -171,16 +179,8 @@ def test_rejected_key_exits_2_with_one_line_and_no_secret(
 ) -> None:
     config = write_config(tmp_path / "team.toml", GOOD)
     wrong = "sk-wrong-8d7c6b5a4f3e"
-    result = reporter(
-        "run",
-        "--config",
-        str(config),
-        "--period",
-        "2026-10",
-        "--dry-run",
-        "--out",
-        str(tmp_path / "out"),
-        env={"MAGNIFIC_API_KEY": wrong, "MAGNIFIC_API_BASE_URL": api.url},
+    result = dry_october(
+        config, tmp_path, {"MAGNIFIC_API_KEY": wrong, "MAGNIFIC_API_BASE_URL": api.url}
     )
     assert result.returncode == 2
     assert "Error: the Magnific API rejected the key in MAGNIFIC_API_KEY (401)" in result.stderr
@@ -192,19 +192,10 @@ def test_unreachable_api_fails_the_report_with_exit_1(tmp_path: Path) -> None:
     from tests.conftest import free_port
 
     config = write_config(tmp_path / "team.toml", "[api]\nmax_attempts = 2\n" + GOOD)
-    result = reporter(
-        "run",
-        "--config",
-        str(config),
-        "--period",
-        "2026-10",
-        "--dry-run",
-        "--out",
-        str(tmp_path / "out"),
-        env={
-            "MAGNIFIC_API_KEY": API_KEY,
-            "MAGNIFIC_API_BASE_URL": f"http://127.0.0.1:{free_port()}",
-        },
+    result = dry_october(
+        config,
+        tmp_path,
+        {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": f"http://127.0.0.1:{free_port()}"},
     )
     assert result.returncode == 1
     assert "marketing: FAILED (the Magnific API did not answer successfully: cannot reach" in (
@@ -213,3 +204,23 @@ def test_unreachable_api_fails_the_report_with_exit_1(tmp_path: Path) -> None:
     assert "(gave up after 2 attempts" in result.stderr
     assert "FAILED" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--jobs=0", "Error: Invalid value for '--jobs': 0 is not in the range 1<=x<=64."),
+        ("--bogus", "Error: No such option '--bogus'."),
+    ],
+)
+def test_a_bad_option_is_one_error_line_and_a_hint(
+    tmp_path: Path, option: str, message: str
+) -> None:
+    config = write_config(tmp_path / "team.toml", GOOD)
+    result = reporter(
+        "run", "--config", str(config), "--dry-run", option, env={"MAGNIFIC_API_KEY": API_KEY}
+    )
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(message)
+    assert lines[1:] == ["Hint: see 'reporter run --help'"]
