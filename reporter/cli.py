@@ -24,6 +24,7 @@ from reporter.environment import api_settings, smtp_settings
 from reporter.errors import ReporterError, UsageError
 from reporter.jobs import RunOptions, run
 from reporter.ledger import Ledger
+from reporter.lifetime import Interrupted, exit_now, stop_on_signals
 from reporter.magnific import ENDPOINT, MagnificClient, RetryPolicy
 from reporter.periods import Period, last_complete_month, parse_period
 from reporter.progress import progress_for
@@ -52,11 +53,15 @@ class _Cli(click.Group):
             if exc.hint:
                 click.echo(f"Hint: {exc.hint}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            code = exc.exit_code if isinstance(exc, Interrupted) else 130
+            name = f" by {exc}" if isinstance(exc, Interrupted) else ""
             click.echo(
-                "Interrupted; delivered reports are recorded and will not be sent again.", err=True
+                f"Interrupted{name}: delivered reports are recorded and will not be sent again;"
+                " run again to finish the rest.",
+                err=True,
             )
-            ctx.exit(130)
+            exit_now(code)
 
 
 class _Redact(logging.Filter):
@@ -136,6 +141,19 @@ def _select(config: Config, names: Sequence[str], source: str) -> list[ReportCon
     return [config.report(n) for n in dict.fromkeys(names)]
 
 
+def preview_address(text: str) -> str:
+    """The ``--to`` address, checked like an owner's."""
+    import email_validator
+
+    try:
+        return email_validator.validate_email(text, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        raise UsageError(
+            f"--to {text!r} is not an email address: {exc}",
+            hint="give one address, e.g. --to me@company.com",
+        ) from None
+
+
 def _templates(path: Path | None) -> Path:
     if path is None:
         return default_templates_dir()
@@ -184,6 +202,13 @@ def _templates(path: Path | None) -> Path:
 @click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending.")
 @click.option("--force", is_flag=True, help="Send again even if already delivered.")
 @click.option(
+    "--to",
+    "preview_to",
+    metavar="ADDRESS",
+    help="Preview: send the reports to this address only, marked Preview; the ledger is"
+    " untouched, so the real run still mails every owner.",
+)
+@click.option(
     "--templates",
     "templates_dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -224,6 +249,7 @@ def run_command(
     state_path: Path,
     dry_run: bool,
     force: bool,
+    preview_to: str | None,
     templates_dir: Path | None,
     pdf_variant: str | None,
     max_in_flight: int | None,
@@ -237,11 +263,13 @@ def run_command(
     Reads MAGNIFIC_API_KEY (and MAGNIFIC_API_BASE_URL) and, unless --dry-run,
     SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD and SMTP_SECURITY.
     With GITHUB_STEP_SUMMARY set (GitHub Actions), appends a table of the
-    reports to that file.
+    reports to that file. SIGINT or SIGTERM stops the run within seconds
+    (exit 130 or 143); what was delivered stays recorded.
 
     \b
-    Example:
+    Examples:
         reporter run --config config/example.toml --period 2026-10 --dry-run
+        reporter run --config config/example.toml --to me@company.com
     """
     _setup_logging(verbose, quiet)
     now = _now()
@@ -252,6 +280,10 @@ def run_command(
         selected = shard.select(selected, lambda r: r.name)
     the_period = _resolve_period(period, now)
     templates = _templates(templates_dir)
+    if preview_to is not None:
+        preview_to = preview_address(preview_to)
+        if dry_run:
+            raise UsageError("--to sends a preview; --dry-run sends nothing", hint="drop one")
     api = api_settings(os.environ)
     sender = None
     if not dry_run:
@@ -268,13 +300,15 @@ def run_command(
         pdf_variant=pdf_variant,
         api_url=f"{api.base_url}{ENDPOINT}",
         jobs=jobs,
+        preview_to=preview_to,
     )
     max_in_flight = max_in_flight or config.api.max_in_flight
     with (
+        stop_on_signals(),
         MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client,
         progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
     ):
-        ledger = None if dry_run else Ledger(state_path)
+        ledger = None if dry_run or preview_to else Ledger(state_path)
         try:
             outcomes = run(
                 config,
@@ -464,6 +498,7 @@ def history_command(state_path: Path, period: str | None) -> None:
     Example:
         reporter history --period 2026-10
     """
+    _setup_logging(False, False)
     if not state_path.exists():
         raise UsageError(
             f"no delivery ledger at {state_path}",

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ from reporter.config import Config, ReportConfig
 from reporter.errors import ApiAuthError, DeliveryError, ReporterError
 from reporter.insights import find_insights
 from reporter.ledger import Ledger
+from reporter.lifetime import worker_init
 from reporter.magnific import MagnificClient, UsageQuery
 from reporter.mail import (
     Attachment,
@@ -57,6 +58,7 @@ class RunOptions:
     pdf_variant: str | None = None  # overrides [defaults] pdf_variant
     api_url: str = ""
     jobs: int = 1  # processes that render reports
+    preview_to: str | None = None  # --to: send every report to this address only, no ledger
 
 
 @dataclass
@@ -273,6 +275,8 @@ def compose(
             "period": period_label,
             "titles": ", ".join(b.report.display_title for b in built),
         }
+    if options.preview_to:
+        subject = catalog.gettext("Preview: %(subject)s") % {"subject": subject}
     template_context = {"reports": contexts, "subject": subject}
     text = render_template(options.templates_dir, "email.txt.j2", first.locale, template_context)
     html = render_template(options.templates_dir, "email.html.j2", first.locale, template_context)
@@ -298,7 +302,14 @@ def compose(
         html=html,
         inline_images=images,
         attachments=attachments,
-        msg_id=message_id(names, period.key, recipients, config.email.from_),
+        msg_id=message_id(
+            names,
+            period.key,
+            recipients,
+            config.email.from_,
+            # Each preview is new mail: a mailbox must not drop it as a copy of the last one.
+            variant=f"preview {options.now.isoformat()}" if options.preview_to else "",
+        ),
         date=options.now,
         reply_to=config.email.reply_to,
     )
@@ -328,9 +339,12 @@ def plan_mails(
 ) -> list[Mail]:
     """One mail per report, or per owner with ``[email] one_mail_per_owner``."""
     folder = options.out_dir / options.period.key
+    suffix = ".preview.eml" if options.preview_to else ".eml"
     if not config.email.one_mail_per_owner:
         return [
-            compose([b], pending[b.report.name], config, options, folder / f"{b.report.name}.eml")
+            compose(
+                [b], pending[b.report.name], config, options, folder / f"{b.report.name}{suffix}"
+            )
             for b in built
             if pending[b.report.name]
         ]
@@ -339,7 +353,7 @@ def plan_mails(
         for owner in pending[item.report.name]:
             by_owner.setdefault(owner, []).append(item)
     return [
-        compose(items, [owner], config, options, folder / f"mail-{_owner_slug(owner)}.eml")
+        compose(items, [owner], config, options, folder / f"mail-{_owner_slug(owner)}{suffix}")
         for owner, items in by_owner.items()
     ]
 
@@ -347,10 +361,23 @@ def plan_mails(
 # --- delivering --------------------------------------------------------------
 
 
-def deliver(
-    mail: Mail, sender: SmtpSender, ledger: Ledger, period: str
-) -> tuple[list[str], dict[str, str]]:
-    """Send one mail with the ledger's write-ahead marks; returns (delivered, failed)."""
+@dataclass
+class Sent:
+    """What one delivery attempt achieved, per recipient."""
+
+    delivered: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # recipient -> why
+    unconfirmed: list[str] = field(default_factory=list)  # handed over, never acknowledged
+
+
+UNCONFIRMED_DETAIL = (
+    "the connection dropped before the mail server confirmed the message;"
+    " the next run sends it again with the same Message-ID"
+)
+
+
+def deliver(mail: Mail, sender: SmtpSender, ledger: Ledger, period: str) -> Sent:
+    """Send one mail with the ledger's write-ahead marks."""
     msg_id = str(mail.message["Message-ID"])
     artifact = str(mail.path)
     ledger.mark(
@@ -364,26 +391,43 @@ def deliver(
         )
     except DeliveryError as exc:
         ledger.mark(mail.reports, period, mail.recipients, "failed", error=str(exc))
-        return [], {r: str(exc) for r in mail.recipients}
-    status = "unconfirmed" if result.unconfirmed else "sent"
-    ledger.mark(mail.reports, period, result.accepted, status)
+        return Sent(failed={r: str(exc) for r in mail.recipients})
+    if result.unconfirmed:
+        ledger.mark(mail.reports, period, result.accepted, "unconfirmed", error=UNCONFIRMED_DETAIL)
+        return Sent(unconfirmed=list(result.accepted))
+    ledger.mark(mail.reports, period, result.accepted, "sent")
     for recipient, why in result.refused.items():
         ledger.mark(mail.reports, period, [recipient], "failed", error=why)
-    return result.accepted, dict(result.refused)
+    return Sent(delivered=list(result.accepted), failed=dict(result.refused))
+
+
+def preview(mail: Mail, sender: SmtpSender) -> Sent:
+    """Send a preview: no ledger, so the real run still mails every owner."""
+    try:
+        result = sender.send(mail.message, mail.recipients)
+    except DeliveryError as exc:
+        return Sent(failed={r: str(exc) for r in mail.recipients})
+    if result.unconfirmed:
+        return Sent(unconfirmed=list(result.accepted))
+    return Sent(delivered=list(result.accepted), failed=dict(result.refused))
+
+
+RESENDABLE = ("failed", "rendered", "unconfirmed")
 
 
 def stored_mails(
     report: ReportConfig, pending: list[str], ledger: Ledger, period: str
 ) -> list[Mail]:
-    """Messages a previous run wrote but could not send, read back from disk.
+    """Messages a previous run wrote but did not get confirmed, read back from disk.
 
-    Only when every pending owner has one: otherwise the report is rebuilt.
+    Only when every pending owner has one: otherwise the report is rebuilt. The
+    stored message keeps its Message-ID, so a resent copy is recognisably the same.
     """
     rows = {r.recipient: r for r in ledger.rows(period) if r.report == report.name}
     by_path: dict[str, list[str]] = {}
     for owner in pending:
         row = rows.get(owner.lower())
-        if row is None or row.status not in ("failed", "rendered") or not row.artifact:
+        if row is None or row.status not in RESENDABLE or not row.artifact:
             return []
         if not Path(row.artifact).is_file():
             return []
@@ -400,6 +444,15 @@ def stored_mails(
 # --- the run -----------------------------------------------------------------
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _taken_detail(taken: dict[str, int]) -> str:
+    pids = ", ".join(sorted({str(p) for p in taken.values()}))
+    return f"another run (pid {pids}) is sending it to {_plural(len(taken), 'owner')}"
+
+
 def run(
     config: Config,
     reports: Sequence[ReportConfig],
@@ -414,30 +467,44 @@ def run(
     """Build and deliver ``reports``; a failure in one never stops the others."""
     period = options.period.key
     outcomes: dict[str, Outcome] = {r.name: Outcome(r.name, "pending") for r in reports}
-    if ledger is not None and not options.dry_run:
+    use_ledger = ledger is not None and not options.dry_run and not options.preview_to
+    if ledger is not None and use_ledger:
+        ledger.start_run()
         recovered = ledger.recover()
         if any(recovered.values()):
-            log.warning("settled an interrupted run: %s", recovered)
+            log.warning("settled what an interrupted run left: %s", recovered)
 
     pending: dict[str, list[str]] = {}
+    taken: dict[str, dict[str, int]] = {}
     to_build: list[ReportConfig] = []
     mails: list[Mail] = []
     resent: set[str] = set()  # reports sent from the .eml an earlier run wrote
     for report in reports:
         owners = [str(o) for o in report.owners]
-        if options.dry_run or options.force or ledger is None:
+        if options.preview_to:
+            pending[report.name] = [options.preview_to]
+        elif ledger is None or not use_ledger:
             pending[report.name] = owners
         else:
-            pending[report.name] = ledger.pending(report.name, period, owners)
+            claim = ledger.claim(report.name, period, owners, force=options.force)
+            pending[report.name] = claim.mine
+            taken[report.name] = claim.taken
         if not pending[report.name]:
-            outcomes[report.name] = Outcome(
-                report.name, "already_delivered", "every owner already has it", recipients=owners
-            )
-            progress(report.name, outcomes[report.name].line(), done=True)
+            if taken.get(report.name):
+                outcome = Outcome(report.name, "taken", _taken_detail(taken[report.name]))
+            else:
+                outcome = Outcome(
+                    report.name,
+                    "already_delivered",
+                    "every owner already has it",
+                    recipients=owners,
+                )
+            outcomes[report.name] = outcome
+            progress(report.name, outcome.line(), done=True)
             continue
         stored = (
             stored_mails(report, pending[report.name], ledger, period)
-            if ledger is not None and not options.dry_run and not options.force
+            if ledger is not None and use_ledger and not options.force
             else []
         )
         if stored and not config.email.one_mail_per_owner:
@@ -461,7 +528,7 @@ def run(
     for mail in new_mails:
         for name in mail.reports:
             outcomes[name].files.append(mail.path)
-        if ledger is not None and not options.dry_run:
+        if ledger is not None and use_ledger:
             ledger.mark(
                 mail.reports,
                 period,
@@ -481,34 +548,58 @@ def run(
                     progress(name, outcomes[name].line(), done=True)
         return [outcomes[r.name] for r in reports]
 
-    assert ledger is not None
-    failures: dict[str, dict[str, str]] = {}
-    delivered: dict[str, list[str]] = {}
+    results: dict[str, Sent] = {}
     for mail in mails:
-        ok, failed = deliver(mail, sender, ledger, period)
+        sent = (
+            deliver(mail, sender, ledger, period)
+            if ledger is not None and use_ledger
+            else preview(mail, sender)
+        )
         for name in mail.reports:
-            delivered.setdefault(name, []).extend(ok)
-            failures.setdefault(name, {}).update(failed)
-        for name in mail.reports:
-            if failed:
-                progress(name, "not delivered to " + ", ".join(failed))
-            if ok:
-                progress(name, "delivered to " + ", ".join(ok))
+            into = results.setdefault(name, Sent())
+            into.delivered.extend(sent.delivered)
+            into.failed.update(sent.failed)
+            into.unconfirmed.extend(sent.unconfirmed)
+            if sent.failed:
+                progress(name, "not delivered to " + ", ".join(sent.failed))
+            if sent.unconfirmed:
+                progress(name, "not confirmed by the server for " + ", ".join(sent.unconfirmed))
+            if sent.delivered:
+                progress(name, "delivered to " + ", ".join(sent.delivered))
     for name, outcome in outcomes.items():
-        if outcome.status != "pending":
-            continue
-        got, lost = delivered.get(name, []), failures.get(name, {})
-        outcome.recipients = got
-        if lost:
-            outcome.status = "partial" if got else "failed"
-            outcome.detail = "; ".join(f"{r}: {why}" for r, why in lost.items())
-        else:
-            outcome.status = "delivered"
-            outcome.detail = f"sent to {len(got)} owner{'s' if len(got) != 1 else ''}"
-            if name in resent:
-                outcome.detail += ", the message a previous run wrote"
-        progress(name, outcome.line(), done=True)
+        if outcome.status == "pending":
+            _settle_outcome(
+                outcome, results.get(name, Sent()), options, name in resent, taken.get(name, {})
+            )
+            progress(name, outcome.line(), done=True)
     return [outcomes[r.name] for r in reports]
+
+
+def _settle_outcome(
+    outcome: Outcome, sent: Sent, options: RunOptions, resent: bool, taken: dict[str, int]
+) -> None:
+    """A report's final status from what its mails achieved; only "sent" is delivered."""
+    outcome.recipients = sent.delivered
+    problems = [f"{r}: {why}" for r, why in sent.failed.items()]
+    if sent.unconfirmed:
+        problems.append(f"{', '.join(sent.unconfirmed)}: {UNCONFIRMED_DETAIL}")
+    if problems:
+        if sent.delivered:
+            outcome.status = "partial"
+        else:
+            outcome.status = "unconfirmed" if not sent.failed else "failed"
+        outcome.detail = "; ".join(problems)
+        return
+    if options.preview_to:
+        outcome.status = "previewed"
+        outcome.detail = f"sent to {options.preview_to} only; owners were not sent it"
+        return
+    outcome.status = "delivered"
+    outcome.detail = f"sent to {_plural(len(sent.delivered), 'owner')}"
+    if resent:
+        outcome.detail += ", the message a previous run wrote"
+    if taken:
+        outcome.detail += f"; {_taken_detail(taken)}"
 
 
 def _build_all(
@@ -531,49 +622,55 @@ def _build_all(
         renderer = concurrent.futures.ProcessPoolExecutor(
             max_workers=min(options.jobs, len(reports)),
             mp_context=multiprocessing.get_context("spawn"),
+            initializer=worker_init,
+            initargs=(os.getpid(),),
         )
     rendering: dict[concurrent.futures.Future[_Rendered], ReportConfig] = {}
+    fetchers = concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(1, min(max_in_flight, len(reports))), thread_name_prefix="fetch"
+    )
+    finished = False
     try:
-        with concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, min(max_in_flight, len(reports))), thread_name_prefix="fetch"
-        ) as fetchers:
-            fetching = {
-                fetchers.submit(fetch_tables, client, r, config, options): r for r in reports
-            }
-            for future in concurrent.futures.as_completed(fetching):
-                report = fetching[future]
-                try:
-                    tables = future.result()
-                except ApiAuthError as exc:
-                    auth_error = exc
-                    for other in fetching:
-                        other.cancel()
-                    _fail(outcomes[report.name], exc, progress)
-                    continue
-                except Exception as exc:
-                    _fail(outcomes[report.name], _as_reporter_error(exc, report), progress)
-                    continue
-                progress(report.name, f"fetched: {tables.totals.credits:,.0f} credits")
-                if renderer is None:
-                    _collect(
-                        _render_safely(report, tables, config, options),
-                        report,
-                        built,
-                        outcomes,
-                        progress,
-                    )
-                else:
-                    job = renderer.submit(_render_safely, report, tables, config, options)
-                    rendering[job] = report
+        fetching = {fetchers.submit(fetch_tables, client, r, config, options): r for r in reports}
+        for future in concurrent.futures.as_completed(fetching):
+            report = fetching[future]
+            try:
+                tables = future.result()
+            except ApiAuthError as exc:
+                auth_error = exc
+                for other in fetching:
+                    other.cancel()
+                _fail(outcomes[report.name], exc, progress)
+                continue
+            except Exception as exc:
+                _fail(outcomes[report.name], _as_reporter_error(exc, report), progress)
+                continue
+            progress(report.name, f"fetched: {tables.totals.credits:,.0f} credits")
+            if renderer is None:
+                _collect(
+                    _render_safely(report, tables, config, options),
+                    report,
+                    built,
+                    outcomes,
+                    progress,
+                )
+            else:
+                job = renderer.submit(_render_safely, report, tables, config, options)
+                rendering[job] = report
+        fetchers.shutdown()
         for job in concurrent.futures.as_completed(rendering):
             try:
                 result = job.result()
             except Exception as exc:  # a worker process died (out of memory, killed)
                 result = _as_reporter_error(exc, rendering[job]).message, "run again"
             _collect(result, rendering[job], built, outcomes, progress)
+        finished = True
     finally:
+        # Interrupted: neither wait for fetch threads stuck on a hanging API nor for
+        # workers mid-render; the caller exits, and the workers die with it.
+        fetchers.shutdown(wait=finished, cancel_futures=True)
         if renderer is not None:
-            renderer.shutdown(cancel_futures=True)
+            renderer.shutdown(wait=finished, cancel_futures=True)
     if auth_error is not None:
         raise auth_error
     order = {r.name: i for i, r in enumerate(reports)}

@@ -1,25 +1,50 @@
 """The delivery ledger: which owner has been sent which report for which period.
 
 One row per (report, period, recipient). A message moves through
-``rendered`` -> ``sending`` -> ``committing`` -> ``sent`` (or ``failed``).
+``claimed`` -> ``rendered`` -> ``sending`` -> ``committing`` -> ``sent``, or
+to ``failed`` or ``unconfirmed``. Only ``sent`` counts as delivered.
+
 ``sending`` is written before the SMTP transaction and ``committing`` just
-before the final "." of DATA (see ``mail.py``), so after a crash the next run
-can tell "the server cannot have it" (resend) from "it may have it"
-(``unconfirmed``: counted as delivered, never sent twice).
+before the final "." of DATA (see ``mail.py``). A message the server never
+acknowledged (the connection dropped after the "." or the run died there) is
+``unconfirmed``: it may or may not have arrived, and it is sent again on the
+next run with the same Message-ID, because a duplicate with one Message-ID is
+dropped by most mailboxes while a lost report is simply lost.
+
+Concurrent runs: each run registers itself with a lock file it holds for its
+whole life (``<state>.runs/<run>.lock``, an ``flock`` the kernel releases when
+the process dies, however it dies). A run claims (report, period, recipient)
+rows in one transaction before building; a row claimed by a run whose lock is
+still held is skipped, never sent twice, and never touched by recovery.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import logging
+import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from reporter.errors import UsageError
 
-DELIVERED = ("sent", "unconfirmed")
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DELIVERED = ("sent",)
+IN_FLIGHT = ("claimed", "rendered", "sending", "committing")
+
+# "RPTR": marks the file as ours, so a foreign SQLite file is never written to.
+APPLICATION_ID = 0x52505452
+SCHEMA_VERSION = 2
+LOCK_WAIT_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -32,9 +57,29 @@ CREATE TABLE IF NOT EXISTS deliveries (
     error       TEXT,
     attempts    INTEGER NOT NULL DEFAULT 0,
     updated_at  TEXT NOT NULL,
+    run_id      TEXT,
     PRIMARY KEY (report, period, recipient)
 );
 """
+_V1_COLUMNS = {
+    "report",
+    "period",
+    "recipient",
+    "status",
+    "message_id",
+    "artifact",
+    "error",
+    "attempts",
+    "updated_at",
+}
+
+
+class LedgerError(UsageError):
+    """The ledger file cannot be used: corrupt, foreign, locked or unwritable (exit 2)."""
+
+    def __init__(self, path: Path, problem: str, hint: str) -> None:
+        super().__init__(f"the delivery ledger {path} {problem}", hint=hint)
+        self.path = path
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,29 +93,184 @@ class Delivery:
     error: str | None
     attempts: int
     updated_at: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of claiming a report's owners for one run."""
+
+    mine: list[str] = field(default_factory=list)  # this run sends to them
+    done: list[str] = field(default_factory=list)  # already delivered
+    taken: dict[str, int] = field(default_factory=dict)  # owner -> pid of the live run
+
+
+class RunLock:
+    """A run's proof of life: an exclusive ``flock`` on its own file, held until it ends.
+
+    The kernel drops the lock when the process exits, even on SIGKILL, so "is run X
+    alive?" is answered by trying to take X's lock, with no clock or timeout to tune.
+    """
+
+    def __init__(self, directory: Path, run_id: str) -> None:
+        self.run_id = run_id
+        self.path = directory / f"{run_id}.lock"
+        directory.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(self._fd, str(os.getpid()).encode())
+        os.set_inheritable(self._fd, False)
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = -1
+
+    @staticmethod
+    def holder(directory: Path, run_id: str) -> int | None:
+        """The pid of run ``run_id`` if it is still alive, else None (and its file is removed)."""
+        path = directory / f"{run_id}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(pid) if pid.isdigit() else -1
+        finally:
+            os.close(fd)  # also drops the lock we may just have taken
+        path.unlink(missing_ok=True)
+        return None
 
 
 class Ledger:
-    """SQLite-backed; safe to share between the processes of one run (WAL, busy timeout)."""
+    """SQLite-backed (WAL, busy timeout); shared safely by concurrent runs through claims."""
 
-    def __init__(self, path: Path, *, clock: type[dt.datetime] = dt.datetime) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: type[dt.datetime] = dt.datetime,
+        lock_wait: float = LOCK_WAIT_SECONDS,
+    ) -> None:
         self.path = path
         self._clock = clock
+        self._lock_wait = lock_wait
+        self._runs_dir = path.with_name(path.name + ".runs")
+        self._lock: RunLock | None = None
+        self._db = self._open(path)
+
+    # --- opening ---------------------------------------------------------------
+
+    def _open(self, path: Path) -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            db = sqlite3.connect(path, timeout=1, isolation_level=None, check_same_thread=False)
         except (sqlite3.Error, OSError) as exc:
-            raise UsageError(
-                f"cannot open the delivery ledger {path}: {exc}",
-                hint="pass --state with a writable path",
+            raise LedgerError(
+                path, f"cannot be opened: {exc}", "pass --state with a writable path"
+            ) from None
+        try:
+            self._db = db
+            self._with_lock_wait(lambda: self._prepare(db))
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        try:
+            self._kind(db)  # refuse a foreign file before anything is written to it
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            with self._transaction() as tx:
+                kind = self._kind(tx)  # again: another run may have created it meanwhile
+                if kind == "new":
+                    tx.execute(_SCHEMA)
+                elif kind == "old":
+                    self._migrate(tx)
+                if kind != "current":
+                    tx.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                    tx.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            if _is_locked(exc):
+                raise
+            raise LedgerError(
+                self.path,
+                f"is not a readable ledger ({exc})",
+                "move the file away (a new ledger is started; reports may then be sent"
+                " again), or pass --state with the right path",
             ) from None
 
+    def _kind(self, db: sqlite3.Connection) -> str:
+        """``current``, ``old`` (ours, to migrate), ``new`` (empty); else LedgerError."""
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {
+            r[0]
+            for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+        if app_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    self.path,
+                    f"was written by a newer reporter (schema {version})",
+                    "upgrade reporter, or pass --state with another path",
+                )
+            return "current" if version == SCHEMA_VERSION else "old"
+        if not tables:
+            return "new"
+        if tables == {"deliveries"} and self._columns(db) == _V1_COLUMNS:
+            return "old"  # a ledger from before application ids
+        raise LedgerError(
+            self.path,
+            "is an SQLite file of another program"
+            f" (tables: {', '.join(sorted(tables))}); reporter will not write to it",
+            "pass --state with the ledger's path, or a new file",
+        )
+
+    @staticmethod
+    def _columns(db: sqlite3.Connection) -> set[str]:
+        return {r[1] for r in db.execute("PRAGMA table_info(deliveries)")}
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        if "run_id" not in self._columns(db):
+            db.execute("ALTER TABLE deliveries ADD COLUMN run_id TEXT")
+
+    def _with_lock_wait(self, action: Callable[[], T]) -> T:
+        """Run ``action``; if another process holds the file locked, say so and wait a while."""
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if not _is_locked(exc):
+                raise
+        log.warning(
+            "the delivery ledger %s is locked by another process; waiting up to %.0f s",
+            self.path,
+            self._lock_wait,
+        )
+        self._db.execute(f"PRAGMA busy_timeout={int(self._lock_wait * 1000)}")
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if not _is_locked(exc):
+                raise
+            raise LedgerError(
+                self.path,
+                f"stayed locked by another process for {self._lock_wait:.0f} s",
+                "wait for the other reporter (or sqlite3 session) to finish, then run again",
+            ) from None
+        finally:
+            self._db.execute("PRAGMA busy_timeout=1000")
+
     def close(self) -> None:
+        self.end_run()
         self._db.close()
 
     def __enter__(self) -> Ledger:
@@ -92,34 +292,161 @@ class Ledger:
             raise
         self._db.execute("COMMIT")
 
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction whose SQLite errors become one readable ``LedgerError``."""
+        try:
+            self._with_lock_wait(lambda: self._db.execute("BEGIN IMMEDIATE"))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+        try:
+            yield self._db
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise self._error(exc) from None
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _error(self, exc: sqlite3.Error) -> LedgerError:
+        return LedgerError(
+            self.path, f"could not be written: {exc}", "check the disk and the file's permissions"
+        )
+
+    # --- runs --------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str | None:
+        return self._lock.run_id if self._lock else None
+
+    def start_run(self) -> str:
+        """Register this process as a live run; its claims last until ``end_run`` or death."""
+        if self._lock is None:
+            try:
+                self._lock = RunLock(self._runs_dir, uuid.uuid4().hex[:16])
+            except OSError as exc:
+                raise LedgerError(
+                    self.path,
+                    f"cannot register this run in {self._runs_dir}: {exc.strerror}",
+                    "pass --state with a path in a writable directory",
+                ) from None
+        return self._lock.run_id
+
+    def end_run(self) -> None:
+        """Give back this run's claims; what it left mid-send is settled like a dead run's."""
+        if self._lock is None:
+            return
+        try:
+            with self._writing() as db:
+                self._settle(db, "run_id=?", (self._lock.run_id,))
+        finally:
+            self._lock.release()
+            self._lock = None
+
+    def _alive(self, run_id: str, cache: dict[str, int | None]) -> int | None:
+        if run_id == self.run_id:
+            return os.getpid()
+        if run_id not in cache:
+            cache[run_id] = RunLock.holder(self._runs_dir, run_id)
+        return cache[run_id]
+
+    def _settle(self, db: sqlite3.Connection, where: str, args: tuple[str, ...]) -> dict[str, int]:
+        now = self._now()
+        failed = db.execute(
+            "UPDATE deliveries SET status='failed', run_id=NULL, updated_at=?,"
+            " error='interrupted before the message was complete; will be sent again'"
+            f" WHERE status='sending' AND {where}",
+            (now, *args),
+        ).rowcount
+        unconfirmed = db.execute(
+            "UPDATE deliveries SET status='unconfirmed', run_id=NULL, updated_at=?,"
+            " error='interrupted after the message was handed over, before the server"
+            " confirmed it; will be sent again with the same Message-ID'"
+            f" WHERE status='committing' AND {where}",
+            (now, *args),
+        ).rowcount
+        db.execute(f"UPDATE deliveries SET run_id=NULL WHERE {where}", args)
+        return {"failed": failed, "unconfirmed": unconfirmed}
+
     def recover(self) -> dict[str, int]:
-        """Settle what a killed run left behind; returns how many rows moved where."""
-        with self._transaction() as db:
-            resend = db.execute(
-                "UPDATE deliveries SET status='failed', updated_at=?,"
-                " error='interrupted before the message was complete; will be sent again'"
-                " WHERE status='sending'",
-                (self._now(),),
-            ).rowcount
-            unconfirmed = db.execute(
-                "UPDATE deliveries SET status='unconfirmed', updated_at=?,"
-                " error='interrupted after the message was handed over; not sent again'"
-                " WHERE status='committing'",
-                (self._now(),),
-            ).rowcount
-        return {"failed": resend, "unconfirmed": unconfirmed}
+        """Settle what dead runs left behind; rows of live runs are never touched."""
+        cache: dict[str, int | None] = {}
+        moved = {"failed": 0, "unconfirmed": 0}
+        with self._writing() as db:
+            owners = [
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT run_id FROM deliveries WHERE run_id IS NOT NULL"
+                )
+            ]
+            dead = [o for o in owners if self._alive(o, cache) is None]
+            for run_id in dead:
+                for key, count in self._settle(db, "run_id=?", (run_id,)).items():
+                    moved[key] += count
+            # Rows written before runs had ids (schema 1) belong to no live run.
+            for key, count in self._settle(db, "run_id IS NULL", ()).items():
+                moved[key] += count
+        return moved
+
+    def claim(self, report: str, period: str, owners: Sequence[str], *, force: bool) -> Claim:
+        """Take the owners this run should send ``report`` to, atomically.
+
+        Delivered owners are left alone (unless ``force``); owners another live run
+        holds are reported as taken; everything else, including rows a dead run held,
+        becomes this run's.
+        """
+        run_id = self.start_run()
+        result = Claim()
+        cache: dict[str, int | None] = {}
+        now = self._now()
+        with self._writing() as db:
+            for owner in owners:
+                row = db.execute(
+                    "SELECT status, run_id FROM deliveries"
+                    " WHERE report=? AND period=? AND recipient=?",
+                    (report, period, owner.lower()),
+                ).fetchone()
+                if row is None:
+                    db.execute(
+                        "INSERT INTO deliveries (report, period, recipient, status, updated_at,"
+                        " run_id) VALUES (?,?,?,'claimed',?,?)",
+                        (report, period, owner.lower(), now, run_id),
+                    )
+                    result.mine.append(owner)
+                    continue
+                status, holder = row
+                pid = self._alive(holder, cache) if holder else None
+                if pid is not None and holder != run_id:
+                    result.taken[owner] = pid
+                    continue
+                if status in DELIVERED and not force:
+                    result.done.append(owner)
+                    continue
+                if holder and holder != run_id:  # a dead run's row: settle it first
+                    self._settle(
+                        db,
+                        "report=? AND period=? AND recipient=?",
+                        (report, period, owner.lower()),
+                    )
+                db.execute(
+                    "UPDATE deliveries SET run_id=? WHERE report=? AND period=? AND recipient=?",
+                    (run_id, report, period, owner.lower()),
+                )
+                result.mine.append(owner)
+        return result
+
+    # --- reading and marking ------------------------------------------------------
 
     def delivered(self, report: str, period: str) -> set[str]:
-        rows = self._db.execute(
-            "SELECT recipient FROM deliveries WHERE report=? AND period=? AND status IN (?, ?)",
-            (report, period, *DELIVERED),
+        rows = self._read(
+            "SELECT recipient FROM deliveries WHERE report=? AND period=? AND status='sent'",
+            (report, period),
         )
         return {r[0] for r in rows}
-
-    def pending(self, report: str, period: str, owners: Sequence[str]) -> list[str]:
-        """Owners who do not have this report for this period yet."""
-        done = {r.lower() for r in self.delivered(report, period)}
-        return [o for o in owners if o.lower() not in done]
 
     def mark(
         self,
@@ -132,21 +459,25 @@ class Ledger:
         artifact: str | None = None,
         error: str | None = None,
     ) -> None:
-        """Record a state for every (report, recipient) pair, in one transaction."""
+        """Record a state for every (report, recipient) pair this run holds, in one transaction."""
         now = self._now()
         bump = 1 if status == "sending" else 0
-        with self._transaction() as db:
+        run_id = self.start_run()
+        recipients = list(recipients)
+        with self._writing() as db:
             for report in reports:
                 for recipient in recipients:
                     db.execute(
                         "INSERT INTO deliveries (report, period, recipient, status, message_id,"
-                        " artifact, error, attempts, updated_at) VALUES (?,?,?,?,?,?,?,?,?)"
+                        " artifact, error, attempts, updated_at, run_id)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?)"
                         " ON CONFLICT (report, period, recipient) DO UPDATE SET"
                         " status=excluded.status,"
                         " message_id=COALESCE(excluded.message_id, message_id),"
                         " artifact=COALESCE(excluded.artifact, artifact),"
                         " error=excluded.error, attempts=attempts+?,"
-                        " updated_at=excluded.updated_at",
+                        " updated_at=excluded.updated_at"
+                        " WHERE run_id IS excluded.run_id",
                         (
                             report,
                             period,
@@ -157,6 +488,7 @@ class Ledger:
                             error,
                             bump,
                             now,
+                            run_id,
                             bump,
                         ),
                     )
@@ -164,11 +496,27 @@ class Ledger:
     def rows(self, period: str | None = None) -> list[Delivery]:
         query = (
             "SELECT report, period, recipient, status, message_id, artifact, error,"
-            " attempts, updated_at FROM deliveries"
+            " attempts, updated_at, run_id FROM deliveries"
         )
         args: tuple[str, ...] = ()
         if period:
             query += " WHERE period=?"
             args = (period,)
         query += " ORDER BY period DESC, report, recipient"
-        return [Delivery(*row) for row in self._db.execute(query, args)]
+        return [Delivery(*row) for row in self._read(query, args)]
+
+    def _read(self, query: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._with_lock_wait(lambda: list(self._db.execute(query, args)))
+        except sqlite3.Error as exc:
+            raise LedgerError(
+                self.path, f"could not be read: {exc}", "check the file, or pass another --state"
+            ) from None
+
+    def live_pid(self, run_id: str | None) -> int | None:
+        """The pid of the live run holding a row, for ``history``; None when nobody does."""
+        return self._alive(run_id, {}) if run_id else None
+
+
+def _is_locked(exc: sqlite3.Error) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)

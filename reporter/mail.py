@@ -2,9 +2,12 @@
 
 Exactly-once over SMTP needs the sender's help: the caller's ``on_commit`` is
 called just before the final ``.`` of DATA is sent. Until then the server
-cannot have accepted the message, so an interrupted send is safe to repeat;
-after it, the message may have been accepted and must not be sent again.
-The ledger records both moments (see ``ledger.py``).
+cannot have accepted the message, so an interrupted send is a plain failed
+attempt. After it, without the server's reply, the message may or may not
+have been accepted: it is "unconfirmed", not delivered, and is sent again
+later with the same Message-ID, as mail servers themselves do (RFC 5321
+6.1: "the message may be sent more than once"). The ledger records both
+moments (see ``ledger.py``).
 """
 
 from __future__ import annotations
@@ -51,11 +54,18 @@ def one_line(text: str) -> str:
 
 
 def message_id(
-    report_names: Sequence[str], period: str, recipients: Sequence[str], sender: str
+    report_names: Sequence[str],
+    period: str,
+    recipients: Sequence[str],
+    sender: str,
+    *,
+    variant: str = "",
 ) -> str:
-    """A Message-ID stable per reports, period and recipient set, so a resend is recognisable."""
+    """A Message-ID stable per reports, period and recipient set, so a resend is recognisable
+    (and a mailbox that already has it drops the copy); ``variant`` makes a distinct one."""
     key = "|".join(
         [",".join(sorted(report_names)), period, ",".join(sorted(r.lower() for r in recipients))]
+        + ([variant] if variant else [])
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     _, address = email.utils.parseaddr(sender)
@@ -121,7 +131,7 @@ def build_message(
 class SendResult:
     accepted: list[str]
     refused: dict[str, str] = field(default_factory=dict)  # address -> server reply
-    unconfirmed: bool = False  # connection lost after the final "." was sent
+    unconfirmed: bool = False  # connection lost after the final "." was sent, before a reply
 
 
 class _Transient(Exception):
@@ -293,7 +303,9 @@ class SmtpSender:
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             if committed:
                 log.warning(
-                    "connection lost after the message was sent (%s); not resending", _describe(exc)
+                    "connection lost before the server confirmed the message (%s);"
+                    " the next run sends it again",
+                    _describe(exc),
                 )
                 return SendResult(accepted=recipients, unconfirmed=True)
             raise _Transient(f"connection to {self._where()} lost: {_describe(exc)}") from None

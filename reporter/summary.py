@@ -17,7 +17,11 @@ LABELS = {
     "written": "written",
     "failed": "FAILED",
     "partial": "PARTLY FAILED",
+    "unconfirmed": "UNCONFIRMED",
+    "taken": "taken by another run",
+    "previewed": "preview sent",
 }
+OK = ("delivered", "already_delivered", "written", "taken", "previewed")
 
 
 @dataclass
@@ -25,7 +29,7 @@ class Outcome:
     """What happened to one report in this run, for the summary and the exit status."""
 
     report: str
-    status: str  # pending | delivered | already_delivered | written | failed | partial
+    status: str  # a key of LABELS
     detail: str = ""
     credits: float | None = None
     files: list[Path] = field(default_factory=list)
@@ -33,7 +37,8 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("delivered", "already_delivered", "written")
+        """Nothing for this run to do again: delivered, already had, or another live run's."""
+        return self.status in OK
 
     @property
     def label(self) -> str:

@@ -115,6 +115,7 @@ class Recorder:
     refuse: dict[str, str] = field(default_factory=dict)  # address -> reply
     fail_data: list[str] = field(default_factory=list)  # replies to DATA, consumed in order
     data_delay: float = 0.0  # seconds to hold each message before answering the final dot
+    drop_after_data: int = 0  # messages to keep but answer by dropping the connection
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -143,6 +144,11 @@ class Recorder:
             self.messages.append(
                 Received(str(envelope.mail_from), list(envelope.rcpt_tos), message)
             )
+            if self.drop_after_data:
+                # The message arrived, but the client never hears so: the lost-reply case.
+                self.drop_after_data -= 1
+                assert server.transport is not None
+                server.transport.abort()
         return "250 Message accepted"
 
     def by_recipient(self) -> dict[str, list[EmailMessage]]:

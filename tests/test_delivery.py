@@ -126,17 +126,23 @@ def _set_status(tmp_path: Path, report: str, status: str) -> None:
         db.execute("UPDATE deliveries SET status=? WHERE report=?", (status, report))
 
 
-def test_a_run_killed_after_the_final_dot_never_sends_a_second_copy(
+def test_a_run_killed_after_the_final_dot_sends_again_with_the_same_message_id(
     tmp_path: Path, api: SandboxServer, smtp: SmtpServer
 ) -> None:
-    """Killed between the server's acceptance and the ledger's record: 'committing'."""
+    """Killed between the final dot and the server's reply ('committing'): the report may
+    have arrived or not, so the next run sends the same message again, never drops it."""
     assert cli_run(tmp_path, api, smtp.env())[0] == 0
+    first = {
+        str(m.message["Subject"]): str(m.message["Message-ID"]) for m in smtp.recorder.messages
+    }
     _set_status(tmp_path, "marketing", "committing")
     code, stdout, _ = cli_run(tmp_path, api, smtp.env())
     assert code == 0
-    assert len(smtp.recorder.messages) == 2
-    assert ("marketing", "manager@company.com", "unconfirmed") in ledger(tmp_path)
-    assert re.search(r"marketing .* already delivered", stdout)
+    assert len(smtp.recorder.messages) == 3
+    again = smtp.recorder.messages[-1].message
+    assert str(again["Message-ID"]) == first[str(again["Subject"])]
+    assert ("marketing", "manager@company.com", "sent") in ledger(tmp_path)
+    assert re.search(r"marketing .* delivered", stdout)
 
 
 def test_a_run_killed_before_the_final_dot_sends_on_the_next_run(
