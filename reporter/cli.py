@@ -1,8 +1,9 @@
 """The ``reporter`` command line: the only place errors become exit statuses.
 
 Exit status: 0 every report delivered (or already had been); 1 some reports
-failed (the others were still delivered); 2 bad usage, config or environment,
-or a rejected API key.
+failed or are unconfirmed (the others were still delivered); 2 bad usage,
+config, environment or ledger, or a rejected API key; 130 and 143 stopped by
+SIGINT and SIGTERM.
 """
 
 from __future__ import annotations
