@@ -4,8 +4,9 @@ Prints one table: each figure, its goal, and whether it is met. Not part of the
 test suite: timings belong here, where a slow machine makes a slow number, not
 a red build.
 
-    .venv/bin/python benchmarks/run.py              # all five figures
+    .venv/bin/python benchmarks/run.py              # all six figures
     .venv/bin/python benchmarks/run.py --only 1 4   # some of them
+    .venv/bin/python benchmarks/run.py --only 6 --reports 200   # (6) at a smaller scale
 
 (5) needs Debian's Chromium: `apt-get install chromium`.
 """
@@ -159,6 +160,35 @@ class Bench:
         seconds = run_reporter(args, server, self.work).seconds
         return Figure(3, "100 reports, --jobs 2", fmt_s(seconds), "<= 30 s", seconds <= 30)
 
+    def many(self, server: SandboxServer, count: int) -> list[Figure]:
+        """Peak memory must not grow with the number of reports: ``count`` against 10."""
+        runs = {}
+        for n in (10, count):
+            config = write_config(self.work, f"many-{n}.toml", n)
+            args = [*common_args(config, self.work / f"out-many-{n}", self.period), "--jobs", "2"]
+            runs[n] = run_reporter(args, server, self.work)
+            written = len(list((self.work / f"out-many-{n}" / self.period).glob("*.eml")))
+            if written != n:
+                raise SystemExit(f"{n} reports wrote {written} messages")
+        ratio = runs[count].peak_rss / runs[10].peak_rss
+        mib = {n: f"{t.peak_rss / 2**20:.0f} MiB" for n, t in runs.items()}
+        return [
+            Figure(
+                6,
+                f"peak memory, {count:,} reports against 10 (--dry-run --jobs 2)",
+                f"{ratio:.2f} x ({mib[count]} against {mib[10]})",
+                "<= 1.2 x",
+                ratio <= 1.2,
+            ),
+            Figure(
+                6,
+                f"  reports per second over the {count:,}",
+                f"{count / runs[count].seconds:.2f} /s ({fmt_s(runs[count].seconds)})",
+                "",
+                None,
+            ),
+        ]
+
     def big_team(self, server: SandboxServer, rows: int) -> Figure:
         config = write_config(self.work, "whole.toml", 1)
         config.write_text(
@@ -285,11 +315,12 @@ def user_rows(data: SandboxData, period: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 6), metavar="N")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 7), metavar="N")
+    parser.add_argument("--reports", type=int, default=1000, help="how many reports for (6)")
     parser.add_argument("--users", type=int, default=5000, help="team size for (4)")
     parser.add_argument("--intensity", type=float, default=40.0, help="how busy the team of (4) is")
     args = parser.parse_args(argv)
-    wanted = set(args.only or range(1, 6))
+    wanted = set(args.only or range(1, 7))
     today = dt.date.today()
     period = last_complete_month(today).key
     figures: list[Figure] = []
@@ -306,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 figures.append(bench.hundred(small))
             if 5 in wanted:
                 figures.extend(bench.chromium(small))
+            if 6 in wanted:
+                figures.extend(bench.many(small, args.reports))
         if 4 in wanted:
             team = synthetic_team(users=args.users, seed=7, intensity=args.intensity)
             data = SandboxData(team, today=today)

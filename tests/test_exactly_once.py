@@ -387,7 +387,7 @@ def test_a_locked_ledger_is_waited_for_with_a_message(
 ) -> None:
     state = tmp_path / "state.sqlite3"
     Ledger(state).close()
-    holder = _hold_lock(state, 3)
+    holder = _hold_lock(state, 10)  # longer than the run takes to start
     config = write_config(
         tmp_path / "reports.toml",
         '[[reports]]\nname = "marketing"\nowners = ["manager@company.com"]\n',

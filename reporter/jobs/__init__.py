@@ -1,0 +1,172 @@
+"""One run: plan, build, deliver, with each report isolated.
+
+The order is what makes a run safe to repeat: the ledger is settled and each
+report's owners claimed first (``plan``); a report every owner already has is
+not even fetched; every artefact (PDF, CSV, .eml) is on disk before anything
+is sent (``pipeline``, ``build``, ``messages``); and a message that was written
+but not confirmed is sent from that file on a later run, unchanged (``deliver``).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from reporter.config import Config, ReportConfig
+from reporter.errors import ReporterError
+from reporter.jobs.build import (
+    BuiltReport,
+    MailFile,
+    Progress,
+    RunOptions,
+    Written,
+    compose_report,
+    fetch_tables,
+    quiet_progress,
+    render_report,
+    write_atomic,
+)
+from reporter.jobs.deliver import UNCONFIRMED_DETAIL, Sent, deliver, send_preview
+from reporter.jobs.messages import per_owner_mails
+from reporter.jobs.pipeline import build_all, fail
+from reporter.jobs.plan import Plan, plan_run, plural, taken_detail
+from reporter.ledger import Ledger
+from reporter.magnific import MagnificClient
+from reporter.mail import SmtpSender
+from reporter.summary import Outcome
+
+__all__ = [
+    "BuiltReport",
+    "RunOptions",
+    "compose_report",
+    "fetch_tables",
+    "render_report",
+    "run",
+    "write_atomic",
+]
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    config: Config,
+    reports: Sequence[ReportConfig],
+    options: RunOptions,
+    *,
+    client: MagnificClient,
+    sender: SmtpSender | None,
+    ledger: Ledger | None,
+    progress: Progress = quiet_progress,
+    max_in_flight: int = 4,
+) -> list[Outcome]:
+    """Build and deliver ``reports``; a failure in one never stops the others."""
+    period = options.period.key
+    if options.dry_run or options.preview_to:
+        ledger = None
+    plan = plan_run(config, reports, options, ledger, progress)
+    outcomes = plan.outcomes
+
+    new_mails: list[MailFile] = []
+
+    def written(item: Written) -> None:
+        outcome = outcomes[item.report]
+        outcome.files = [item.pdf_path, item.csv_path]
+        outcome.credits = item.credits
+        if item.mail is not None:
+            record(item.mail)
+
+    def record(mail: MailFile) -> None:
+        """A message on disk is recorded at once: a crash after this resends that file."""
+        new_mails.append(mail)
+        for name in mail.reports:
+            outcomes[name].files.append(mail.path)
+        if ledger is not None:
+            ledger.mark(
+                mail.reports,
+                period,
+                mail.recipients,
+                "rendered",
+                message_id=mail.message_id,
+                artifact=str(mail.path),
+            )
+
+    one_per_owner = config.email.one_mail_per_owner
+    with tempfile.TemporaryDirectory(prefix="reporter-pieces-") as pieces:
+        done = build_all(
+            plan.to_build,
+            plan.pending,
+            config,
+            options,
+            client,
+            outcomes,
+            progress,
+            max_in_flight=max_in_flight,
+            pieces_dir=Path(pieces) if one_per_owner else None,
+            on_written=written,
+        )
+        if one_per_owner:
+            try:
+                for mail in per_owner_mails(done, plan.pending, config, options):
+                    record(mail)
+            except ReporterError as exc:
+                for item in done:
+                    fail(outcomes[item.report], exc, progress)
+
+    if options.dry_run or sender is None:
+        for mail in new_mails:
+            for name in mail.reports:
+                if outcomes[name].status == "pending":
+                    outcomes[name].status = "written"
+                    outcomes[name].detail = "dry run: message written, not sent"
+                    progress(name, outcomes[name].line(), done=True)
+        return [outcomes[r.name] for r in reports]
+
+    results: dict[str, Sent] = {}
+    for mail in [*plan.stored, *new_mails]:
+        if any(outcomes[name].status == "failed" for name in mail.reports):
+            continue
+        sent = (
+            deliver(mail, sender, ledger, period)
+            if ledger is not None
+            else send_preview(mail, sender)
+        )
+        for name in mail.reports:
+            results.setdefault(name, Sent()).add(sent)
+            if sent.failed:
+                progress(name, "not delivered to " + ", ".join(sent.failed))
+            if sent.unconfirmed:
+                progress(name, "not confirmed by the server for " + ", ".join(sent.unconfirmed))
+            if sent.delivered:
+                progress(name, "delivered to " + ", ".join(sent.delivered))
+    for name, outcome in outcomes.items():
+        if outcome.status == "pending":
+            _settle(outcome, results.get(name, Sent()), options, plan, name)
+            progress(name, outcome.line(), done=True)
+    return [outcomes[r.name] for r in reports]
+
+
+def _settle(outcome: Outcome, sent: Sent, options: RunOptions, plan: Plan, name: str) -> None:
+    """A report's final status from what its mails achieved; only "sent" is delivered."""
+    outcome.recipients = sent.delivered
+    problems = [f"{r}: {why}" for r, why in sent.failed.items()]
+    if sent.unconfirmed:
+        problems.append(f"{', '.join(sent.unconfirmed)}: {UNCONFIRMED_DETAIL}")
+    if problems:
+        if sent.delivered:
+            outcome.status = "partial"
+        else:
+            outcome.status = "failed" if sent.failed else "unconfirmed"
+        outcome.detail = "; ".join(problems)
+        return
+    if options.preview_to:
+        outcome.status = "previewed"
+        outcome.detail = f"sent to {options.preview_to} only; owners were not sent it"
+        return
+    outcome.status = "delivered"
+    outcome.detail = f"sent to {plural(len(sent.delivered), 'owner')}"
+    if name in plan.resent:
+        outcome.detail += ", the message a previous run wrote"
+    if plan.taken.get(name):
+        outcome.detail += f"; {taken_detail(plan.taken[name])}"

@@ -1,0 +1,230 @@
+"""Building a report: fetch its usage, print its PDF, write its CSV and its message.
+
+Everything a report produces is on disk before anything is sent, and what
+comes back to the run is a small record of paths: a worker process hands
+back no frames or bytes, and the run keeps nothing of a report it has written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from reporter import charts
+from reporter.config import Config, ReportConfig
+from reporter.insights import find_insights
+from reporter.magnific import MagnificClient, UsageQuery
+from reporter.periods import Period
+from reporter.render import Formatter, html_to_pdf, render_template, translations
+from reporter.report import Figure, Source, build_context, chart_labels
+from reporter.usage import ReportTables, build_tables, csv_frame, tidy_frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    period: Period
+    out_dir: Path
+    templates_dir: Path
+    now: dt.datetime
+    dry_run: bool = False
+    force: bool = False
+    pdf_variant: str | None = None  # overrides [defaults] pdf_variant
+    api_url: str = ""
+    jobs: int = 1  # processes that render reports
+    preview_to: str | None = None  # --to: send every report to this address only, no ledger
+
+
+@dataclass
+class BuiltReport:
+    report: ReportConfig
+    locale: str
+    tables: ReportTables
+    context: dict[str, Any]
+    pdf_path: Path
+    csv_path: Path
+    chart_png: bytes | None  # the email's inline chart; None when there is nothing to draw
+
+
+class Progress(Protocol):
+    """Told of each step of each report; ``done`` marks the report's final status."""
+
+    def __call__(self, report: str, message: str, /, *, done: bool = False) -> None: ...
+
+
+def quiet_progress(report: str, message: str, /, *, done: bool = False) -> None:
+    log.info("%s: %s", report, message)
+
+
+# --- building ----------------------------------------------------------------
+
+
+def fetch_tables(
+    client: MagnificClient, report: ReportConfig, config: Config, options: RunOptions
+) -> ReportTables:
+    """The two requests a report needs (the period's detail and its history), aggregated."""
+    period = options.period
+    detail_query = UsageQuery.for_filters(
+        period.detail_granularity, period.start, period.end, report.filters
+    )
+    history_query = UsageQuery.for_filters(
+        period.history_granularity, period.history()[0].start, period.end, report.filters
+    )
+    detail = tidy_frame(client.fetch_usage(detail_query))
+    history = tidy_frame(client.fetch_usage(history_query))
+    return build_tables(
+        detail,
+        history,
+        period,
+        top_users=config.top_users_for(report),
+        budget_credits=report.budget_credits,
+        today=options.now.date(),
+    )
+
+
+@dataclass
+class Composed:
+    """A report's page as HTML, before it is printed, and what the email reuses."""
+
+    html: str
+    locale: str
+    context: dict[str, Any]
+    chart_png: bytes | None  # the email's inline chart; None when there is nothing to draw
+
+
+def compose_report(
+    report: ReportConfig, tables: ReportTables, config: Config, options: RunOptions
+) -> Composed:
+    """Charts and HTML for one report."""
+    locale = config.locale_for(report)
+    catalog = translations(options.templates_dir, locale)
+    labels = chart_labels(catalog.gettext, tables)
+    period = tables.period
+    history_periods = period.history()
+    fmt = Formatter(locale)
+    specs: dict[str, dict[str, Any]] = {}
+    if tables.history["credits"].sum() > 0:
+        specs["history"] = charts.history_spec(
+            tables.history,
+            tables.tool_order,
+            [p.key for p in history_periods],
+            [fmt.period_short(p, catalog.gettext) for p in history_periods],
+            labels,
+        )
+    if not tables.empty:
+        specs["daily"] = charts.daily_spec(
+            tables.daily, tables.tool_order, labels, granularity=period.detail_granularity
+        )
+        specs["tools"] = charts.tools_spec(
+            tables.tools.rows[tables.tools.rows["key"].notna()], tables.tool_order, labels
+        )
+        named = tables.users.rows[
+            tables.users.rows["key"].notna() & (tables.users.rows["key"] != "__others__")
+        ]
+        if not named.empty:
+            specs["users"] = charts.users_spec(named, labels)
+    titles = {
+        "daily": labels.daily_title,
+        "history": labels.history_title,
+        "tools": labels.tools_title,
+        "users": labels.users_title,
+    }
+    # As <img> data URLs, not inline markup: the HTML parser and the style cascade then
+    # never see the charts' hundreds of SVG nodes, and each figure gets its alt text.
+    svgs = {name: charts.render_svg(spec, locale) for name, spec in specs.items()}
+    figures: dict[str, Figure | None] = dict.fromkeys(titles)
+    for name, svg in svgs.items():
+        figures[name] = Figure(charts.svg_data_url(svg), titles[name])
+    email_chart = svgs.get("daily") or svgs.get("history")
+    chart_png = charts.svg_to_png(email_chart) if email_chart else None
+
+    insights = find_insights(tables)
+    context = build_context(
+        report,
+        tables,
+        insights,
+        figures,
+        locale=locale,
+        gettext=catalog.gettext,
+        ngettext=catalog.ngettext,
+        source=Source(api_url=options.api_url, filters=report.filters, fetched_at=options.now),
+        generated_at=options.now,
+    )
+    html = render_template(options.templates_dir, "report.html.j2", locale, context)
+    return Composed(html, locale, context, chart_png)
+
+
+def render_report(
+    report: ReportConfig, tables: ReportTables, config: Config, options: RunOptions
+) -> BuiltReport:
+    """Charts, HTML and PDF for one report; writes ``<name>.pdf`` and ``<name>.csv``."""
+    composed = compose_report(report, tables, config, options)
+    period = tables.period
+    csv_bytes = csv_frame(tables.detail).to_csv(index=False).encode()
+    variant = options.pdf_variant or config.defaults.pdf_variant
+    attachments = (
+        [(f"{report.name}-{period.key}.csv", csv_bytes, "Usage rows behind this report")]
+        if variant == "pdf/a-3b"
+        else []
+    )
+    pdf = html_to_pdf(
+        composed.html,
+        templates_dir=options.templates_dir,
+        variant=variant,
+        attachments=attachments,
+        identifier=f"{report.name}/{period.key}",
+    )
+    folder = options.out_dir / period.key
+    pdf_path = write_atomic(folder / f"{report.name}.pdf", pdf)
+    csv_path = write_atomic(folder / f"{report.name}.csv", csv_bytes)
+    return BuiltReport(
+        report,
+        composed.locale,
+        tables,
+        composed.context,
+        pdf_path,
+        csv_path,
+        composed.chart_png,
+    )
+
+
+def write_atomic(path: Path, content: bytes) -> Path:
+    """Write via a temporary file and rename: a killed run never leaves half a PDF."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(content)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+    return path
+
+
+# --- the record a run keeps -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MailFile:
+    """A message on disk, ready to send: the run keeps its path, never its bytes."""
+
+    reports: list[str]
+    recipients: list[str]
+    path: Path
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a run keeps of a report once its files are written."""
+
+    report: str
+    credits: float
+    pdf_path: Path
+    csv_path: Path
+    mail: MailFile | None  # its own message; None when its owners get one mail each
+    piece_path: Path | None  # its part of the owners' mails, with one_mail_per_owner

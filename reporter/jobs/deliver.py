@@ -1,0 +1,108 @@
+"""Sending what was written, through the ledger's write-ahead marks.
+
+Each message is read back from its ``.eml`` just before it is sent: what an
+owner receives is byte for byte the file a later run would resend.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+
+from reporter.config import ReportConfig
+from reporter.errors import DeliveryError
+from reporter.jobs.build import MailFile
+from reporter.ledger import Delivery, Ledger
+from reporter.mail import SmtpSender
+
+UNCONFIRMED_DETAIL = (
+    "the connection dropped before the mail server confirmed the message;"
+    " the next run sends it again with the same Message-ID"
+)
+RESENDABLE = ("failed", "rendered", "unconfirmed")
+
+
+@dataclass
+class Sent:
+    """What delivery achieved, per recipient."""
+
+    delivered: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # recipient -> why
+    unconfirmed: list[str] = field(default_factory=list)  # handed over, never acknowledged
+
+    def add(self, other: Sent) -> None:
+        self.delivered.extend(other.delivered)
+        self.failed.update(other.failed)
+        self.unconfirmed.extend(other.unconfirmed)
+
+
+def read_message(path: Path) -> EmailMessage:
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.SMTP)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def deliver(mail: MailFile, sender: SmtpSender, ledger: Ledger, period: str) -> Sent:
+    """Send one message with the ledger's marks before, at the commit point, and after."""
+    ledger.mark(
+        mail.reports,
+        period,
+        mail.recipients,
+        "sending",
+        message_id=mail.message_id,
+        artifact=str(mail.path),
+    )
+    try:
+        result = sender.send(
+            read_message(mail.path),
+            mail.recipients,
+            on_commit=lambda: ledger.mark(mail.reports, period, mail.recipients, "committing"),
+        )
+    except DeliveryError as exc:
+        ledger.mark(mail.reports, period, mail.recipients, "failed", error=str(exc))
+        return Sent(failed={r: str(exc) for r in mail.recipients})
+    if result.unconfirmed:
+        ledger.mark(mail.reports, period, result.accepted, "unconfirmed", error=UNCONFIRMED_DETAIL)
+        return Sent(unconfirmed=list(result.accepted))
+    ledger.mark(mail.reports, period, result.accepted, "sent")
+    for recipient, why in result.refused.items():
+        ledger.mark(mail.reports, period, [recipient], "failed", error=why)
+    return Sent(delivered=list(result.accepted), failed=dict(result.refused))
+
+
+def send_preview(mail: MailFile, sender: SmtpSender) -> Sent:
+    """A preview: no ledger, so the real run still mails every owner."""
+    try:
+        result = sender.send(read_message(mail.path), mail.recipients)
+    except DeliveryError as exc:
+        return Sent(failed={r: str(exc) for r in mail.recipients})
+    if result.unconfirmed:
+        return Sent(unconfirmed=list(result.accepted))
+    return Sent(delivered=list(result.accepted), failed=dict(result.refused))
+
+
+def stored_mails(report: ReportConfig, pending: list[str], rows: list[Delivery]) -> list[MailFile]:
+    """Messages a previous run wrote but did not get confirmed, to send again as they are.
+
+    Only when every pending owner has one: otherwise the report is rebuilt. The
+    stored message keeps its Message-ID, so a resent copy is recognisably the same.
+    """
+    mine = {r.recipient: r for r in rows if r.report == report.name}
+    by_path: dict[str, list[str]] = {}
+    ids: dict[str, str] = {}
+    for owner in pending:
+        row = mine.get(owner.lower())
+        if row is None or row.status not in RESENDABLE or not row.artifact:
+            return []
+        if not Path(row.artifact).is_file():
+            return []
+        by_path.setdefault(row.artifact, []).append(owner)
+        ids[row.artifact] = row.message_id or str(read_message(Path(row.artifact))["Message-ID"])
+    mails = []
+    for path, owners in by_path.items():
+        reports = sorted({r.report for r in rows if r.artifact == path})
+        mails.append(MailFile(reports, owners, Path(path), ids[path]))
+    return mails

@@ -1,0 +1,183 @@
+"""A report's email: the part of it each message carries, and the message on disk.
+
+A message is written to its ``.eml`` file as soon as its reports are built and
+is read back from there to be sent, so a run never holds a message's bytes
+longer than it takes to write them, and a later run can send the very same
+file (same Message-ID) if this one could not.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reporter.config import Config
+from reporter.jobs.build import BuiltReport, MailFile, RunOptions, Written, write_atomic
+from reporter.mail import Attachment, InlineImage, build_message, content_id, message_id
+from reporter.render import render_template, translations
+
+# Mail servers commonly refuse messages over 10 to 25 MB, and base64 adds a third.
+CSV_ATTACHMENT_LIMIT = 5 * 1024 * 1024
+
+# Rendered into the PDF only: the charts' data URLs are most of a context's size.
+_PDF_ONLY = ("charts",)
+
+
+@dataclass(frozen=True, slots=True)
+class EmailPiece:
+    """What a message needs of one report: small, and picklable to wait on disk."""
+
+    name: str
+    display_title: str
+    locale: str
+    context: dict[str, Any]
+    chart_png: bytes | None  # the inline chart; None when there is nothing to draw
+    pdf_path: Path
+    csv_path: Path
+    csv_rows: int
+
+
+def email_piece(built: BuiltReport) -> EmailPiece:
+    context = {k: v for k, v in built.context.items() if k not in _PDF_ONLY}
+    return EmailPiece(
+        built.report.name,
+        built.report.display_title,
+        built.locale,
+        context,
+        built.chart_png,
+        built.pdf_path,
+        built.csv_path,
+        len(built.tables.detail),
+    )
+
+
+def mail_path(options: RunOptions, stem: str) -> Path:
+    suffix = ".preview.eml" if options.preview_to else ".eml"
+    return options.out_dir / options.period.key / f"{stem}{suffix}"
+
+
+def compose(
+    pieces: Sequence[EmailPiece],
+    recipients: list[str],
+    config: Config,
+    options: RunOptions,
+    path: Path,
+) -> MailFile:
+    """One message carrying ``pieces`` to ``recipients``, written to ``path``."""
+    first = pieces[0]
+    catalog = translations(options.templates_dir, first.locale)
+    period = options.period
+    contexts = []
+    images = []
+    attach_csv = {piece.name: _attach_csv(piece) for piece in pieces}
+    for piece in pieces:
+        cid = content_id(piece.name, period.key) if piece.chart_png else None
+        if piece.chart_png and cid:
+            images.append(InlineImage(cid, piece.chart_png))
+        contexts.append(
+            {
+                **piece.context,
+                "chart_cid": cid,
+                # The names the owner sees on the attachments, not the files on disk.
+                "pdf_name": _attachment_name(piece.name, period.key),
+                "csv_name": _attachment_name(piece.name, period.key, "csv"),
+                "csv_rows": piece.csv_rows,
+                "csv_attached": attach_csv[piece.name],
+            }
+        )
+    period_label = contexts[0]["period_title"]
+    if len(pieces) == 1:
+        subject = catalog.gettext("%(title)s — credit usage, %(period)s") % {
+            "title": first.display_title,
+            "period": period_label,
+        }
+    else:
+        subject = catalog.gettext("Credit usage, %(period)s: %(titles)s") % {
+            "period": period_label,
+            "titles": ", ".join(p.display_title for p in pieces),
+        }
+    if options.preview_to:
+        subject = catalog.gettext("Preview: %(subject)s") % {"subject": subject}
+    template_context = {"reports": contexts, "subject": subject}
+    text = render_template(options.templates_dir, "email.txt.j2", first.locale, template_context)
+    html = render_template(options.templates_dir, "email.html.j2", first.locale, template_context)
+    attachments = []
+    for piece in pieces:
+        attachments.append(
+            Attachment(
+                _attachment_name(piece.name, period.key),
+                piece.pdf_path.read_bytes(),
+                "application/pdf",
+            )
+        )
+        if attach_csv[piece.name]:
+            attachments.append(
+                Attachment(
+                    _attachment_name(piece.name, period.key, "csv"),
+                    piece.csv_path.read_bytes(),
+                    "text/csv",
+                )
+            )
+    names = [p.name for p in pieces]
+    msg_id = message_id(
+        names,
+        period.key,
+        recipients,
+        config.email.from_,
+        # Each preview is new mail: a mailbox must not drop it as a copy of the last one.
+        variant=f"preview {options.now.isoformat()}" if options.preview_to else "",
+    )
+    message = build_message(
+        sender=config.email.from_,
+        recipients=recipients,
+        subject=subject,
+        text=text,
+        html=html,
+        inline_images=images,
+        attachments=attachments,
+        msg_id=msg_id,
+        date=options.now,
+        reply_to=config.email.reply_to,
+    )
+    write_atomic(path, bytes(message))
+    return MailFile(names, recipients, path, msg_id)
+
+
+def per_owner_mails(
+    written: Iterable[Written],
+    pending: Mapping[str, list[str]],
+    config: Config,
+    options: RunOptions,
+) -> list[MailFile]:
+    """With ``[email] one_mail_per_owner``: one message per owner with all their reports,
+    composed from the parts the reports left on disk, one owner at a time."""
+    by_owner: dict[str, list[Path]] = {}
+    for item in written:
+        if item.piece_path is None:
+            continue
+        for owner in pending[item.report]:
+            by_owner.setdefault(owner, []).append(item.piece_path)
+    mails = []
+    for owner, paths in by_owner.items():
+        pieces = [pickle.loads(p.read_bytes()) for p in paths]
+        mails.append(
+            compose(pieces, [owner], config, options, mail_path(options, f"mail-{_slug(owner)}"))
+        )
+    return mails
+
+
+def _attach_csv(piece: EmailPiece) -> bool:
+    """A big team's usage rows (a million rows is ~100 MB) stay on disk, not in the mail."""
+    return piece.csv_path.stat().st_size <= CSV_ATTACHMENT_LIMIT
+
+
+def _attachment_name(name: str, period_key: str, ext: str = "pdf") -> str:
+    return f"{name}-{period_key}.{ext}"
+
+
+def _slug(owner: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", owner.lower()).strip("-")

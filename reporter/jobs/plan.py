@@ -1,0 +1,98 @@
+"""Deciding what a run does for each report, before any request: claim, skip or resend.
+
+The ledger is settled first (what dead runs left), then each report's owners
+are claimed in one transaction: owners who have it are skipped, owners another
+live run holds are left to it, and a report whose every pending owner has a
+message a previous run wrote is sent from that file instead of being rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from reporter.config import Config, ReportConfig
+from reporter.jobs.build import MailFile, Progress, RunOptions
+from reporter.jobs.deliver import stored_mails
+from reporter.ledger import Ledger
+from reporter.summary import Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Plan:
+    outcomes: dict[str, Outcome]
+    pending: dict[str, list[str]] = field(default_factory=dict)  # report -> owners to send to
+    taken: dict[str, dict[str, int]] = field(default_factory=dict)  # report -> owner -> pid
+    to_build: list[ReportConfig] = field(default_factory=list)
+    stored: list[MailFile] = field(default_factory=list)  # written earlier, sent as they are
+    resent: set[str] = field(default_factory=set)  # reports sent from a stored message
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def taken_detail(taken: dict[str, int]) -> str:
+    pids = ", ".join(sorted({str(p) for p in taken.values()}))
+    return f"another run (pid {pids}) is sending it to {plural(len(taken), 'owner')}"
+
+
+def plan_run(
+    config: Config,
+    reports: Sequence[ReportConfig],
+    options: RunOptions,
+    ledger: Ledger | None,
+    progress: Progress,
+) -> Plan:
+    """Who gets what in this run; ``ledger`` is None for dry runs and previews."""
+    plan = Plan({r.name: Outcome(r.name, "pending") for r in reports})
+    period = options.period.key
+    rows = []
+    if ledger is not None:
+        ledger.start_run()
+        recovered = ledger.recover()
+        if any(recovered.values()):
+            log.warning("settled what an interrupted run left: %s", recovered)
+        if not options.force:
+            rows = ledger.rows(period)
+    for report in reports:
+        owners = [str(o) for o in report.owners]
+        if options.preview_to:
+            pending = [options.preview_to]
+        elif ledger is None:
+            pending = owners
+        else:
+            claim = ledger.claim(report.name, period, owners, force=options.force)
+            pending = claim.mine
+            plan.taken[report.name] = claim.taken
+        plan.pending[report.name] = pending
+        if not pending:
+            taken = plan.taken.get(report.name)
+            outcome = (
+                Outcome(report.name, "taken", taken_detail(taken))
+                if taken
+                else Outcome(
+                    report.name,
+                    "already_delivered",
+                    "every owner already has it",
+                    recipients=owners,
+                )
+            )
+            plan.outcomes[report.name] = outcome
+            progress(report.name, outcome.line(), done=True)
+            continue
+        stored = (
+            stored_mails(report, pending, rows)
+            if rows and not config.email.one_mail_per_owner
+            else []
+        )
+        if stored:
+            progress(report.name, "sending the message a previous run wrote")
+            plan.resent.add(report.name)
+            plan.stored.extend(stored)
+        else:
+            plan.to_build.append(report)
+    return plan
