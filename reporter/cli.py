@@ -316,6 +316,7 @@ def retry_policy(options: ApiOptions) -> RetryPolicy:
         total_timeout=options.total_timeout_seconds,
         connect_timeout=options.connect_timeout_seconds,
         read_timeout=options.read_timeout_seconds,
+        max_response_bytes=options.max_response_mb * 1024 * 1024,
     )
 
 
