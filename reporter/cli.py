@@ -351,6 +351,7 @@ def retry_policy(options: ApiOptions) -> RetryPolicy:
         total_timeout=options.total_timeout_seconds,
         connect_timeout=options.connect_timeout_seconds,
         read_timeout=options.read_timeout_seconds,
+        max_response_bytes=options.max_response_mb * 1024 * 1024,
     )
 
 
@@ -438,7 +439,8 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
     multiple=True,
     metavar="SPEC",
     help="Inject faults into the next requests: 503, 429:2 (Retry-After 2),"
-    " slow:1.5, truncate, invalid_json, malformed; append xN to repeat.",
+    " slow:1.5, truncate, invalid_json, malformed, trickle:10 (a byte per 0.2 s for"
+    " 10 s), oversize:64 or oversize_chunked:64 (a 64 MB body); append xN to repeat.",
 )
 def sandbox_command(
     port: int,

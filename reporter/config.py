@@ -71,6 +71,9 @@ class ApiOptions(_Model):
     connect_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
     read_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
     max_in_flight: Annotated[int, Field(ge=1, le=32)] = 4
+    # A 5,000-person team's month by day is under 200 MB of JSON; 512 leaves room to
+    # grow while a runaway body stops long before it exhausts the host's memory.
+    max_response_mb: Annotated[int, Field(ge=1, le=16384)] = 512
 
 
 class ReportConfig(_Model):

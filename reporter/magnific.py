@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import numpy as np
@@ -28,7 +28,7 @@ import pandas as pd
 import pydantic_core
 import tenacity
 from pandas.api.types import infer_dtype
-from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
 from reporter import __version__
@@ -48,6 +48,7 @@ ENDPOINT = "/v1/analytics/team-credit-usage"
 KEY_HEADER = "x-magnific-api-key"
 GRANULARITIES: tuple[str, ...] = ("day", "week", "month", "year")
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+MB = 1024 * 1024
 
 
 # --- request -----------------------------------------------------------------
@@ -162,10 +163,25 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+MAX_PLAUSIBLE = 10**15
+"""The largest count of uses or credits one response value may carry.
+
+No team spends anywhere near a quadrillion credits in a bucket, so a larger
+number is a broken response, not usage: refused as a contract error rather than
+summed into a report. The cap also keeps every value an exact integer in a
+float64 (exact up to 2**53, about 9e15) and far from int64 and float overflow,
+so sums over a million rows cannot turn into ``inf`` or wrap around.
+"""
+
+_Count = Annotated[int, Field(ge=0, le=MAX_PLAUSIBLE)]
+_Credits = Annotated[float, Field(ge=0, le=MAX_PLAUSIBLE)]
+_TOO_LARGE = f"Input should be less than or equal to {MAX_PLAUSIBLE}"
+
+
 class Consumption(_Lenient):
     tool: str
-    user_uses: NonNegativeInt
-    user_credits: NonNegativeFloat
+    user_uses: _Count
+    user_credits: _Credits
 
 
 class Bucket(_Lenient):
@@ -208,11 +224,17 @@ class UsageResponse:
 
     data: list[Bucket]
     users: pd.DataFrame  # USER_COLUMNS; user is None where the API gave no address
+    dropped: tuple[dt.date, ...] = ()  # starts of buckets outside the query, not counted
 
 
-def parse_usage_response(content: bytes) -> UsageResponse:
+def parse_usage_response(content: bytes, query: UsageQuery | None = None) -> UsageResponse:
     """Parse a response body once, then validate it: the totals with pydantic, the user
-    rows as columns."""
+    rows as columns.
+
+    With ``query``, buckets that do not overlap its range are dropped (and listed in
+    ``dropped``): a bucket dated years away is the API's mistake, not usage of the
+    period, and counting it would change the report's total and land in its CSV.
+    """
     try:
         raw = pydantic_core.from_json(content, cache_strings="all", allow_inf_nan=False)
     except ValueError as exc:
@@ -235,7 +257,49 @@ def parse_usage_response(content: bytes) -> UsageResponse:
         first = exc.errors(include_url=False)[0]
         raise _contract_error(format_location(first["loc"]), first["msg"]) from None
     del raw
-    return UsageResponse(totals.data, _user_frame(totals.data, breakdowns))
+    inside = [query is None or _overlaps(bucket.date, query) for bucket in totals.data]
+    breakdowns = [(place, rows) for place, rows in breakdowns if inside[place[0]]]
+    # Places keep their index in the response, so errors name the row as the API sent it.
+    return UsageResponse(
+        [bucket for bucket, keep in zip(totals.data, inside, strict=True) if keep],
+        _user_frame(totals.data, breakdowns),
+        tuple(
+            _utc_day(bucket.date)
+            for bucket, keep in zip(totals.data, inside, strict=True)
+            if not keep
+        ),
+    )
+
+
+def _utc_day(when: dt.datetime) -> dt.date:
+    """A bucket's start as a UTC calendar day (the API sends ``...T00:00:00.000Z``)."""
+    if when.tzinfo is None:
+        return when.date()
+    try:
+        return when.astimezone(dt.UTC).date()
+    except OverflowError:  # year 1 or 9999 with an offset: no UTC day exists
+        return when.date()
+
+
+def _overlaps(start: dt.datetime, query: UsageQuery) -> bool:
+    """Whether a bucket starting at ``start`` shares a day with the query's range.
+
+    Overlap rather than containment: the API's week start is undocumented, so a week
+    bucket may start a few days before ``start_date`` and still be the period's.
+    """
+    first = _utc_day(start)
+    if first > query.end_date:
+        return False
+    if query.granularity == "day":
+        last = first
+    elif query.granularity == "week":
+        last = first + dt.timedelta(days=6)
+    elif query.granularity == "month":
+        following = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        last = following - dt.timedelta(days=1)
+    else:
+        last = dt.date(first.year, 12, 31)
+    return last >= query.start_date
 
 
 def _contract_error(where: str, message: str) -> ApiResponseError:
@@ -299,8 +363,18 @@ def _user_frame(
             bad = int((~numeric).argmax())
             problem = "Field required" if values[bad] is None else "Input should be a valid number"
             raise fail(bad, name, problem)
-        number = values.astype(np.float64)
-        problems = [(number < 0, "Input should be greater than or equal to 0")]
+        try:
+            number = values.astype(np.float64)
+        except OverflowError:  # an integer with hundreds of digits: no float holds it
+            bad = next(i for i, v in enumerate(values) if abs(v) > MAX_PLAUSIBLE)
+            too_large = values[bad] > 0
+            raise fail(
+                bad, name, _TOO_LARGE if too_large else "Input should be greater than or equal to 0"
+            ) from None
+        problems = [
+            (number < 0, "Input should be greater than or equal to 0"),
+            (number > MAX_PLAUSIBLE, _TOO_LARGE),
+        ]
         if column == "uses":
             problems.insert(0, (number != np.floor(number), "Input should be a valid integer"))
         for mask, problem in problems:
@@ -338,7 +412,8 @@ def format_location(loc: Sequence[str | int]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard to try: attempts and waits per request, and a total time cap."""
+    """How hard to try: attempts and waits per request, a deadline for the whole request
+    (every attempt, wait and byte of the body), and a cap on one response's size."""
 
     attempts: int = 5
     initial_wait: float = 0.5
@@ -346,6 +421,10 @@ class RetryPolicy:
     total_timeout: float = 180.0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    max_response_bytes: int = 512 * MB
+
+
+_ERROR_BODY_LIMIT = 64 * 1024  # an error answer's message is a line, never megabytes
 
 
 class _Retryable(Exception):
@@ -436,18 +515,35 @@ class MagnificClient:
         self.close()
 
     def fetch_usage(self, query: UsageQuery) -> UsageResponse:
-        """POST the query, retrying transient failures; return the validated response."""
-        return parse_usage_response(self.fetch_raw(query))
+        """POST the query, retrying transient failures; return the validated response,
+        without buckets outside the query's range (a warning names them)."""
+        response = parse_usage_response(self.fetch_raw(query), query)
+        if response.dropped:
+            log.warning(
+                "dropped %d bucket%s outside %s..%s: %s",
+                len(response.dropped),
+                "s" if len(response.dropped) != 1 else "",
+                query.start_date,
+                query.end_date,
+                _list_dates(response.dropped),
+            )
+        return response
 
     def fetch_raw(self, query: UsageQuery) -> bytes:
-        """The response body of a successful request, as bytes."""
+        """The response body of a successful request, as bytes.
+
+        ``total_timeout`` is a deadline for the whole request: retries stop before a wait
+        would cross it, and each attempt's timeouts and body reading are held to what is
+        left, so a server trickling a byte a second cannot stretch a run indefinitely.
+        """
         started = time.monotonic()
+        deadline = started + self._retry.total_timeout
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Retryable),
             wait=_WaitRetryAfter(self._retry),
             stop=(
                 tenacity.stop_after_attempt(self._retry.attempts)
-                | tenacity.stop_after_delay(self._retry.total_timeout)
+                | tenacity.stop_before_delay(self._retry.total_timeout)
             ),
             before_sleep=self._log_retry,
             sleep=self._sleep,
@@ -458,7 +554,7 @@ class MagnificClient:
             for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    content = self._attempt(query)
+                    content = self._attempt(query, deadline)
         except _Retryable as exc:
             elapsed = time.monotonic() - started
             raise ApiUnavailableError(
@@ -483,31 +579,20 @@ class MagnificClient:
     def _url(self) -> str:
         return f"{self._settings.base_url}{ENDPOINT}"
 
-    def _attempt(self, query: UsageQuery) -> bytes:
-        headers = {KEY_HEADER: self._settings.key.get_secret_value()}
-        with self._slots:
-            started = time.monotonic()
-            try:
-                response = self._http.post(ENDPOINT, json=query.body(), headers=headers)
-            except httpx.TimeoutException as exc:
-                raise _Retryable(f"timed out ({type(exc).__name__})") from None
-            except httpx.TransportError as exc:
-                raise _Retryable(f"cannot reach {self._url()}: {_reason(exc)}") from None
-        status = response.status_code
-        log.debug(
-            "POST %s %s -> %d in %.2fs",
-            ENDPOINT,
-            query.describe(),
-            status,
-            time.monotonic() - started,
-        )
+    def _attempt(self, query: UsageQuery, deadline: float) -> bytes:
+        if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise self._past_deadline("still waiting for a free connection")
+        try:
+            status, body, headers = self._exchange(query, deadline)
+        finally:
+            self._slots.release()
         if status == 200:
-            return response.content
-        message = _api_message(response)
+            return body
+        message = _api_message(body)
         if status in _RETRYABLE_STATUS:
             raise _Retryable(
                 f"HTTP {status}{': ' + message if message else ''}",
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
+                retry_after=parse_retry_after(headers.get("retry-after")),
             )
         if status in (401, 403):
             raise ApiAuthError(
@@ -533,6 +618,78 @@ class MagnificClient:
             url=self._url(),
         )
 
+    def _exchange(self, query: UsageQuery, deadline: float) -> tuple[int, bytes, httpx.Headers]:
+        """One POST, its body streamed in: status, body (an error's only in part), headers."""
+        started = time.monotonic()
+        left = deadline - started
+        if left <= 0:
+            raise self._past_deadline("no time was left for another attempt")
+        # Each socket wait is held to what is left of the deadline; reading the body
+        # checks the clock again as every piece arrives.
+        timeout = httpx.Timeout(
+            min(self._retry.read_timeout, left), connect=min(self._retry.connect_timeout, left)
+        )
+        headers = {KEY_HEADER: self._settings.key.get_secret_value()}
+        try:
+            with self._http.stream(
+                "POST", ENDPOINT, json=query.body(), headers=headers, timeout=timeout
+            ) as response:
+                status = response.status_code
+                log.debug(
+                    "POST %s %s -> %d in %.2fs",
+                    ENDPOINT,
+                    query.describe(),
+                    status,
+                    time.monotonic() - started,
+                )
+                if status == 200:
+                    body = self._read_body(response, deadline)
+                else:
+                    body = _read_some(response, _ERROR_BODY_LIMIT, deadline)
+                return status, body, response.headers
+        except httpx.TimeoutException as exc:
+            if time.monotonic() >= deadline:
+                raise self._past_deadline(f"timed out ({type(exc).__name__})") from None
+            raise _Retryable(f"timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise _Retryable(f"cannot reach {self._url()}: {_reason(exc)}") from None
+
+    def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
+        """The whole body, refused as soon as it is known to pass the size cap or the
+        deadline: a declared Content-Length before reading, then piece by piece."""
+        cap = self._retry.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise self._too_large(f"it announced {int(declared):,} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise self._too_large(f"more than {cap:,} bytes arrived")
+            if time.monotonic() > deadline:
+                raise self._past_deadline(f"the body was still arriving ({size:,} bytes so far)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _past_deadline(self, detail: str) -> ApiUnavailableError:
+        return ApiUnavailableError(
+            "the Magnific API did not answer within the deadline of"
+            f" {self._retry.total_timeout:g}s ([api] total_timeout_seconds): {detail}",
+            url=self._url(),
+            hint="if the API is slow but working, raise [api] total_timeout_seconds in the"
+            " config; otherwise run again later (delivered reports are not sent twice)",
+        )
+
+    def _too_large(self, detail: str) -> ApiResponseError:
+        return ApiResponseError(
+            "the Magnific API's response is larger than the cap of"
+            f" {self._retry.max_response_bytes / MB:g} MB ([api] max_response_mb): {detail}",
+            url=self._url(),
+            hint="narrow the report (filters, a shorter period) or raise [api] max_response_mb"
+            " in the config if the host has the memory for it",
+        )
+
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
@@ -544,20 +701,36 @@ class MagnificClient:
         )
 
 
+def _list_dates(dates: Sequence[dt.date], shown: int = 10) -> str:
+    """``2031-01-01, 2019-05-02``, the first ``shown`` of them and how many more."""
+    text = ", ".join(day.isoformat() for day in dates[:shown])
+    return text + (f" and {len(dates) - shown} more" if len(dates) > shown else "")
+
+
 def _reason(exc: httpx.TransportError) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
 
 
-def _api_message(response: httpx.Response) -> str:
+def _read_some(response: httpx.Response, limit: int, deadline: float) -> bytes:
+    """The first ``limit`` bytes of a body, or what arrived before the deadline."""
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) >= limit or time.monotonic() > deadline:
+            break
+    return bytes(data[:limit])
+
+
+def _api_message(body: bytes) -> str:
     """The API's own error message, if the body carries one; never the request."""
     try:
-        body = response.json()
+        payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text.strip()[:200]
-    if isinstance(body, dict):
+        return body.decode("utf-8", "replace").strip()[:200]
+    if isinstance(payload, dict):
         for key in ("message", "detail", "error", "title"):
-            value = body.get(key)
+            value = payload.get(key)
             if isinstance(value, str) and value:
                 return value[:200]
             if isinstance(value, dict | list) and value:

@@ -64,6 +64,13 @@ _PATTERNS: list[tuple[re.Pattern[str], PeriodKind]] = [
 HISTORY_LENGTH = 6
 """The history shows the period and the five before it."""
 
+FIRST_YEAR = 1970
+"""The earliest year a period may be in.
+
+No API usage predates it, and the calendar arithmetic (pandas) ends in 1677 and
+year 1 cannot even have a history before it, so an earlier period is a typo to
+refuse with a message, not a date to fail on deep inside a run."""
+
 
 @dataclass(frozen=True, slots=True)
 class Period:
@@ -165,6 +172,11 @@ def parse_period(text: str, *, today: dt.date) -> Period:
 
 def _build(kind: PeriodKind, groups: tuple[str | Any, ...], text: str) -> Period:
     year = int(groups[0])
+    if year < FIRST_YEAR:
+        raise UsageError(
+            f"period {text!r} is too early: periods start in {FIRST_YEAR}",
+            hint=f"choose a period from {FIRST_YEAR} on; the default is the last complete month",
+        )
     try:
         if kind is PeriodKind.MONTH:
             start = dt.date(year, int(groups[1]), 1)

@@ -94,6 +94,8 @@ def build_context(
         "data_through": min(period.end, generated_at.date() - dt.timedelta(days=1)),
         "source": source,
         "filters": _filter_lines(source.filters, gettext),
+        # Under half a credit is float rounding in the API's own sums, not worth a note.
+        "breakdown_excess": tables.breakdown_excess if tables.breakdown_excess >= 0.5 else None,
         "generated_at": generated_at,
     }
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import functools
+import itertools
 import json
 import re
 import threading
@@ -427,20 +428,36 @@ class Fault:
     kind: ``status`` (answer ``status``, with ``retry_after`` if given), ``slow``
     (sleep ``seconds`` then answer normally), ``truncate`` (drop the connection
     half-way through the body), ``invalid_json`` (a cut-off body with a
-    complete Content-Length), ``malformed`` (valid JSON that breaks the schema).
+    complete Content-Length), ``malformed`` (valid JSON that breaks the schema),
+    ``trickle`` (announce the whole body, send it a byte every 0.2 s for ``seconds``,
+    then hang up), ``oversize`` (the normal answer padded with spaces to ``size_mb``
+    MB, its length announced) and ``oversize_chunked`` (the same, chunked, with no
+    length announced).
     """
 
     kind: str
     status: int = 503
     retry_after: str | None = None
     seconds: float = 0.0
+    size_mb: float = 0.0
 
 
-FAULT_KINDS = ("status", "slow", "truncate", "invalid_json", "malformed")
+FAULT_KINDS = (
+    "status",
+    "slow",
+    "truncate",
+    "invalid_json",
+    "malformed",
+    "trickle",
+    "oversize",
+    "oversize_chunked",
+)
+TRICKLE_INTERVAL = 0.2  # seconds between the bytes of a ``trickle`` fault
 
 
 def parse_fault(text: str) -> list[Fault]:
-    """``503``, ``429:2`` (Retry-After 2), ``slow:1.5``, ``truncate``, with ``xN`` to repeat."""
+    """``503``, ``429:2`` (Retry-After 2), ``slow:1.5``, ``truncate``, ``trickle:10``,
+    ``oversize:64`` (MB), with ``xN`` to repeat."""
     match = re.fullmatch(r"(.+?)(?:x(\d+))?", text.strip())
     if match is None:
         raise ValueError(f"unknown fault {text!r}")
@@ -450,12 +467,17 @@ def parse_fault(text: str) -> list[Fault]:
         fault = Fault("status", status=int(head), retry_after=arg or None)
     elif head == "slow":
         fault = Fault("slow", seconds=float(arg or 1))
+    elif head == "trickle":
+        fault = Fault("trickle", seconds=float(arg or 10))
+    elif head in ("oversize", "oversize_chunked"):
+        fault = Fault(head, size_mb=float(arg or 64))
     elif head in FAULT_KINDS:
         fault = Fault(head)
     else:
         raise ValueError(
             f"unknown fault {text!r}: use a status (503, 429:RETRY_AFTER), slow:SECONDS,"
-            " truncate, invalid_json or malformed, optionally followed by xCOUNT"
+            " truncate, invalid_json, malformed, trickle:SECONDS, oversize:MB or"
+            " oversize_chunked:MB, optionally followed by xCOUNT"
         )
     return [fault] * count
 
@@ -466,6 +488,7 @@ class RecordedRequest:
     body: Any
     had_key: bool
     status: int
+    bytes_sent: int | None = None  # body bytes written, for faults that may be cut short
 
 
 # --- HTTP server -------------------------------------------------------------
@@ -620,6 +643,10 @@ def _make_handler(sandbox: SandboxServer) -> type[BaseHTTPRequestHandler]:
                     status=500,
                     payload={"message": f"internal error: {type(exc).__name__}"},
                 )
+            if fault and fault.kind == "trickle" and status == 200:
+                return self._trickle(body, key, content, fault.seconds)
+            if fault and fault.kind in ("oversize", "oversize_chunked") and status == 200:
+                return self._oversize(body, key, content, fault)
             if fault and fault.kind == "malformed" and status == 200:
                 content = _break_schema(content)
             if fault and fault.kind in ("truncate", "invalid_json") and status == 200:
@@ -650,10 +677,47 @@ def _make_handler(sandbox: SandboxServer) -> type[BaseHTTPRequestHandler]:
             self._send_head(status, len(body), headers or {})
             self.wfile.write(body)
 
-        def _send_head(self, status: int, length: int, headers: Mapping[str, str]) -> None:
+        def _trickle(self, raw_body: Any, key: str, content: bytes, seconds: float) -> None:
+            """The whole body announced, then a byte at a time until ``seconds`` pass."""
+            sandbox._record(RecordedRequest(self.path, raw_body, bool(key), 200))
+            self._send_head(200, len(content), {})
+            until = time.monotonic() + seconds
+            try:
+                for sent in range(len(content)):
+                    if time.monotonic() >= until:
+                        break
+                    self.wfile.write(content[sent : sent + 1])
+                    self.wfile.flush()
+                    time.sleep(TRICKLE_INTERVAL)
+            except OSError:  # the client gave up
+                pass
+            self.close_connection = True
+
+        def _oversize(self, raw_body: Any, key: str, content: bytes, fault: Fault) -> None:
+            """The answer padded with spaces (still valid JSON) to ``fault.size_mb`` MB,
+            written 64 KB at a time; records how much got out before the client hung up."""
+            piece = b" " * 65536
+            pieces = max(0, -(-(int(fault.size_mb * 1024 * 1024) - len(content)) // len(piece)))
+            chunked = fault.kind == "oversize_chunked"
+            self._send_head(200, None if chunked else len(content) + pieces * len(piece), {})
+            sent = 0
+            try:
+                for data in itertools.chain([content], itertools.repeat(piece, pieces)):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                    sent += len(data)
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+            except OSError:  # the client gave up
+                self.close_connection = True
+            sandbox._record(RecordedRequest(self.path, raw_body, bool(key), 200, sent))
+
+        def _send_head(self, status: int, length: int | None, headers: Mapping[str, str]) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(length))
+            if length is None:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(length))
             for name, value in headers.items():
                 self.send_header(name, value)
             self.end_headers()

@@ -35,6 +35,11 @@ def tidy_frame(response: UsageResponse) -> pd.DataFrame:
     return _with_unattributed(totals, response.users)
 
 
+BREAKDOWN_EXCESS = "breakdown_excess_credits"
+"""``frame.attrs`` key of a tidy frame: credits its user breakdowns claimed beyond
+their tool totals (0 when none did), for the report to state."""
+
+
 def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
     if totals.empty:
         return _empty_tidy()
@@ -42,16 +47,18 @@ def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFram
     totals = totals.groupby(_KEYS, as_index=False)[["uses", "credits"]].sum()
     users = users.assign(date=_naive_dates(users["date"])) if not users.empty else users
     named = users[users["user"].notna()] if not users.empty else users
+    named, excess = _fit_to_totals(named, totals)
     if named.empty:
         attributed = totals[_KEYS].assign(uses=0, credits=0.0)
     else:
         attributed = named.groupby(_KEYS, as_index=False)[["uses", "credits"]].sum()
     residual = totals.merge(attributed, on=_KEYS, how="left", suffixes=("", "_named"))
     residual[["uses_named", "credits_named"]] = residual[["uses_named", "credits_named"]].fillna(0)
-    # Never negative: a breakdown that exceeds the totals is the API's to explain,
-    # and the totals stay authoritative for every headline figure.
+    # Never negative: the breakdown now fits inside its totals; what is left over after
+    # scaling it down is float rounding, not usage.
     residual["uses"] = (residual["uses"] - residual["uses_named"]).clip(lower=0)
-    residual["credits"] = (residual["credits"] - residual["credits_named"]).clip(lower=0)
+    credits_left = residual["credits"] - residual["credits_named"]
+    residual["credits"] = credits_left.where(credits_left > _ROUNDING * residual["credits"], 0.0)
     residual = residual[(residual["uses"] > 0) | (residual["credits"] > 0)]
     unattributed = residual[[*_KEYS, "uses", "credits"]].assign(
         user=None, project=None, project_reference=None, group=None
@@ -62,9 +69,51 @@ def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFram
     frame = frame[list(TIDY_COLUMNS)]
     frame["uses"] = frame["uses"].astype("int64")
     frame["credits"] = frame["credits"].astype("float64")
-    return frame.sort_values(
+    frame = frame.sort_values(
         ["date", "tool", "credits"], ascending=[True, True, False], ignore_index=True
     )
+    frame.attrs[BREAKDOWN_EXCESS] = excess
+    return frame
+
+
+_ROUNDING = 1e-9  # relative: a residual this small is what scaling left, not usage
+
+
+def _fit_to_totals(named: pd.DataFrame, totals: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """The user rows, scaled down where a bucket's breakdown claims more than its tool
+    total, and the credits claimed beyond the totals.
+
+    The tool totals are the documented truth and every headline, table and chart adds
+    up to them; a breakdown that exceeds them is the API's error. Scaling keeps each
+    user's share of the tool (uses stay whole numbers, by largest remainder), so the
+    ranking still holds, and the report states the excess instead of counting it.
+    """
+    if named.empty:
+        return named, 0.0
+    claimed = named.groupby(_KEYS, as_index=False)[["uses", "credits"]].sum()
+    both = claimed.merge(totals, on=_KEYS, how="left", suffixes=("_named", ""))
+    both[["uses", "credits"]] = both[["uses", "credits"]].fillna(0)
+    over_credits = both["credits_named"] > both["credits"]
+    over_uses = both["uses_named"] > both["uses"]
+    excess = float((both["credits_named"] - both["credits"])[over_credits].sum())
+    if not (over_credits.any() or over_uses.any()):
+        return named, 0.0
+    factors = both[_KEYS].assign(
+        credit_factor=np.where(over_credits, both["credits"] / both["credits_named"], 1.0),
+        use_factor=np.where(over_uses, both["uses"] / both["uses_named"], 1.0),
+        uses_total=both["uses"],
+        over_uses=over_uses,
+    )
+    fitted = named.reset_index(drop=True).merge(factors, on=_KEYS, how="left")
+    fitted["credits"] = fitted["credits"] * fitted["credit_factor"]
+    exact = fitted["uses"] * fitted["use_factor"]
+    whole = exact.floordiv(1)
+    # Largest remainder: the uses lost to flooring go to the rows that lost the most.
+    short = fitted["uses_total"] - whole.groupby([fitted[k] for k in _KEYS]).transform("sum")
+    rank = (exact - whole).groupby([fitted[k] for k in _KEYS]).rank(method="first", ascending=False)
+    fitted["uses"] = np.where(fitted["over_uses"], whole + (rank <= short), fitted["uses"])
+    fitted["uses"] = fitted["uses"].astype("int64")
+    return fitted[named.columns], excess
 
 
 def _empty_tidy() -> pd.DataFrame:
@@ -168,6 +217,11 @@ class ReportTables:
     @property
     def empty(self) -> bool:
         return self.totals.credits == 0 and self.totals.uses == 0
+
+    @property
+    def breakdown_excess(self) -> float:
+        """Credits the period's user breakdowns claimed beyond their tool totals."""
+        return float(self.detail.attrs.get(BREAKDOWN_EXCESS, 0.0))
 
 
 def build_tables(
@@ -406,18 +460,24 @@ def csv_frame(detail: pd.DataFrame) -> pd.DataFrame:
         columns={"user": "user_email", "project": "project_name", "group": "group_name"}
     )
     out = out.assign(date=out["date"].dt.strftime("%Y-%m-%d"))
-    return out[
-        [
-            "date",
-            "tool",
-            "user_email",
-            "project_reference",
-            "project_name",
-            "group_name",
-            "uses",
-            "credits",
-        ]
-    ]
+    text = ["tool", "user_email", "project_reference", "project_name", "group_name"]
+    out = out.assign(**{column: _inert(out[column]) for column in text})
+    return out[["date", *text, "uses", "credits"]]
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(column: pd.Series) -> pd.Series:
+    """Text cells a spreadsheet would run as a formula, prefixed with ``'`` (OWASP).
+
+    Names come from the API, so anyone who can name a project or a tool could put
+    ``=HYPERLINK(...)`` in a manager's spreadsheet. Only text is touched: the numeric
+    columns are never passed here, so a negative number stays a number.
+    """
+    formula = column.str.startswith(_FORMULA_START, na=False)
+    return column.where(~formula, "'" + column.astype(str))
 
 
 def movers(table: Breakdown, limit: int = 3) -> list[Row]:

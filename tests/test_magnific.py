@@ -7,6 +7,7 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import time
 
 import pytest
 from pydantic import SecretStr
@@ -19,12 +20,14 @@ from reporter.errors import (
     ApiUnavailableError,
 )
 from reporter.magnific import (
+    MAX_PLAUSIBLE,
     MagnificClient,
     RetryPolicy,
     UsageQuery,
     parse_retry_after,
     parse_usage_response,
 )
+from reporter.periods import Granularity
 from reporter.sandbox import Fault, SandboxServer
 from tests.conftest import API_KEY, free_port
 
@@ -369,3 +372,141 @@ def test_user_rows_flatten_to_columns_with_their_bucket_and_tool() -> None:
     assert list(users["credits"]) == [10.0, 20.5, 1.0]
     assert list(users["group"].fillna("-")) == ["-", "-", "G"]
     assert str(users["uses"].dtype) == "int64"
+
+
+def test_a_number_with_hundreds_of_digits_is_a_contract_error_naming_it() -> None:
+    body = _body([GOOD_ROW]).replace(b'"user_uses": 2', b'"user_uses": 1' + b"0" * 400)
+    with pytest.raises(ApiResponseError) as caught:
+        parse_usage_response(body)
+    assert str(caught.value).endswith(
+        "data[1].consumptions[0].user_usages[0].user_uses:"
+        f" Input should be less than or equal to {MAX_PLAUSIBLE}"
+    )
+
+
+# --- buckets the query did not ask for ----------------------------------------------------
+
+
+def _buckets(*days: str) -> bytes:
+    return json.dumps(
+        {
+            "data": [
+                {
+                    "date": f"{day}T00:00:00.000Z",
+                    "consumptions": [
+                        {
+                            "tool": "T",
+                            "user_uses": 1,
+                            "user_credits": 10,
+                            "user_usages": [
+                                {"user_email": "a@x.com", "user_uses": 1, "user_credits": 10}
+                            ],
+                        }
+                    ],
+                }
+                for day in days
+            ]
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("granularity", "days", "kept"),
+    [
+        ("day", ["2026-10-01", "2026-10-31", "2026-11-01", "2026-09-30"], [0, 1]),
+        # A week that starts before the range still overlaps it (the week start is
+        # undocumented); one that ends before it does not.
+        ("week", ["2026-09-28", "2026-09-21", "2026-10-26", "2026-11-02"], [0, 2]),
+        ("month", ["2026-10-01", "2026-09-01", "2026-11-01"], [0]),
+        ("year", ["2026-01-01", "2025-01-01", "2027-01-01"], [0]),
+        # Dates no calendar library of the pipeline can hold are dropped, not crashed on.
+        ("day", ["0001-01-01", "2026-10-02", "9999-12-31"], [1]),
+    ],
+)
+def test_buckets_outside_the_query_are_dropped_and_listed(
+    granularity: Granularity, days: list[str], kept: list[int]
+) -> None:
+    query = UsageQuery(granularity, dt.date(2026, 10, 1), dt.date(2026, 10, 31))
+    response = parse_usage_response(_buckets(*days), query)
+    assert [b.date.date().isoformat() for b in response.data] == [days[i] for i in kept]
+    assert [d.isoformat() for d in response.dropped] == [
+        d for i, d in enumerate(days) if i not in kept
+    ]
+    assert sorted({d.date().isoformat() for d in response.users["date"]}) == sorted(
+        days[i] for i in kept
+    )
+
+
+# --- the deadline and the size cap ------------------------------------------------------
+
+
+def test_a_trickling_body_is_cut_off_at_the_whole_request_deadline(api: SandboxServer) -> None:
+    api.inject(Fault("trickle", seconds=10))
+    policy = RetryPolicy(attempts=3, initial_wait=0.01, total_timeout=2, read_timeout=5)
+    started = time.monotonic()
+    with client_for(api.url, retry=policy) as client, pytest.raises(ApiUnavailableError) as caught:
+        client.fetch_usage(OCTOBER)
+    elapsed = time.monotonic() - started
+    # A correctness bound, not a speed test: without the deadline this takes 10 s or more.
+    assert elapsed < 2 + 5
+    assert str(caught.value).startswith(
+        "the Magnific API did not answer within the deadline of 2s ([api] total_timeout_seconds)"
+    )
+    assert "[api] total_timeout_seconds" in (caught.value.hint or "")
+    assert len(api.requests) == 1
+
+
+def test_a_retry_wait_that_would_cross_the_deadline_is_not_waited(api: SandboxServer) -> None:
+    api.inject(*[Fault("status", status=503, retry_after="5")] * 4)
+    policy = RetryPolicy(attempts=4, initial_wait=0.01, max_wait=10, total_timeout=2)
+    sleeps = Sleeps()
+    with (
+        client_for(api.url, retry=policy, sleeps=sleeps) as client,
+        pytest.raises(ApiUnavailableError, match="gave up after 1 attempt "),
+    ):
+        client.fetch_usage(OCTOBER)
+    assert sleeps == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "detail"),
+    [
+        ("oversize", "it announced 67,"),  # refused on its Content-Length, before any byte
+        ("oversize_chunked", "more than 1,048,576 bytes arrived"),
+    ],
+)
+def test_a_body_over_the_size_cap_is_refused_without_reading_it_all(
+    api: SandboxServer, kind: str, detail: str
+) -> None:
+    api.inject(Fault(kind, size_mb=64))
+    policy = RetryPolicy(attempts=3, initial_wait=0.01, max_response_bytes=1024 * 1024)
+    with client_for(api.url, retry=policy) as client, pytest.raises(ApiResponseError) as caught:
+        client.fetch_usage(OCTOBER)
+    assert str(caught.value).startswith(
+        "the Magnific API's response is larger than the cap of 1 MB ([api] max_response_mb): "
+        + detail
+    )
+    assert "[api] max_response_mb" in (caught.value.hint or "")
+    assert bytes_sent(api) < 64 * 1024 * 1024
+    assert len(api.requests) == 1  # not retried: the same request would be as large
+
+
+def bytes_sent(api: SandboxServer) -> int:
+    """What the server wrote of an oversize body before the client hung up.
+
+    The server notes it once its next write fails, a moment after the client has left."""
+    for _ in range(600):
+        sent = [r.bytes_sent for r in api.requests if r.bytes_sent is not None]
+        if sent:
+            return sent[0]
+        time.sleep(0.05)
+    raise AssertionError("the server never recorded the oversize answer")
+
+
+def test_a_body_under_the_cap_is_read_whole(api: SandboxServer) -> None:
+    with client_for(api.url) as client:
+        clean = totals(client)
+    api.inject(Fault("oversize_chunked", size_mb=2))
+    policy = RetryPolicy(max_response_bytes=3 * 1024 * 1024)
+    with client_for(api.url, retry=policy) as client:
+        assert totals(client) == clean

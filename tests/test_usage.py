@@ -13,7 +13,7 @@ import pytest
 from reporter.insights import find_insights
 from reporter.magnific import parse_usage_response
 from reporter.periods import parse_period
-from reporter.usage import OTHERS, build_tables, csv_frame, tidy_frame
+from reporter.usage import BREAKDOWN_EXCESS, OTHERS, build_tables, csv_frame, tidy_frame
 
 DATA = Path(__file__).parent / "data"
 TODAY = dt.date(2026, 11, 25)
@@ -67,6 +67,43 @@ def test_a_breakdown_larger_than_the_total_never_goes_negative() -> None:
     )
     assert (frame["credits"] >= 0).all()
     assert frame["user"].notna().all()
+
+
+def test_a_breakdown_over_its_total_is_scaled_to_it_and_the_excess_kept() -> None:
+    frame = tidy_frame(
+        response(
+            [
+                bucket(
+                    "2026-10-01",
+                    # Users claim 9 uses and 150 credits of a tool that counted 8 and 100.
+                    tool("Video", 8, 100, [("a@x.com", 3, 60), ("b@x.com", 3, 60), ("c", 3, 30)]),
+                    tool("Image", 5, 50, [("a@x.com", 2, 20)]),
+                ),
+                bucket("2026-10-02", tool("Video", 1, 100, [("a@x.com", 2, 250)])),
+            ]
+        )
+    )
+    by_tool = frame.groupby([frame["date"].dt.day, "tool"])[["uses", "credits"]].sum()
+    assert by_tool.to_dict("index") == {
+        (1, "Image"): {"uses": 5, "credits": 50.0},
+        (1, "Video"): {"uses": 8, "credits": 100.0},
+        (2, "Video"): {"uses": 1, "credits": 100.0},
+    }
+    video = frame[(frame["date"].dt.day == 1) & (frame["tool"] == "Video")]
+    # Each user keeps their share; no unattributed row is invented for a full breakdown.
+    assert video[["user", "uses", "credits"]].values.tolist() == [
+        ["a@x.com", 3, 40.0],
+        ["b@x.com", 3, 40.0],
+        ["c", 2, 20.0],
+    ]
+    assert frame.attrs[BREAKDOWN_EXCESS] == (150 - 100) + (250 - 100)
+
+
+def test_a_breakdown_within_its_totals_has_no_excess() -> None:
+    frame = tidy_frame(
+        response([bucket("2026-10-01", tool("Video", 10, 2500, [("a@x.com", 4, 1000)]))])
+    )
+    assert frame.attrs[BREAKDOWN_EXCESS] == 0
 
 
 def test_user_rows_without_an_email_count_as_unattributed() -> None:
@@ -146,3 +183,34 @@ def test_a_spike_is_found_and_named() -> None:
     assert tables.spikes["date"].dt.date.tolist() == [dt.date(2026, 10, 15)]
     spike = next(i for i in find_insights(tables) if i.kind == "spike")
     assert spike.values["ratio"] == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize(
+    "name", ["=1+1", "+1", "-cmd", "@SUM(A1)", "\tTab", "\rCR", '=HYPERLINK("x","y")']
+)
+def test_csv_text_that_a_spreadsheet_would_run_gets_a_leading_quote(name: str) -> None:
+    frame = tidy_frame(
+        response(
+            [
+                bucket(
+                    "2026-10-01",
+                    tool(name, 3, 30, [(name, 3, 30)], project_name=name, group_name=name),
+                )
+            ]
+        )
+    )
+    out = csv_frame(frame)
+    row = out.iloc[0]
+    assert [row["tool"], row["user_email"], row["project_name"], row["group_name"]] == [
+        "'" + name
+    ] * 4
+
+
+def test_csv_numbers_and_plain_text_are_left_alone() -> None:
+    frame = tidy_frame(
+        response([bucket("2026-10-01", tool("Image 2", 3, 30, [("a-b@x.com", 3, 30)]))])
+    )
+    frame.loc[0, "credits"] = -5.0  # never from the API; a number still is no formula
+    out = csv_frame(frame)
+    assert out.iloc[0][["tool", "user_email", "credits"]].tolist() == ["Image 2", "a-b@x.com", -5.0]
+    assert out.to_csv(index=False).splitlines()[1].endswith(",3,-5.0")
