@@ -78,13 +78,23 @@ class ChartLabels:
     day: str
     period: str
     user: str
+    in_progress: str = ""  # the history's note on a period not over yet
 
 
-def _base(chart: alt.Chart | alt.LayerChart, title: str, width: int, height: int) -> dict[str, Any]:
+def _base(
+    chart: alt.Chart | alt.LayerChart, title: str | alt.TitleParams, width: int, height: int
+) -> dict[str, Any]:
     spec: dict[str, Any] = (
         chart.properties(title=title, width=width, height=height)
         .configure(font=FONT, background="white")
-        .configure_title(anchor="start", fontSize=13, fontWeight="bold", color="#1f2937")
+        .configure_title(
+            anchor="start",
+            fontSize=13,
+            fontWeight="bold",
+            color="#1f2937",
+            subtitleFontSize=10,
+            subtitleColor="#4b5563",
+        )
         .configure_axis(
             labelFontSize=10,
             titleFontSize=10,
@@ -140,11 +150,18 @@ def history_spec(
     periods: Sequence[str],
     period_labels: Sequence[str],
     labels: ChartLabels,
+    *,
+    in_progress: bool = False,
+    forecast: float | None = None,
 ) -> dict[str, Any]:
-    """Credits per period for the history, stacked by tool; the report's period last."""
+    """Credits per period for the history, stacked by tool; the report's period last.
+
+    A last period still in progress is drawn lighter, with its forecast as a dashed
+    outline, so it does not read as a short bar among full ones."""
     names = dict(zip(periods, period_labels, strict=True))
+    current = period_labels[-1] if in_progress else None
     data = history.assign(label=history["period"].map(names))
-    chart = (
+    bars = (
         alt.Chart(data)
         .mark_bar(width={"band": 0.7})
         .encode(
@@ -152,10 +169,28 @@ def history_spec(
             y=alt.Y("sum(credits):Q", title=labels.credits, axis=alt.Axis(format=",.0f")),
             color=alt.Color("tool:N", title=None, scale=_colour_scale(tools), sort=list(tools)),
             order=alt.Order("tool_rank:Q"),
+            opacity=alt.condition(
+                alt.datum.label == (current or ""), alt.value(0.4), alt.value(1.0)
+            ),
         )
         .transform_calculate(tool_rank=f"indexof({json.dumps(list(tools))}, datum.tool)")
     )
-    return _base(chart, labels.history_title, 500, 170)
+    if current is None:
+        return _base(bars, labels.history_title, 500, 170)
+    title = alt.TitleParams(labels.history_title, subtitle=labels.in_progress)
+    if forecast is None:
+        return _base(bars, title, 500, 170)
+    mark = alt.Chart(pd.DataFrame({"label": [current], "forecast": [forecast]})).encode(
+        x=alt.X("label:N", sort=list(period_labels)),
+        y=alt.Y("forecast:Q"),
+    )
+    outline = mark.mark_bar(
+        width={"band": 0.7}, fillOpacity=0, stroke="#1f2937", strokeWidth=1.2, strokeDash=[4, 3]
+    )
+    value = mark.mark_text(baseline="bottom", dy=-3, fontSize=9, color="#1f2937").encode(
+        text=alt.Text("forecast:Q", format=",.0f")
+    )
+    return _base(alt.LayerChart(layer=[bars, outline, value]), title, 500, 170)
 
 
 def tools_spec(

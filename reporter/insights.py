@@ -21,7 +21,7 @@ MIN_SHARE_OF_TOTAL = 0.03
 
 @dataclass(frozen=True, slots=True)
 class Insight:
-    kind: str  # budget_over, budget_at_risk, total, tool_grew, tool_fell, user_share, ...
+    kind: str  # budget_over, budget_at_risk, total_changed, forecast, tool_grew, user_share, ...
     values: dict[str, Any] = field(default_factory=dict)
     weight: float = 0.0  # credits involved: orders the list
     tone: str = "info"  # info | good | warn
@@ -52,6 +52,7 @@ def find_insights(tables: ReportTables, *, limit: int = 6) -> list[Insight]:
                 "warn",
             )
         )
+    progress = totals.in_progress
     if totals.change_pct is not None:
         found.append(
             Insight(
@@ -60,9 +61,28 @@ def find_insights(tables: ReportTables, *, limit: int = 6) -> list[Insight]:
                     "pct": totals.change_pct,
                     "credits": totals.credits,
                     "previous": totals.previous_credits,
+                    # A period in progress names the days it is compared with.
+                    "span": progress.previous_span if progress else None,
+                    "period": tables.period,
                 },
                 math.inf if abs(totals.change_pct) >= 10 else 0.0,
                 "warn" if totals.change_pct >= 25 else "info",
+            )
+        )
+    if progress is not None and progress.forecast_change_pct is not None:
+        change = progress.forecast_change_pct
+        found.append(
+            Insight(
+                "forecast",
+                {
+                    "forecast": progress.forecast,
+                    "pct": change,
+                    "previous": progress.previous_period_credits,
+                    "period": tables.period.previous(),
+                },
+                # Where a period in progress is heading is always worth its line.
+                math.inf,
+                "warn" if change >= 25 else "info",
             )
         )
     floor = totals.credits * MIN_SHARE_OF_TOTAL

@@ -198,3 +198,19 @@ def last_complete_month(today: dt.date) -> Period:
     """The default period: the calendar month before the one ``today`` is in."""
     this_month = pd.Period(today, freq="M")
     return Period.from_pandas(this_month - 1, PeriodKind.MONTH)
+
+
+def last_complete_day(period: Period, today: dt.date) -> dt.date:
+    """The last day of ``period`` whose usage is final by ``today`` (yesterday, at most the
+    period's end); before ``period.start`` when not one day of it is over yet."""
+    return min(period.end, today - dt.timedelta(days=1))
+
+
+def matching_span(current: Period, earlier: Period, through: dt.date) -> tuple[dt.date, dt.date]:
+    """The first days of ``earlier`` that match ``current.start .. through``, so a period in
+    progress is compared like with like: Nov 1-24 -> Oct 1-24, a week's Mon-Wed -> the
+    earlier week's Mon-Wed, a quarter's first 55 days -> the earlier quarter's first 55.
+
+    The same number of days from the start, clamped to the earlier period's end
+    (Mar 1-31 -> Feb 1-28): a month's day 31 has no match in a 30-day month."""
+    return earlier.start, min(earlier.start + (through - current.start), earlier.end)

@@ -120,6 +120,12 @@ class Formatter:
     def date_range(self, start: dt.date, end: dt.date) -> str:
         return dates.format_interval(start, end, skeleton="yMMMd", locale=self.locale)
 
+    def span(self, start: dt.date, end: dt.date, *, within: Period) -> str:
+        """Days compared with a period in progress, ``Oct 1 – 24``; with the year when it
+        is not ``within``'s (``Dec 28 – 30, 2026`` for a week of 2027)."""
+        skeleton = "MMMd" if start.year == end.year == within.start.year else "yMMMd"
+        return dates.format_interval(start, end, skeleton=skeleton, locale=self.locale)
+
 
 def supported_locale(locale: str) -> str:
     try:
@@ -207,6 +213,25 @@ def sentence(
         return gettext(
             "At this pace the period ends at %(forecast)s credits, above the budget of %(limit)s."
         ) % {"forecast": fmt.number(v["forecast"]), "limit": fmt.number(v["limit"])}
+    if insight.kind == "total_changed" and v.get("span"):
+        template = (
+            gettext("Credits rose %(pct)s to %(credits)s against %(days)s.")
+            if v["pct"] >= 0
+            else gettext("Credits fell %(pct)s to %(credits)s against %(days)s.")
+        )
+        return template % {
+            "pct": fmt.share(abs(v["pct"])),
+            "credits": fmt.number(v["credits"]),
+            "days": fmt.span(*v["span"], within=v["period"]),
+        }
+    if insight.kind == "forecast":
+        return gettext(
+            "At this pace the period ends at %(forecast)s credits, %(change)s against %(period)s."
+        ) % {
+            "forecast": fmt.number(v["forecast"]),
+            "change": fmt.change(v["pct"]),
+            "period": fmt.period(v["period"], gettext),
+        }
     if insight.kind == "total_changed":
         template = (
             gettext("Credits rose %(pct)s to %(credits)s against the previous period.")

@@ -15,6 +15,7 @@ from typing import Any
 from reporter.charts import UNATTRIBUTED_COLOUR, ChartLabels, tool_colour
 from reporter.config import ReportConfig
 from reporter.insights import Insight
+from reporter.periods import last_complete_day
 from reporter.render import Formatter, sentence
 from reporter.usage import OTHERS, Breakdown, ReportTables
 
@@ -50,6 +51,9 @@ def chart_labels(gettext: Callable[[str], str], tables: ReportTables) -> ChartLa
         day=gettext("Day") if detail == "day" else gettext("Month"),
         period=gettext("Period"),
         user=gettext("User"),
+        in_progress=gettext(
+            "In progress: the last period so far (lighter) and its forecast (dashed)"
+        ),
     )
 
 
@@ -77,6 +81,7 @@ def build_context(
         "period_title": _capitalised(fmt.period(period, gettext)),
         "period_range": fmt.date_range(period.start, period.end),
         "previous_label": fmt.period(period.previous(), gettext),
+        **_comparison_labels(tables, fmt, gettext, ngettext),
         "empty": tables.empty,
         "totals": totals,
         "budget": tables.budget,
@@ -91,12 +96,61 @@ def build_context(
         "user_count": tables.user_count,
         "top_users": len(tables.users.rows) - (1 if tables.others_count else 0),
         "in_progress": not period.is_complete(generated_at.date()),
-        "data_through": min(period.end, generated_at.date() - dt.timedelta(days=1)),
+        "data_through": last_complete_day(period, generated_at.date()),
         "source": source,
         "filters": _filter_lines(source.filters, gettext),
         # Under half a credit is float rounding in the API's own sums, not worth a note.
         "breakdown_excess": tables.breakdown_excess if tables.breakdown_excess >= 0.5 else None,
         "generated_at": generated_at,
+    }
+
+
+def _comparison_labels(
+    tables: ReportTables,
+    fmt: Formatter,
+    gettext: Callable[[str], str],
+    ngettext: Callable[[str, str, int], str],
+) -> dict[str, str | None]:
+    """What each change is against, in words: the whole previous period, or for a period
+    in progress the same days of it (``vs Oct 1 – 24``), with the forecast beside."""
+    period, totals = tables.period, tables.totals
+    previous = fmt.period(period.previous(), gettext)
+    progress = totals.in_progress
+    if progress is None:
+        return {
+            "compare_label": gettext("vs %(period)s") % {"period": previous},
+            "no_compare_label": gettext("No usage in %(period)s to compare with")
+            % {"period": previous},
+            "usual_label": gettext("average %(n)s credits per period")
+            % {"n": fmt.number(totals.history_average)},
+            "forecast_label": None,
+        }
+    if progress.previous_span is None:
+        compare = no_compare = gettext("No complete day yet to compare with")
+    else:
+        days = fmt.span(*progress.previous_span, within=period)
+        compare = gettext("vs %(days)s") % {"days": days}
+        no_compare = gettext("No usage in %(period)s to compare with") % {"period": days}
+    if progress.forecast is None:
+        forecast = None
+    elif progress.forecast_change_pct is None:
+        forecast = gettext("forecast %(n)s") % {"n": fmt.number(progress.forecast)}
+    else:
+        forecast = gettext("forecast %(n)s, %(change)s vs %(period)s") % {
+            "n": fmt.number(progress.forecast),
+            "change": fmt.change(progress.forecast_change_pct),
+            "period": previous,
+        }
+    usual = ngettext(
+        "average %(n)s credits in the first %(days)s day of earlier periods",
+        "average %(n)s credits in the first %(days)s days of earlier periods",
+        progress.days,
+    ) % {"n": fmt.number(totals.history_average), "days": fmt.number(progress.days)}
+    return {
+        "compare_label": compare,
+        "no_compare_label": no_compare,
+        "usual_label": usual,
+        "forecast_label": forecast,
     }
 
 

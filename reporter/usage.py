@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reporter.magnific import USER_COLUMNS, UsageResponse
-from reporter.periods import Period
+from reporter.periods import Granularity, Period, last_complete_day, matching_span
 
 # The tidy frame has the user rows' columns; unattributed usage is a row with no user.
 TIDY_COLUMNS = USER_COLUMNS
@@ -131,15 +131,29 @@ def _naive_dates(dates: pd.Series) -> pd.Series:
 
 
 @dataclass(frozen=True, slots=True)
+class InProgress:
+    """How a period that is not over is compared: its complete days so far against the
+    same days of the earlier periods, and its forecast against the whole previous period."""
+
+    through: dt.date  # the last complete day; before the period's start when none is
+    days: int  # complete days compared (0 when the period started today)
+    previous_span: tuple[dt.date, dt.date] | None  # the previous period's matching days
+    forecast: float | None  # the period's end at the run rate so far
+    previous_period_credits: float  # the whole previous period, to set beside the forecast
+    forecast_change_pct: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Totals:
     credits: float
     uses: int
-    previous_credits: float
+    previous_credits: float  # the previous period's; only its matching days when in progress
     previous_uses: int
     change_pct: float | None  # against the previous period; None when it had none
-    history_average: float  # mean credits of the periods before this one
+    history_average: float  # mean credits of the periods before this one (matching days)
     change_vs_average_pct: float | None
     active_users: int
+    in_progress: InProgress | None = None  # None: a complete period, compared whole
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,32 +246,47 @@ def build_tables(
     top_users: int = 10,
     budget_credits: float | None = None,
     today: dt.date | None = None,
+    history_granularity: Granularity | None = None,
 ) -> ReportTables:
-    """Every table of a report from the period's tidy rows and the history's."""
+    """Every table of a report from the period's tidy rows and the history's.
+
+    A period still in progress on ``today`` is compared like with like: its complete
+    days against the same days of each earlier period, which needs the history by day
+    (``history_granularity``). Coarser history cannot be cut that way, so such a period
+    then gets no change at all rather than a part set against a whole."""
     history = history.assign(period=_period_keys(history["date"], period))
     history_periods = [p.key for p in period.history()]
     previous_key = period.previous().key
-    previous = history[history["period"] == previous_key]
+    running = today is not None and not period.is_complete(today)
+    through = last_complete_day(period, today) if today is not None and running else period.end
+    if running:
+        # A partial today (a live API has one) is not set against a whole day.
+        detail = detail[detail["date"] <= pd.Timestamp(through)]
+    spans = {
+        p.key: matching_span(period, p, through) if running else (p.start, p.end)
+        for p in period.history()[:-1]
+    }
+    comparable = not running or (
+        (history_granularity or period.history_granularity) == "day" and through >= period.start
+    )
+    compared = _within_spans(history, spans) if comparable else history.iloc[:0]
+    previous = compared[compared["period"] == previous_key]
 
     credits = float(detail["credits"].sum())
     uses = int(detail["uses"].sum())
     prev_credits = float(previous["credits"].sum())
     prev_uses = int(previous["uses"].sum())
-    history_totals = (
-        history.groupby("period")[["credits", "uses"]]
-        .sum()
-        .reindex(history_periods, fill_value=0)
-        .rename_axis("period")
-        .reset_index()
-    )
+    history_totals = _totals_by_period(history, history_periods)
     # The history's own figure for this period may lag the detail fetch; the
     # detail is what the report is about, so it wins.
     history_totals.loc[history_totals["period"] == period.key, ["credits", "uses"]] = [
         credits,
         uses,
     ]
-    earlier = history_totals[history_totals["period"] != period.key]
-    earlier = earlier[earlier["period"] >= _first_with_data(history_totals)]
+    span_totals = _totals_by_period(compared, history_periods)
+    span_totals.loc[span_totals["period"] == period.key, ["credits", "uses"]] = [credits, uses]
+    earlier = span_totals[span_totals["period"] != period.key]
+    earlier = earlier[earlier["period"] >= _first_with_data(span_totals)]
     average = float(earlier["credits"].mean()) if not earlier.empty else 0.0
 
     totals = Totals(
@@ -265,10 +294,13 @@ def build_tables(
         uses=uses,
         previous_credits=prev_credits,
         previous_uses=prev_uses,
-        change_pct=_pct_change(credits, prev_credits),
+        change_pct=_pct_change(credits, prev_credits) if comparable else None,
         history_average=average,
-        change_vs_average_pct=_pct_change(credits, average),
+        change_vs_average_pct=_pct_change(credits, average) if comparable else None,
         active_users=int(detail["user"].nunique()),
+        in_progress=(
+            _in_progress(period, through, credits, history, spans, comparable) if running else None
+        ),
     )
     tools = _breakdown(detail, previous, "tool", credits)
     tool_order = list(
@@ -319,6 +351,46 @@ def build_tables(
         user_count=len(current_users),
         others_count=others,
         detail=detail,
+    )
+
+
+def _within_spans(history: pd.DataFrame, spans: dict[str, tuple[dt.date, dt.date]]) -> pd.DataFrame:
+    """The history's rows that fall in their period's span (every bucket, for whole periods)."""
+    starts = pd.to_datetime(history["period"].map({k: s for k, (s, _) in spans.items()}))
+    ends = pd.to_datetime(history["period"].map({k: e for k, (_, e) in spans.items()}))
+    inside = (history["date"] >= starts) & (history["date"] <= ends)
+    return history[inside.fillna(False).astype(bool)]
+
+
+def _totals_by_period(rows: pd.DataFrame, periods: list[str]) -> pd.DataFrame:
+    return (
+        rows.groupby("period")[["credits", "uses"]]
+        .sum()
+        .reindex(periods, fill_value=0)
+        .rename_axis("period")
+        .reset_index()
+    )
+
+
+def _in_progress(
+    period: Period,
+    through: dt.date,
+    credits: float,
+    history: pd.DataFrame,
+    spans: dict[str, tuple[dt.date, dt.date]],
+    comparable: bool,
+) -> InProgress:
+    days = max(0, (through - period.start).days + 1)
+    previous_key = period.previous().key
+    whole = float(history.loc[history["period"] == previous_key, "credits"].sum())
+    forecast = credits / days * period.days if days else None
+    return InProgress(
+        through=through,
+        days=days,
+        previous_span=spans[previous_key] if comparable else None,
+        forecast=forecast,
+        previous_period_credits=whole,
+        forecast_change_pct=_pct_change(forecast, whole) if forecast is not None else None,
     )
 
 

@@ -73,8 +73,13 @@ def fetch_tables(
     detail_query = UsageQuery.for_filters(
         period.detail_granularity, period.start, period.end, report.filters
     )
+    # A period in progress is compared with the same days of earlier ones: history by day.
+    complete = period.is_complete(options.now.date())
     history_query = UsageQuery.for_filters(
-        period.history_granularity, period.history()[0].start, period.end, report.filters
+        period.history_granularity if complete else "day",
+        period.history()[0].start,
+        period.end,
+        report.filters,
     )
     detail = tidy_frame(client.fetch_usage(detail_query))
     history = tidy_frame(client.fetch_usage(history_query))
@@ -85,6 +90,7 @@ def fetch_tables(
         top_users=config.top_users_for(report),
         budget_credits=report.budget_credits,
         today=options.now.date(),
+        history_granularity=history_query.granularity,
     )
 
 
@@ -116,6 +122,8 @@ def compose_report(
             [p.key for p in history_periods],
             [fmt.period_short(p, catalog.gettext) for p in history_periods],
             labels,
+            in_progress=tables.totals.in_progress is not None,
+            forecast=tables.totals.in_progress.forecast if tables.totals.in_progress else None,
         )
     if not tables.empty:
         specs["daily"] = charts.daily_spec(
