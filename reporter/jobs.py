@@ -256,7 +256,7 @@ def compose(
             {
                 **item.context,
                 "chart_cid": cid,
-                "pdf_name": item.pdf_path.name,
+                "pdf_name": _attachment_name(item, period),  # as attached, not as on disk
                 "csv_name": item.csv_path.name,
                 "csv_rows": len(item.tables.detail),
                 "csv_attached": attach_csv[item.report.name],
