@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reporter.sandbox import SandboxServer
-from tests.conftest import API_KEY, write_config
+from tests.conftest import API_KEY, SmtpServer, write_config
 
 GOOD = """
 [[reports]]
@@ -224,3 +224,86 @@ def test_a_bad_option_is_one_error_line_and_a_hint(
     lines = result.stderr.splitlines()
     assert lines[0].startswith(message)
     assert lines[1:] == ["Hint: see 'reporter run --help'"]
+
+
+# --- owners' addresses, end to end -------------------------------------------
+
+
+def _send_october(
+    config: Path, tmp_path: Path, api: SandboxServer, smtp_env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    args = ["--config", str(config), "--period", "2026-10", "--out", str(tmp_path / "out")]
+    return reporter(
+        "run",
+        *args,
+        "--state",
+        str(tmp_path / "state.sqlite3"),
+        env={"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url, **smtp_env},
+    )
+
+
+def test_an_owner_listed_twice_gets_one_message_and_counts_once(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    owners = '["Ann <ann@company.com>", "ANN@COMPANY.COM", "bob@company.com"]'
+    config = write_config(tmp_path / "team.toml", GOOD.replace('["manager@company.com"]', owners))
+    result = _send_october(config, tmp_path, api, smtp.env())
+    assert result.returncode == 0, result.stderr
+    (received,) = smtp.recorder.messages
+    assert received.recipients == ["ann@company.com", "bob@company.com"]
+    assert received.message["To"] == "ann@company.com, bob@company.com"
+    assert "sent to 2 owners" in result.stdout
+
+
+def test_an_internationalised_domain_is_sent_as_punycode(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    config = write_config(
+        tmp_path / "team.toml", GOOD.replace("manager@company.com", "ann@bücher.de")
+    )
+    result = _send_october(config, tmp_path, api, smtp.env())
+    assert result.returncode == 0, result.stderr
+    (received,) = smtp.recorder.messages
+    assert received.recipients == ["ann@xn--bcher-kva.de"]
+    assert received.message["To"] == "ann@xn--bcher-kva.de"
+
+
+TWO_REPORTS = (
+    GOOD
+    + """
+[[reports]]
+name = "intl"
+owners = ["jörg@company.com"]
+"""
+)
+
+
+def test_a_utf8_local_part_is_sent_with_smtputf8(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    """aiosmtpd offers SMTPUTF8 by default, as most servers do today."""
+    config = write_config(tmp_path / "team.toml", TWO_REPORTS)
+    result = _send_october(config, tmp_path, api, smtp.env())
+    assert result.returncode == 0, result.stderr
+    got = smtp.recorder.by_recipient()
+    assert sorted(got) == ["jörg@company.com", "manager@company.com"]
+    assert got["jörg@company.com"][0]["To"] == "jörg@company.com"
+
+
+def test_a_utf8_local_part_without_smtputf8_fails_that_report_only(
+    tmp_path: Path, api: SandboxServer, smtp_ascii: SmtpServer
+) -> None:
+    config = write_config(tmp_path / "team.toml", TWO_REPORTS)
+    for attempt in (1, 2):  # the re-run meets the same server and must not crash either
+        result = _send_october(config, tmp_path, api, smtp_ascii.env())
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        failed = [line for line in result.stderr.splitlines() if line.startswith("intl: FAILED")]
+        assert len(failed) == 1, result.stderr
+        assert (
+            f"(jörg@company.com: the mail server 127.0.0.1:{smtp_ascii.port} does not offer"
+            " SMTPUTF8, which the address jörg@company.com needs)"
+        ) in failed[0]
+        assert list(smtp_ascii.recorder.by_recipient()) == ["manager@company.com"]
+        assert len(smtp_ascii.recorder.messages) == 1, attempt
+    assert "already delivered" in result.stdout
