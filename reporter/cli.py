@@ -22,11 +22,12 @@ from reporter import __version__
 from reporter.config import ApiOptions, Config, ReportConfig, load_config
 from reporter.environment import api_settings, smtp_settings
 from reporter.errors import ReporterError, UsageError
-from reporter.jobs import RunOptions, run
+from reporter.jobs import Progress, RunOptions, run
 from reporter.ledger import Ledger
 from reporter.magnific import ENDPOINT, MagnificClient, RetryPolicy
 from reporter.periods import Period, last_complete_month, parse_period
 from reporter.progress import progress_for
+from reporter.redact import Redactor
 from reporter.render import default_templates_dir
 from reporter.shards import Shard, parse_shard
 from reporter.summary import Outcome, markdown_summary, text_summary
@@ -40,17 +41,18 @@ class _Cli(click.Group):
     """Turns ``ReporterError`` into ``Error: ...`` plus a hint, and the right exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        redact = ctx.meta[_REDACT] = Redactor.from_environ(os.environ)
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:  # a bad option: one line and a hint, like our own errors
-            click.echo(f"Error: {exc.format_message()}", err=True)
+            click.echo(redact(f"Error: {exc.format_message()}"), err=True)
             command = exc.ctx.command_path if exc.ctx else "reporter"
             click.echo(f"Hint: see '{command} --help'", err=True)
             ctx.exit(exc.exit_code)
         except ReporterError as exc:
-            click.echo(f"Error: {exc.message}", err=True)
+            click.echo(redact(f"Error: {exc.message}"), err=True)
             if exc.hint:
-                click.echo(f"Hint: {exc.hint}", err=True)
+                click.echo(redact(f"Hint: {exc.hint}"), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo(
@@ -59,20 +61,45 @@ class _Cli(click.Group):
             ctx.exit(130)
 
 
-class _Redact(logging.Filter):
-    """Defence in depth: no log line may carry a secret, whatever code wrote it."""
+_REDACT = "reporter.redact"  # the invocation's Redactor, in click's shared ctx.meta
 
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 4]
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "[redacted]")
-            record.msg, record.args = message, None
-        return True
+def _redactor() -> Redactor:
+    """The one Redactor of this invocation: every printed or stored text goes through it."""
+    redact = click.get_current_context().meta.get(_REDACT)
+    return redact if isinstance(redact, Redactor) else Redactor.from_environ(os.environ)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """No log line may carry a secret, whatever code wrote it, tracebacks included."""
+
+    def __init__(self, fmt: str, redact: Redactor) -> None:
+        super().__init__(fmt)
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+class _RedactedProgress:
+    """Progress lines carry servers' error texts, which may quote a secret."""
+
+    def __init__(self, progress: Progress, redact: Redactor) -> None:
+        self.progress, self.redact = progress, redact
+
+    def __call__(self, report: str, message: str, /, *, done: bool = False) -> None:
+        self.progress(report, self.redact(message), done=done)
+
+
+class _RedactingLedger(Ledger):
+    """Errors stored in the ledger come from servers too, and `history` prints them."""
+
+    def __init__(self, path: Path, redact: Redactor) -> None:
+        super().__init__(path)
+        self.redact = redact
+
+    def mark(self, *args: Any, error: str | None = None, **kwargs: Any) -> None:
+        super().mark(*args, error=None if error is None else self.redact(error), **kwargs)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -91,10 +118,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(
-        _Redact([os.environ.get(n, "") for n in ("MAGNIFIC_API_KEY", "SMTP_PASSWORD")])
-    )
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s", _redactor()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -266,7 +290,7 @@ def run_command(
         dry_run=dry_run,
         force=force,
         pdf_variant=pdf_variant,
-        api_url=f"{api.base_url}{ENDPOINT}",
+        api_url=_redactor()(f"{api.base_url}{ENDPOINT}"),  # printed in every PDF
         jobs=jobs,
     )
     max_in_flight = max_in_flight or config.api.max_in_flight
@@ -274,7 +298,7 @@ def run_command(
         MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client,
         progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
     ):
-        ledger = None if dry_run else Ledger(state_path)
+        ledger = None if dry_run else _RedactingLedger(state_path, _redactor())
         try:
             outcomes = run(
                 config,
@@ -283,7 +307,7 @@ def run_command(
                 client=client,
                 sender=sender,
                 ledger=ledger,
-                progress=progress,
+                progress=_RedactedProgress(progress, _redactor()),
                 max_in_flight=max_in_flight,
             )
         finally:
@@ -295,12 +319,13 @@ def run_command(
 def _finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = None) -> None:
     """Print the summary (and write GitHub's job summary); exit 1 if any report failed."""
     shard_text = str(shard) if shard else ""
-    click.echo(text_summary(outcomes, period.key, shard_text))
+    redact = _redactor()
+    click.echo(redact(text_summary(outcomes, period.key, shard_text)))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         try:
             with open(step_summary, "a", encoding="utf-8") as summary:
-                summary.write(markdown_summary(outcomes, period.key, shard_text))
+                summary.write(redact(markdown_summary(outcomes, period.key, shard_text)))
         except OSError as exc:
             log.warning("could not write the job summary to %s: %s", step_summary, exc.strerror)
     if not all(o.ok for o in outcomes):
@@ -477,10 +502,13 @@ def history_command(state_path: Path, period: str | None) -> None:
     header = ("period", "report", "recipient", "status", "updated (UTC)", "note")
     table = [(r.period, r.report, r.recipient, r.status, r.updated_at, r.error or "") for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(5)]
+    redact = _redactor()  # rows a run stored before their errors were redacted
     for row in [header, *table]:
         click.echo(
-            "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:5]))
-            + ("  " + row[5] if row[5] else "")
+            redact(
+                "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:5]))
+                + ("  " + row[5] if row[5] else "")
+            )
         )
 
 
