@@ -11,16 +11,18 @@ import datetime as dt
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from reporter import __version__
 from reporter.config import ApiOptions, Config, ReportConfig, load_config
-from reporter.environment import api_settings, smtp_settings
+from reporter.environment import api_settings, sends_key_in_clear, smtp_settings
 from reporter.errors import ReporterError, UsageError
 from reporter.jobs import Progress, RunOptions, run
 from reporter.ledger import Ledger
@@ -171,6 +173,34 @@ def _templates(path: Path | None) -> Path:
     return path
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """Before any API call: fetching reports with nowhere to write them is wasted work,
+    and would fail each report with an error that does not name --out."""
+    if out_dir.exists() and not out_dir.is_dir():
+        reason = "it is a file, not a directory"
+    else:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".reporter-probe."):
+                return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    raise UsageError(
+        f"--out {out_dir}: cannot write reports there: {reason}",
+        hint="pass --out with a directory you can create and write to",
+    )
+
+
+def _warn_if_key_in_clear(base_url: str, quiet: bool) -> None:
+    if sends_key_in_clear(base_url) and not quiet:
+        host = httpx.URL(base_url).host
+        click.echo(
+            f"Warning: MAGNIFIC_API_BASE_URL is plain http:// to {host}:"
+            " the API key travels in clear text; use https://",
+            err=True,
+        )
+
+
 @cli.command("run")
 @click.option(
     "--config",
@@ -277,6 +307,8 @@ def run_command(
     the_period = _resolve_period(period, now)
     templates = _templates(templates_dir)
     api = api_settings(os.environ)
+    _warn_if_key_in_clear(api.base_url, quiet)
+    _check_out_dir(out_dir)
     sender = None
     if not dry_run:
         from reporter.mail import SmtpSender
@@ -369,6 +401,7 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
     config_path = Path(str(files("reporter").joinpath("example.toml")))
     config = load_config(config_path)
     the_period = _resolve_period(period, now)
+    _check_out_dir(out_dir)
     with SandboxServer(SandboxData(today=now.date())) as server:
         options = RunOptions(
             period=the_period,
