@@ -12,23 +12,26 @@ import datetime as dt
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 
 from reporter import __version__
 from reporter.config import ApiOptions, Config, ReportConfig, load_config
-from reporter.environment import api_settings, smtp_settings
+from reporter.environment import api_settings, sends_key_in_clear, smtp_settings
 from reporter.errors import ReporterError, UsageError
-from reporter.jobs import RunOptions, run
+from reporter.jobs import Progress, RunOptions, run
 from reporter.ledger import Ledger
 from reporter.lifetime import Interrupted, exit_now, stop_on_signals
 from reporter.magnific import ENDPOINT, MagnificClient, RetryPolicy
 from reporter.periods import Period, last_complete_month, parse_period
 from reporter.progress import progress_for
+from reporter.redact import Redactor
 from reporter.render import default_templates_dir
 from reporter.shards import Shard, parse_shard
 from reporter.summary import Outcome, markdown_summary, text_summary
@@ -42,17 +45,18 @@ class _Cli(click.Group):
     """Turns ``ReporterError`` into ``Error: ...`` plus a hint, and the right exit status."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        redact = ctx.meta[_REDACT] = Redactor.from_environ(os.environ)
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:  # a bad option: one line and a hint, like our own errors
-            click.echo(f"Error: {exc.format_message()}", err=True)
+            click.echo(redact(f"Error: {exc.format_message()}"), err=True)
             command = exc.ctx.command_path if exc.ctx else "reporter"
             click.echo(f"Hint: see '{command} --help'", err=True)
             ctx.exit(exc.exit_code)
         except ReporterError as exc:
-            click.echo(f"Error: {exc.message}", err=True)
+            click.echo(redact(f"Error: {exc.message}"), err=True)
             if exc.hint:
-                click.echo(f"Hint: {exc.hint}", err=True)
+                click.echo(redact(f"Hint: {exc.hint}"), err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             code = exc.exit_code if isinstance(exc, Interrupted) else 130
@@ -65,20 +69,34 @@ class _Cli(click.Group):
             exit_now(code)
 
 
-class _Redact(logging.Filter):
-    """Defence in depth: no log line may carry a secret, whatever code wrote it."""
+_REDACT = "reporter.redact"  # the invocation's Redactor, in click's shared ctx.meta
 
-    def __init__(self, secrets: Sequence[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 4]
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "[redacted]")
-            record.msg, record.args = message, None
-        return True
+def _redactor() -> Redactor:
+    """The one Redactor of this invocation: every printed or stored text goes through it."""
+    redact = click.get_current_context().meta.get(_REDACT)
+    return redact if isinstance(redact, Redactor) else Redactor.from_environ(os.environ)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """No log line may carry a secret, whatever code wrote it, tracebacks included."""
+
+    def __init__(self, fmt: str, redact: Redactor) -> None:
+        super().__init__(fmt)
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+class _RedactedProgress:
+    """Progress lines carry servers' error texts, which may quote a secret."""
+
+    def __init__(self, progress: Progress, redact: Redactor) -> None:
+        self.progress, self.redact = progress, redact
+
+    def __call__(self, report: str, message: str, /, *, done: bool = False) -> None:
+        self.progress(report, self.redact(message), done=done)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -97,10 +115,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING)
     handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(
-        _Redact([os.environ.get(n, "") for n in ("MAGNIFIC_API_KEY", "SMTP_PASSWORD")])
-    )
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s", _redactor()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -164,6 +179,34 @@ def _templates(path: Path | None) -> Path:
             hint="copy the package's templates/ directory and point --templates at the copy",
         )
     return path
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Before any API call: fetching reports with nowhere to write them is wasted work,
+    and would fail each report with an error that does not name --out."""
+    if out_dir.exists() and not out_dir.is_dir():
+        reason = "it is a file, not a directory"
+    else:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".reporter-probe."):
+                return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    raise UsageError(
+        f"--out {out_dir}: cannot write reports there: {reason}",
+        hint="pass --out with a directory you can create and write to",
+    )
+
+
+def _warn_if_key_in_clear(base_url: str, quiet: bool) -> None:
+    if sends_key_in_clear(base_url) and not quiet:
+        host = httpx.URL(base_url).host
+        click.echo(
+            f"Warning: MAGNIFIC_API_BASE_URL is plain http:// to {host}:"
+            " the API key travels in clear text; use https://",
+            err=True,
+        )
 
 
 @cli.command("run")
@@ -286,6 +329,8 @@ def run_command(
         if dry_run:
             raise UsageError("--to sends a preview; --dry-run sends nothing", hint="drop one")
     api = api_settings(os.environ)
+    _warn_if_key_in_clear(api.base_url, quiet)
+    _check_out_dir(out_dir)
     sender = None
     if not dry_run:
         from reporter.mail import SmtpSender
@@ -299,7 +344,7 @@ def run_command(
         dry_run=dry_run,
         force=force,
         pdf_variant=pdf_variant,
-        api_url=f"{api.base_url}{ENDPOINT}",
+        api_url=_redactor()(f"{api.base_url}{ENDPOINT}"),  # printed in every PDF
         jobs=jobs,
         preview_to=preview_to,
     )
@@ -309,7 +354,7 @@ def run_command(
         MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client,
         progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
     ):
-        ledger = None if dry_run or preview_to else Ledger(state_path)
+        ledger = None if dry_run or preview_to else Ledger(state_path, redact=_redactor())
         try:
             outcomes = run(
                 config,
@@ -318,7 +363,7 @@ def run_command(
                 client=client,
                 sender=sender,
                 ledger=ledger,
-                progress=progress,
+                progress=_RedactedProgress(progress, _redactor()),
                 max_in_flight=max_in_flight,
             )
         finally:
@@ -330,12 +375,13 @@ def run_command(
 def _finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = None) -> None:
     """Print the summary (and write GitHub's job summary); exit 1 if any report failed."""
     shard_text = str(shard) if shard else ""
-    click.echo(text_summary(outcomes, period.key, shard_text))
+    redact = _redactor()
+    click.echo(redact(text_summary(outcomes, period.key, shard_text)))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         try:
             with open(step_summary, "a", encoding="utf-8") as summary:
-                summary.write(markdown_summary(outcomes, period.key, shard_text))
+                summary.write(redact(markdown_summary(outcomes, period.key, shard_text)))
         except OSError as exc:
             log.warning("could not write the job summary to %s: %s", step_summary, exc.strerror)
     if not all(o.ok for o in outcomes):
@@ -380,6 +426,7 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
     config_path = Path(str(files("reporter").joinpath("example.toml")))
     config = load_config(config_path)
     the_period = _resolve_period(period, now)
+    _check_out_dir(out_dir)
     with SandboxServer(SandboxData(today=now.date())) as server:
         options = RunOptions(
             period=the_period,
@@ -515,10 +562,13 @@ def history_command(state_path: Path, period: str | None) -> None:
     header = ("period", "report", "recipient", "status", "updated (UTC)", "note")
     table = [(r.period, r.report, r.recipient, r.status, r.updated_at, r.error or "") for r in rows]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(5)]
+    redact = _redactor()  # rows a run stored before their errors were redacted
     for row in [header, *table]:
         click.echo(
-            "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:5]))
-            + ("  " + row[5] if row[5] else "")
+            redact(
+                "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:5]))
+                + ("  " + row[5] if row[5] else "")
+            )
         )
 
 

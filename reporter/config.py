@@ -87,6 +87,11 @@ class ReportConfig(_Model):
     locale: Locale | None = None
     top_users: Annotated[int, Field(ge=1, le=100)] | None = None
 
+    @field_validator("owners")
+    @classmethod
+    def _sendable_owners(cls, owners: list[str]) -> list[str]:
+        return unique_owners([smtp_address(owner) for owner in owners])
+
     @property
     def display_title(self) -> str:
         return self.title or self.name
@@ -133,6 +138,22 @@ class Config(_Model):
 
     def top_users_for(self, report: ReportConfig) -> int:
         return report.top_users or self.defaults.top_users
+
+
+def smtp_address(address: str) -> str:
+    """The address as SMTP carries it: an internationalised domain in IDNA (punycode),
+    which every server accepts; a UTF-8 local part stays, and needs SMTPUTF8 to be sent."""
+    valid = email_validator.validate_email(address, check_deliverability=False)
+    return f"{valid.local_part}@{valid.ascii_domain}"
+
+
+def unique_owners(owners: Sequence[str]) -> list[str]:
+    """Each owner once, in the first spelling given: "Ann <ann@x.com>" and "ANN@X.COM"
+    are one inbox, which should get one message and count once in the summary."""
+    seen: dict[str, str] = {}
+    for owner in owners:
+        seen.setdefault(owner.lower(), owner)
+    return list(seen.values())
 
 
 def load_config(path: Path) -> Config:

@@ -6,6 +6,7 @@ a repr, a log line or an exception message can never show them.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -57,6 +58,21 @@ def api_settings(environ: Mapping[str, str]) -> ApiSettings:
             hint=f"leave it unset to use {DEFAULT_API_BASE_URL}",
         )
     return ApiSettings(key=SecretStr(key), base_url=base_url.rstrip("/"))
+
+
+def sends_key_in_clear(base_url: str) -> bool:
+    """Whether the key header would cross a network unencrypted: plain http:// to a host
+    other than this machine (127.0.0.0/8, ::1, localhost), where the sandbox is fine."""
+    url = httpx.URL(base_url)
+    if url.scheme != "http":
+        return False
+    host = url.host.lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return True
 
 
 def smtp_settings(environ: Mapping[str, str]) -> SmtpSettings:

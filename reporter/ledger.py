@@ -156,8 +156,10 @@ class Ledger:
         *,
         clock: type[dt.datetime] = dt.datetime,
         lock_wait: float = LOCK_WAIT_SECONDS,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.path = path
+        self._redact = redact  # error texts come from servers, and `history` prints them
         self._clock = clock
         self._lock_wait = lock_wait
         self._runs_dir = path.with_name(path.name + ".runs")
@@ -463,6 +465,7 @@ class Ledger:
         now = self._now()
         bump = 1 if status == "sending" else 0
         run_id = self.start_run()
+        error = None if error is None else self._redact(error)
         recipients = list(recipients)
         with self._writing() as db:
             for report in reports:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
 
 import tenacity
 
@@ -73,6 +74,18 @@ def message_id(
     return f"<reporter.{period}.{digest}@{domain}>"
 
 
+def needs_smtputf8(addresses: Sequence[str]) -> bool:
+    """Whether an address can only travel over SMTPUTF8 (RFC 6531): a UTF-8 local part.
+    Internationalised domains are already punycode (config load), so they never do."""
+    return not all(address.isascii() for address in addresses)
+
+
+def _address(addr_spec: str) -> Address:
+    # Address(addr_spec=...) refuses a UTF-8 local part; the parts are taken as given.
+    local, _, domain = addr_spec.rpartition("@")
+    return Address(username=local, domain=domain)
+
+
 def content_id(name: str, period: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9.-]", "-", name)
     return f"chart.{safe}.{period}@reporter"
@@ -93,9 +106,12 @@ def build_message(
 ) -> EmailMessage:
     """A multipart/mixed message: text and HTML alternatives (HTML with its inline
     chart as multipart/related), then the attachments."""
-    message = EmailMessage(policy=SMTP_POLICY)
+    _, sender_address = email.utils.parseaddr(sender)
+    utf8 = needs_smtputf8([sender_address, *recipients])
+    # With a UTF-8 address the headers are UTF-8 too (RFC 6532), in the .eml as in transit.
+    message = EmailMessage(policy=SMTPUTF8_POLICY if utf8 else SMTP_POLICY)
     message["From"] = one_line(sender)
-    message["To"] = ", ".join(str(Address(addr_spec=r)) for r in recipients)
+    message["To"] = ", ".join(str(_address(r)) for r in recipients)
     message["Subject"] = one_line(subject)
     message["Date"] = email.utils.format_datetime(date)
     message["Message-ID"] = msg_id
@@ -262,7 +278,8 @@ class SmtpSender:
         committed = False
         try:
             _, sender = email.utils.parseaddr(str(message["From"]))
-            code, reply = conn.mail(sender)
+            utf8 = needs_smtputf8([sender, *recipients])
+            code, reply = conn.mail(sender, self._mail_options(conn, utf8, recipients))
             if code != 250:
                 raise self._classify(code, reply)
             refused: dict[str, str] = {}
@@ -289,7 +306,8 @@ class SmtpSender:
             code, reply = conn.docmd("DATA")
             if code != 354:
                 raise self._classify(code, reply)
-            payload = _dot_stuff(message.as_bytes(policy=SMTP_POLICY))
+            policy = SMTPUTF8_POLICY if utf8 else SMTP_POLICY
+            payload = _dot_stuff(message.as_bytes(policy=policy))
             conn.send(payload)
             on_commit()
             committed = True
@@ -316,6 +334,26 @@ class SmtpSender:
                 conn.quit()
             except (OSError, smtplib.SMTPException):
                 conn.close()
+
+    def _mail_options(self, conn: smtplib.SMTP, utf8: bool, recipients: list[str]) -> list[str]:
+        """MAIL FROM's options: SMTPUTF8 when an address needs it, if the server offers it
+        (smtplib then sends the commands in UTF-8); otherwise those owners cannot be mailed."""
+        if not utf8:
+            return []
+        if not conn.has_extn("smtputf8"):
+            needing = [r for r in recipients if needs_smtputf8([r])]
+            why = (
+                f"the mail server {self._where()} does not offer SMTPUTF8, which the address"
+                f"{'es' if len(needing) > 1 else ''} {', '.join(needing) or 'in From'}"
+                f" need{'' if len(needing) > 1 else 's'}"
+            )
+            raise DeliveryError(
+                why,
+                transient=False,
+                refused=dict.fromkeys(needing, why),
+                hint="use an ASCII address for this owner, or a mail server with SMTPUTF8",
+            )
+        return ["SMTPUTF8", "BODY=8BITMIME"] if conn.has_extn("8bitmime") else ["SMTPUTF8"]
 
     def _classify(self, code: int, reply: bytes | str) -> Exception:
         text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)

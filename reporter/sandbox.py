@@ -562,8 +562,10 @@ class SandboxServer:
             self._server = None
 
     def serve_forever(self) -> None:
-        """Serve in the foreground until interrupted (``reporter sandbox``)."""
-        self.start()
+        """Serve in the foreground until interrupted (``reporter sandbox``); starts the
+        server unless ``start`` already did (binding the port twice fails)."""
+        if self._server is None:
+            self.start()
         assert self._thread is not None
         try:
             while self._thread.is_alive():

@@ -189,6 +189,19 @@ def smtp() -> Iterator[SmtpServer]:
         controller.stop()
 
 
+@pytest.fixture
+def smtp_ascii() -> Iterator[SmtpServer]:
+    """Like ``smtp``, but without SMTPUTF8 (RFC 6531), which aiosmtpd offers by default."""
+    recorder = Recorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        yield SmtpServer(port, recorder, controller)
+    finally:
+        controller.stop()
+
+
 # --- config ------------------------------------------------------------------
 
 

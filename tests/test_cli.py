@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reporter.sandbox import SandboxServer
-from tests.conftest import API_KEY, write_config
+from tests.conftest import API_KEY, SmtpServer, write_config
 
 GOOD = """
 [[reports]]
@@ -224,3 +224,163 @@ def test_a_bad_option_is_one_error_line_and_a_hint(
     lines = result.stderr.splitlines()
     assert lines[0].startswith(message)
     assert lines[1:] == ["Hint: see 'reporter run --help'"]
+
+
+# --- owners' addresses, end to end -------------------------------------------
+
+
+def _send_october(
+    config: Path, tmp_path: Path, api: SandboxServer, smtp_env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    args = ["--config", str(config), "--period", "2026-10", "--out", str(tmp_path / "out")]
+    return reporter(
+        "run",
+        *args,
+        "--state",
+        str(tmp_path / "state.sqlite3"),
+        env={"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url, **smtp_env},
+    )
+
+
+def test_an_owner_listed_twice_gets_one_message_and_counts_once(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    owners = '["Ann <ann@company.com>", "ANN@COMPANY.COM", "bob@company.com"]'
+    config = write_config(tmp_path / "team.toml", GOOD.replace('["manager@company.com"]', owners))
+    result = _send_october(config, tmp_path, api, smtp.env())
+    assert result.returncode == 0, result.stderr
+    (received,) = smtp.recorder.messages
+    assert received.recipients == ["ann@company.com", "bob@company.com"]
+    assert received.message["To"] == "ann@company.com, bob@company.com"
+    assert "sent to 2 owners" in result.stdout
+
+
+def test_an_internationalised_domain_is_sent_as_punycode(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    config = write_config(
+        tmp_path / "team.toml", GOOD.replace("manager@company.com", "ann@bücher.de")
+    )
+    result = _send_october(config, tmp_path, api, smtp.env())
+    assert result.returncode == 0, result.stderr
+    (received,) = smtp.recorder.messages
+    assert received.recipients == ["ann@xn--bcher-kva.de"]
+    assert received.message["To"] == "ann@xn--bcher-kva.de"
+
+
+TWO_REPORTS = (
+    GOOD
+    + """
+[[reports]]
+name = "intl"
+owners = ["jörg@company.com"]
+"""
+)
+
+
+def test_a_utf8_local_part_is_sent_with_smtputf8(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    """aiosmtpd offers SMTPUTF8 by default, as most servers do today."""
+    config = write_config(tmp_path / "team.toml", TWO_REPORTS)
+    result = _send_october(config, tmp_path, api, smtp.env())
+    assert result.returncode == 0, result.stderr
+    got = smtp.recorder.by_recipient()
+    assert sorted(got) == ["jörg@company.com", "manager@company.com"]
+    assert got["jörg@company.com"][0]["To"] == "jörg@company.com"
+
+
+def test_a_utf8_local_part_without_smtputf8_fails_that_report_only(
+    tmp_path: Path, api: SandboxServer, smtp_ascii: SmtpServer
+) -> None:
+    config = write_config(tmp_path / "team.toml", TWO_REPORTS)
+    for attempt in (1, 2):  # the re-run meets the same server and must not crash either
+        result = _send_october(config, tmp_path, api, smtp_ascii.env())
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        failed = [line for line in result.stderr.splitlines() if line.startswith("intl: FAILED")]
+        assert len(failed) == 1, result.stderr
+        assert (
+            f"(jörg@company.com: the mail server 127.0.0.1:{smtp_ascii.port} does not offer"
+            " SMTPUTF8, which the address jörg@company.com needs)"
+        ) in failed[0]
+        assert list(smtp_ascii.recorder.by_recipient()) == ["manager@company.com"]
+        assert len(smtp_ascii.recorder.messages) == 1, attempt
+    assert "already delivered" in result.stdout
+
+
+# --- --out and the API URL, checked before any API call -------------------------
+
+
+@pytest.mark.parametrize(
+    ("out", "reason"),
+    [
+        ("a-file", "it is a file, not a directory"),
+        ("a-file/reports", "Not a directory"),
+        ("/proc/self", "No such file or directory"),  # a directory even root cannot write in
+        ("/sys/reporter-out", "Operation not permitted"),
+    ],
+)
+def test_an_unwritable_out_is_refused_before_any_api_call(
+    tmp_path: Path, api: SandboxServer, out: str, reason: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory", encoding="utf-8")
+    config = write_config(tmp_path / "team.toml", GOOD)
+    result = reporter(
+        "run",
+        *("--config", str(config), "--period", "2026-10", "--dry-run", "--out", out),
+        env={"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"Error: --out {out}: cannot write reports there: {reason}",
+        "Hint: pass --out with a directory you can create and write to",
+    ]
+    assert api.requests == []
+
+
+def _key_warnings(base_url: str, tmp_path: Path) -> list[str]:
+    config = write_config(
+        tmp_path / "team.toml",
+        "[api]\nmax_attempts = 1\nconnect_timeout_seconds = 0.5\n" + GOOD,
+    )
+    result = dry_october(
+        config, tmp_path, {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": base_url}
+    )
+    assert "Traceback" not in result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+
+
+def test_plain_http_to_another_host_warns_once_that_the_key_travels_in_clear(
+    tmp_path: Path,
+) -> None:
+    # TEST-NET-1 (RFC 5737): never routed, so the warning is all this run achieves.
+    assert _key_warnings("http://192.0.2.1:8080", tmp_path) == [
+        "Warning: MAGNIFIC_API_BASE_URL is plain http:// to 192.0.2.1:"
+        " the API key travels in clear text; use https://"
+    ]
+
+
+def test_plain_http_to_loopback_does_not_warn(tmp_path: Path, api: SandboxServer) -> None:
+    assert _key_warnings(api.url, tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "in_clear"),
+    [
+        ("http://api.magnific.example", True),
+        ("http://10.0.0.7:8080", True),
+        ("http://[2001:db8::1]", True),
+        ("https://api.magnific.com", False),
+        ("http://127.0.0.1:8080", False),
+        ("http://127.3.2.1", False),
+        ("http://[::1]:8080", False),
+        ("http://localhost:8080", False),
+        ("http://LOCALHOST", False),
+    ],
+)
+def test_which_api_urls_send_the_key_in_clear(url: str, in_clear: bool) -> None:
+    from reporter.environment import sends_key_in_clear
+
+    assert sends_key_in_clear(url) is in_clear

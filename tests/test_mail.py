@@ -255,3 +255,55 @@ def test_implicit_tls(ca: trustme.CA, client_tls: ssl.SSLContext) -> None:
     finally:
         controller.stop()
     assert len(recorder.messages) == 1
+
+
+# --- internationalised addresses ----------------------------------------------
+
+
+def mail_options(recorder: Recorder) -> list[list[str]]:
+    """The options of every MAIL FROM the server receives, e.g. ``["SMTPUTF8"]``."""
+    seen: list[list[str]] = []
+
+    async def handle_mail(
+        server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        seen.append(options)
+        envelope.mail_from, envelope.mail_options = address, options
+        return "250 OK"
+
+    recorder.handle_MAIL = handle_mail  # type: ignore[attr-defined]
+    return seen
+
+
+def test_a_utf8_local_part_goes_with_smtputf8_when_the_server_offers_it(
+    smtp: SmtpServer,
+) -> None:
+    options = mail_options(smtp.recorder)
+    owners = ["jörg@company.com", "cfo@company.com"]
+    result = SmtpSender(settings(smtp.port), retry=FAST).send(message(recipients=owners), owners)
+    assert result.accepted == owners
+    (received,) = smtp.recorder.messages
+    assert received.recipients == owners
+    assert received.message["To"] == "jörg@company.com, cfo@company.com"
+    assert "SMTPUTF8" in options[0]
+
+
+def test_an_ascii_message_does_not_ask_for_smtputf8(smtp: SmtpServer) -> None:
+    options = mail_options(smtp.recorder)
+    SmtpSender(settings(smtp.port), retry=FAST).send(message(), OWNERS)
+    assert options == [[]]
+    assert bytes(smtp.recorder.messages[0].message).isascii()
+
+
+def test_a_utf8_local_part_without_smtputf8_is_refused_clearly(smtp_ascii: SmtpServer) -> None:
+    owners = ["jörg@company.com", "cfo@company.com"]
+    with pytest.raises(DeliveryError) as caught:
+        SmtpSender(settings(smtp_ascii.port), retry=FAST).send(message(recipients=owners), owners)
+    why = (
+        f"the mail server 127.0.0.1:{smtp_ascii.port} does not offer SMTPUTF8,"
+        " which the address jörg@company.com needs"
+    )
+    assert str(caught.value) == why
+    assert caught.value.refused == {"jörg@company.com": why}
+    assert not caught.value.transient
+    assert smtp_ascii.recorder.messages == []

@@ -39,6 +39,7 @@ from reporter.summary import Outcome
 
 __all__ = [
     "BuiltReport",
+    "Progress",
     "RunOptions",
     "compose_report",
     "fetch_tables",

@@ -82,9 +82,8 @@ def compose(
             {
                 **piece.context,
                 "chart_cid": cid,
-                # The names the owner sees on the attachments, not the files on disk.
-                "pdf_name": _attachment_name(piece.name, period.key),
-                "csv_name": _attachment_name(piece.name, period.key, "csv"),
+                "pdf_name": _attachment_name(piece.name, period.key),  # as attached
+                "csv_name": piece.csv_path.name,  # named only when it stays on disk
                 "csv_rows": piece.csv_rows,
                 "csv_attached": attach_csv[piece.name],
             }
