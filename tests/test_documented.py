@@ -108,11 +108,12 @@ def command_names() -> list[str]:
 
 
 def help_sessions() -> list[Session]:
-    """The indented lines after ``Example:`` in ``reporter --help`` and each command's."""
+    """The indented lines after ``Example:`` (or ``Examples:``) in ``reporter --help`` and
+    each command's."""
     sessions = []
     for command in ["", *command_names()]:
         text = _help(*([command] if command else []))
-        example = text.partition("Example:\n")[2]
+        example = re.split(r"Examples?:\n", text, maxsplit=1)[-1] if "Example" in text else ""
         lines = []
         for line in example.splitlines():
             if not line.startswith("    "):
