@@ -248,3 +248,54 @@ def test_job_summary_is_a_markdown_table_that_survives_hostile_details() -> None
     assert rows[-1] == "| **Total** | **1,234** | | |"
     assert "2 of 3 report(s) OK; 1 failed" in text
     assert "(shard 1/2)" in text
+
+
+def test_a_run_fetches_only_a_window_ahead_of_what_it_has_written(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    """Memory stays flat with the number of reports: however fast the API answers, the run
+    holds at most a window of fetched reports that are not yet written."""
+    import datetime as dt
+
+    from pydantic import SecretStr
+
+    from reporter.config import load_config
+    from reporter.environment import ApiSettings
+    from reporter.jobs import RunOptions, run
+    from reporter.magnific import MagnificClient
+    from reporter.periods import parse_period
+
+    names = [f"team-{i:02d}" for i in range(12)]
+    config = load_config(write_config(tmp_path / "reports.toml", many_reports(names)))
+    now = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
+    options = RunOptions(
+        period=parse_period(PERIOD, today=now.date()),
+        out_dir=tmp_path / "out",
+        templates_dir=default_templates_dir(),
+        now=now,
+        dry_run=True,
+    )
+    requests_when_written: list[int] = []
+
+    def progress(report: str, message: str, /, *, done: bool = False) -> None:
+        if message.startswith("wrote "):
+            requests_when_written.append(len(api.requests))
+
+    in_flight = 2
+    with MagnificClient(ApiSettings(SecretStr(API_KEY), api.url)) as client:
+        outcomes = run(
+            config,
+            config.reports,
+            options,
+            client=client,
+            sender=None,
+            ledger=None,
+            progress=progress,
+            max_in_flight=in_flight,
+        )
+    assert [o.status for o in outcomes] == ["written"] * len(names)
+    assert len(requests_when_written) == len(names)
+    # Each report is two requests; when the k-th report is written, at most the window
+    # (in_flight reports) beyond it has been fetched.
+    for written, requests in enumerate(requests_when_written, start=1):
+        assert requests <= 2 * (written + in_flight), requests_when_written
