@@ -20,7 +20,7 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 
@@ -147,7 +147,7 @@ class Recorder:
             if self.drop_after_data:
                 # The message arrived, but the client never hears so: the lost-reply case.
                 self.drop_after_data -= 1
-                assert server.transport is not None
+                assert isinstance(server.transport, asyncio.Transport)
                 server.transport.abort()
         return "250 Message accepted"
 
@@ -195,6 +195,36 @@ def smtp_ascii() -> Iterator[SmtpServer]:
     recorder = Recorder()
     port = free_port()
     controller = Controller(recorder, hostname="127.0.0.1", port=port, enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        yield SmtpServer(port, recorder, controller)
+    finally:
+        controller.stop()
+
+
+def smtp_authenticator(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    """Accepts SMTP_USERNAME=reports with ``SMTP_PASSWORD``, like the README's server."""
+    ok = (
+        isinstance(auth_data, LoginPassword)
+        and auth_data.login == b"reports"
+        and auth_data.password == SMTP_PASSWORD.encode()
+    )
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def smtp_auth() -> Iterator[SmtpServer]:
+    """A plain SMTP server that offers AUTH, which SMTP_USERNAME=reports uses."""
+    recorder, port = Recorder(), free_port()
+    controller = Controller(
+        recorder,
+        hostname="127.0.0.1",
+        port=port,
+        auth_require_tls=False,
+        authenticator=smtp_authenticator,
+    )
     controller.start()
     try:
         yield SmtpServer(port, recorder, controller)

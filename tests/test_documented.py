@@ -15,18 +15,14 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from reporter.sandbox import SandboxServer
-from tests.conftest import API_KEY, SMTP_PASSWORD, Recorder, SmtpServer, free_port
+from tests.conftest import API_KEY, SMTP_PASSWORD, SmtpServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -129,35 +125,6 @@ def _commands(lines: list[str]) -> list[Command]:
 
 
 # --- running them -------------------------------------------------------------
-
-
-def _authenticator(
-    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-) -> AuthResult:
-    ok = (
-        isinstance(auth_data, LoginPassword)
-        and auth_data.login == b"reports"
-        and auth_data.password == SMTP_PASSWORD.encode()
-    )
-    return AuthResult(success=ok, handled=False)
-
-
-@pytest.fixture
-def smtp_auth() -> Iterator[SmtpServer]:
-    """The README's mail server: it offers AUTH, which SMTP_USERNAME=reports uses."""
-    recorder, port = Recorder(), free_port()
-    controller = Controller(
-        recorder,
-        hostname="127.0.0.1",
-        port=port,
-        auth_require_tls=False,
-        authenticator=_authenticator,
-    )
-    controller.start()
-    try:
-        yield SmtpServer(port, recorder, controller)
-    finally:
-        controller.stop()
 
 
 @dataclass

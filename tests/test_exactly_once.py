@@ -22,6 +22,7 @@ import pytest
 from reporter.ledger import Ledger, LedgerError
 from reporter.sandbox import SandboxServer
 from tests.conftest import API_KEY, SmtpServer, free_port, write_config
+from tests.test_delivery import copies
 
 PERIOD = "2026-10"
 REPORTER = str(Path(sys.executable).parent / "reporter")
@@ -40,18 +41,14 @@ def env_for(api_url: str, smtp: SmtpServer | None = None) -> dict[str, str]:
     return {**env, **(smtp.env() if smtp else nobody)}
 
 
+def reporter(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``reporter ...`` as a user types it, bounded in time."""
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
 def run_args(config: Path, tmp_path: Path, *extra: str) -> list[str]:
     files = ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state.sqlite3")]
     return [REPORTER, "run", "--config", str(config), "--period", PERIOD, *files, *extra]
-
-
-def copies(smtp: SmtpServer) -> dict[tuple[str, str], int]:
-    out: dict[tuple[str, str], int] = {}
-    for received in smtp.recorder.messages:
-        for rcpt in received.recipients:
-            key = (rcpt, str(received.message["Subject"]))
-            out[key] = out.get(key, 0) + 1
-    return out
 
 
 def statuses(tmp_path: Path) -> dict[tuple[str, str], str]:
@@ -132,14 +129,7 @@ def test_a_dropped_reply_is_not_delivered_and_the_next_run_sends_it_again(
         '[[reports]]\nname = "marketing"\nowners = ["manager@company.com"]\n',
     )
     smtp.recorder.drop_after_data = 1
-    first = subprocess.run(
-        run_args(config, tmp_path),
-        env=env_for(api.url, smtp),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    first = reporter(run_args(config, tmp_path), env_for(api.url, smtp))
     assert first.returncode == 1, first.stderr
     assert "UNCONFIRMED" in first.stdout
     assert "marketing: delivered" not in first.stderr
@@ -148,14 +138,7 @@ def test_a_dropped_reply_is_not_delivered_and_the_next_run_sends_it_again(
     assert "sends it again with the same Message-ID" in first.stdout
     assert statuses(tmp_path) == {("marketing", "manager@company.com"): "unconfirmed"}
 
-    second = subprocess.run(
-        run_args(config, tmp_path),
-        env=env_for(api.url, smtp),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    second = reporter(run_args(config, tmp_path), env_for(api.url, smtp))
     assert second.returncode == 0, second.stderr
     assert "the message a previous run wrote" in second.stderr
     one, two = (m.message for m in smtp.recorder.messages)
@@ -170,13 +153,9 @@ def test_preview_goes_to_one_address_and_leaves_the_ledger_alone(
     tmp_path: Path, api: SandboxServer, smtp: SmtpServer
 ) -> None:
     config = write_config(tmp_path / "reports.toml", FOUR_REPORTS)
-    preview = subprocess.run(
+    preview = reporter(
         run_args(config, tmp_path, "--to", "me@company.com", "--report", "team-1"),
-        env=env_for(api.url, smtp),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        env_for(api.url, smtp),
     )
     assert preview.returncode == 0, preview.stderr
     assert "preview sent" in preview.stdout
@@ -186,14 +165,7 @@ def test_preview_goes_to_one_address_and_leaves_the_ledger_alone(
     assert not (tmp_path / "state.sqlite3").exists()
     assert (tmp_path / "out" / PERIOD / "team-1.preview.eml").is_file()
 
-    real = subprocess.run(
-        run_args(config, tmp_path, "--report", "team-1"),
-        env=env_for(api.url, smtp),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    real = reporter(run_args(config, tmp_path, "--report", "team-1"), env_for(api.url, smtp))
     assert real.returncode == 0, real.stderr
     assert sorted(r for m in smtp.recorder.messages[1:] for r in m.recipients) == [
         "boss@company.com",
@@ -206,14 +178,7 @@ def test_preview_to_a_bad_address_is_refused_before_any_request(
     tmp_path: Path, api: SandboxServer
 ) -> None:
     config = write_config(tmp_path / "reports.toml", FOUR_REPORTS)
-    result = subprocess.run(
-        run_args(config, tmp_path, "--to", "not-an-address"),
-        env=env_for(api.url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = reporter(run_args(config, tmp_path, "--to", "not-an-address"), env_for(api.url))
     assert result.returncode == 2
     assert_one_error_line(result.stderr, "--to 'not-an-address'")
     assert api.requests == []
@@ -336,9 +301,7 @@ def test_a_corrupt_ledger_is_one_error_line(
         if command == "run"
         else [REPORTER, "history", "--state", str(state)]
     )
-    result = subprocess.run(
-        args, env=env_for(api.url), capture_output=True, text=True, timeout=60, check=False
-    )
+    result = reporter(args, env_for(api.url))
     assert result.returncode == 2
     assert_one_error_line(result.stderr, str(state), "is not a readable ledger")
     assert api.requests == []
@@ -352,14 +315,7 @@ def test_a_foreign_sqlite_file_is_refused_and_left_unchanged(
         db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
     before = state.read_bytes()
     config = write_config(tmp_path / "reports.toml", FOUR_REPORTS)
-    result = subprocess.run(
-        run_args(config, tmp_path),
-        env=env_for(api.url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = reporter(run_args(config, tmp_path), env_for(api.url))
     assert result.returncode == 2
     assert_one_error_line(result.stderr, "another program", "invoices")
     assert state.read_bytes() == before
@@ -392,14 +348,7 @@ def test_a_locked_ledger_is_waited_for_with_a_message(
         tmp_path / "reports.toml",
         '[[reports]]\nname = "marketing"\nowners = ["manager@company.com"]\n',
     )
-    result = subprocess.run(
-        run_args(config, tmp_path),
-        env=env_for(api.url, smtp),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = reporter(run_args(config, tmp_path), env_for(api.url, smtp))
     holder.communicate(timeout=30)
     assert result.returncode == 0, result.stderr
     assert "is locked by another process; waiting up to 30 s" in result.stderr

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import trustme
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
 from reporter.environment import SmtpSettings
@@ -23,7 +22,7 @@ from reporter.mail import (
     build_message,
     message_id,
 )
-from tests.conftest import SMTP_PASSWORD, Recorder, SmtpServer, free_port
+from tests.conftest import SMTP_PASSWORD, Recorder, SmtpServer, free_port, smtp_authenticator
 
 FAST = SmtpRetry(attempts=3, initial_wait=0.01, max_wait=0.05)
 OWNERS = ["manager@company.com", "cfo@company.com"]
@@ -152,17 +151,6 @@ def _server_tls(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-def _authenticator(
-    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-) -> AuthResult:
-    ok = (
-        isinstance(auth_data, LoginPassword)
-        and auth_data.login == b"reports"
-        and auth_data.password == SMTP_PASSWORD.encode()
-    )
-    return AuthResult(success=ok, handled=False)
-
-
 @pytest.fixture
 def starttls_smtp(ca: trustme.CA) -> Iterator[SmtpServer]:
     """Requires STARTTLS, then AUTH, before accepting mail."""
@@ -175,7 +163,7 @@ def starttls_smtp(ca: trustme.CA) -> Iterator[SmtpServer]:
         require_starttls=True,
         auth_required=True,
         auth_require_tls=True,
-        authenticator=_authenticator,
+        authenticator=smtp_authenticator,
     )
     controller.start()
     yield SmtpServer(port, recorder, controller)

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from reporter.redact import Redactor
 from reporter.sandbox import SandboxData, dumps
-from tests.conftest import API_KEY, SMTP_PASSWORD, Recorder, SmtpServer, free_port, pdf_text
+from tests.conftest import API_KEY, SMTP_PASSWORD, SmtpServer, pdf_text
 
 URL_PASSWORD = "url-pass-6a1d93ce"
 SECRETS = (API_KEY, SMTP_PASSWORD, URL_PASSWORD)
@@ -76,30 +74,6 @@ def echoing_api(sandbox_data: SandboxData) -> Iterator[EchoingApi]:
     finally:
         api.server.shutdown()
         api.server.server_close()
-
-
-def _authenticator(
-    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and auth_data.password == SMTP_PASSWORD.encode()
-    return AuthResult(success=ok, handled=False)
-
-
-@pytest.fixture
-def smtp_auth() -> Iterator[SmtpServer]:
-    recorder, port = Recorder(), free_port()
-    controller = Controller(
-        recorder,
-        hostname="127.0.0.1",
-        port=port,
-        auth_require_tls=False,
-        authenticator=_authenticator,
-    )
-    controller.start()
-    try:
-        yield SmtpServer(port, recorder, controller)
-    finally:
-        controller.stop()
 
 
 CONFIG = """[email]
