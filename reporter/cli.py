@@ -352,6 +352,8 @@ def retry_policy(options: ApiOptions) -> RetryPolicy:
         connect_timeout=options.connect_timeout_seconds,
         read_timeout=options.read_timeout_seconds,
         max_response_bytes=options.max_response_mb * 1024 * 1024,
+        date_format=options.date_format,
+        end_inclusive=options.end_inclusive,
     )
 
 
