@@ -729,6 +729,11 @@ class MagnificClient:
             return False
         return True
 
+    def use_dates(self, form: DateForm) -> None:
+        """Send dates in ``form`` from now on, as found to work (``reporter check``)."""
+        with self._learnt:
+            self._date_form, self._date_form_known = form, True
+
     @property
     def date_form(self) -> DateForm:
         """The date form this client sends now (``auto`` may have switched it)."""
