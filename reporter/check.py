@@ -276,7 +276,16 @@ def api_findings(
         findings.append(date_form_finding(datetime_ok, date_ok, configured.date_format))
         if not (datetime_ok or date_ok):
             return [*findings, _skipped("end_date and report filters")]
-        client.use_dates("datetime" if datetime_ok else "date")
+        # End semantics may differ by form: probe in the one a run will send.
+        accepted = {"datetime": datetime_ok, "date": date_ok}
+        pinned = configured.date_format
+        client.use_dates(
+            pinned
+            if pinned != "auto" and accepted[pinned]
+            else "datetime"
+            if datetime_ok
+            else "date"
+        )
         findings.append(end_finding(client.probe_end(), configured.end_inclusive, client.date_form))
     except ApiError as exc:
         return [*findings, Finding("FAIL", "API", exc.message, hint=exc.hint)]

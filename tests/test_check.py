@@ -460,3 +460,16 @@ def test_end_finding(inclusive: bool | None, configured: bool | str, status: str
     finding = end_finding(probe, configured, "datetime")
     assert finding.status == status
     assert isinstance(finding, Finding)
+
+
+def test_the_end_probe_uses_the_date_form_a_run_will_send(
+    tmp_path: Path, live_data: SandboxData, smtp: SmtpServer
+) -> None:
+    """End semantics may differ by form, so a pinned form that works is the one probed."""
+    with stand_in(live_data, "both", "exclusive") as api:
+        code, lines, _ = check(tmp_path, api, smtp.env(), api_table='[api]\ndate_format = "date"\n')
+    assert code == 0, lines
+    assert line(lines, "end_date").startswith("ok    end_date: exclusive with plain dates")
+    probes = [r.body for r in api.requests if r.body["granularity"] == "day"]
+    assert len(probes) == 2
+    assert all("T" not in body["end_date"] for body in probes)
