@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import httpx
@@ -398,6 +398,8 @@ def retry_policy(options: ApiOptions) -> RetryPolicy:
         connect_timeout=options.connect_timeout_seconds,
         read_timeout=options.read_timeout_seconds,
         max_response_bytes=options.max_response_mb * 1024 * 1024,
+        date_format=options.date_format,
+        end_inclusive=options.end_inclusive,
     )
 
 
@@ -481,6 +483,20 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
 )
 @click.option("--key", help="Accept only this API key (default: any non-empty key).")
 @click.option(
+    "--dates",
+    type=click.Choice(["date", "datetime", "both"]),
+    default="both",
+    show_default=True,
+    help="Date spellings accepted: 2026-10-01, 2026-10-01T00:00:00.000Z or both.",
+)
+@click.option(
+    "--end",
+    type=click.Choice(["inclusive", "exclusive"]),
+    default="inclusive",
+    show_default=True,
+    help="Whether end_date is the range's last day or the day after it.",
+)
+@click.option(
     "--fault",
     "faults",
     multiple=True,
@@ -496,6 +512,8 @@ def sandbox_command(
     seed: int,
     intensity: float,
     key: str | None,
+    dates: Literal["date", "datetime", "both"],
+    end: Literal["inclusive", "exclusive"],
     faults: tuple[str, ...],
 ) -> None:
     """Serve the stand-in Magnific API for template work or deployment tests.
@@ -513,6 +531,8 @@ def sandbox_command(
         api_key=key,
         host=host,
         port=port,
+        dates=dates,
+        end=end,
     )
     for spec in faults:
         try:
@@ -570,6 +590,75 @@ def history_command(state_path: Path, period: str | None) -> None:
                 + ("  " + row[5] if row[5] else "")
             )
         )
+
+
+@cli.command("check")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="TOML config with [email] and [[reports]].",
+)
+@click.option(
+    "--report",
+    "report_names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this report's filters (repeatable). Default: all.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="The output directory `run` will use.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="The delivery ledger `run` will use.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Every API request.")
+def check_command(
+    config_path: Path,
+    report_names: tuple[str, ...],
+    out_dir: Path,
+    state_path: Path,
+    verbose: bool,
+) -> None:
+    """Check the API key, the API's date form and end_date, each report's filters,
+    the SMTP login, --out and the ledger, sending nothing: one line per item.
+
+    Exit status: 0 all good, 1 something needs attention, 2 cannot start (bad
+    config, options or report name). Reads the same environment as `run`.
+
+    \b
+    Example:
+        reporter check --config config/reports.toml
+    """
+    from reporter.check import exit_status, run_checks, summary_line
+
+    _setup_logging(verbose, False)
+    config = load_config(config_path)
+    selected = _select(config, report_names, str(config_path))
+    findings = run_checks(
+        selected,
+        config.api,
+        retry=retry_policy(config.api),
+        environ=os.environ,
+        out_dir=out_dir,
+        state_path=state_path,
+        today=_now().date(),
+    )
+    for finding in findings:
+        click.echo(finding.line())
+    click.echo(summary_line(findings))
+    sys.exit(exit_status(findings))
 
 
 def main() -> None:

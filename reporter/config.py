@@ -74,6 +74,10 @@ class ApiOptions(_Model):
     # A 5,000-person team's month by day is under 200 MB of JSON; 512 leaves room to
     # grow while a runaway body stops long before it exhausts the host's memory.
     max_response_mb: Annotated[int, Field(ge=1, le=16384)] = 512
+    # The documentation types dates as YYYY-MM-DD but sends datetimes, and never says
+    # whether end_date is inclusive: "auto" finds out (see MagnificClient).
+    date_format: Literal["auto", "datetime", "date"] = "auto"
+    end_inclusive: Literal["auto"] | bool = "auto"
 
 
 class ReportConfig(_Model):

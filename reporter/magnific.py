@@ -15,12 +15,13 @@ import itertools
 import json
 import logging
 import operator
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import numpy as np
@@ -49,6 +50,10 @@ KEY_HEADER = "x-magnific-api-key"
 GRANULARITIES: tuple[str, ...] = ("day", "week", "month", "year")
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 MB = 1024 * 1024
+
+DateForm = Literal["datetime", "date"]
+"""How a request spells its dates: ``2026-10-01T00:00:00.000Z`` (the documented example)
+or ``2026-10-01`` (the documented type); the documentation shows both."""
 
 
 # --- request -----------------------------------------------------------------
@@ -97,12 +102,15 @@ class UsageQuery:
             group_ids=tuple(int(v) for v in filters.get("group_ids", ())),
         )
 
-    def body(self) -> dict[str, Any]:
-        """The JSON body, dates spelled as the documented example does."""
+    def body(self, *, dates: DateForm = "datetime", pad_end: bool = False) -> dict[str, Any]:
+        """The JSON body, dates spelled in ``dates`` form (by default as the documented
+        example does); ``pad_end`` sends the day after ``end_date``, for an API whose end
+        is exclusive."""
+        end = self.end_date + dt.timedelta(days=1) if pad_end else self.end_date
         body: dict[str, Any] = {
             "granularity": self.granularity,
-            "start_date": _iso_midnight(self.start_date),
-            "end_date": _iso_midnight(self.end_date),
+            "start_date": spell_date(self.start_date, dates),
+            "end_date": spell_date(end, dates),
         }
         if self.project_references:
             body["project_references"] = list(self.project_references)
@@ -151,8 +159,98 @@ def validate_query_fields(
     return problems
 
 
-def _iso_midnight(day: dt.date) -> str:
-    return f"{day.isoformat()}T00:00:00.000Z"
+def spell_date(day: dt.date, form: DateForm) -> str:
+    """``2026-10-01T00:00:00.000Z`` or ``2026-10-01``."""
+    return f"{day.isoformat()}T00:00:00.000Z" if form == "datetime" else day.isoformat()
+
+
+def end_pad_is_exact(query: UsageQuery) -> bool:
+    """Whether the day after the query's end starts a bucket of its own.
+
+    Then sending that day as ``end_date`` covers exactly the query's days whatever the
+    API's end means: an exclusive end stops before it, and an inclusive end adds one
+    bucket that starts after the query and is dropped. Weeks are taken to start on
+    Monday, as ISO weeks do (the documentation does not say).
+    """
+    following = query.end_date + dt.timedelta(days=1)
+    if query.granularity == "day":
+        return True
+    if query.granularity == "week":
+        return following.weekday() == 0
+    if query.granularity == "month":
+        return following.day == 1
+    return (following.month, following.day) == (1, 1)
+
+
+_DATE_FIELD = re.compile(rb"\b(?:start|end)_date\b")
+
+
+def names_date_field(status: int, body: bytes) -> bool:
+    """Whether an error answer is a refusal of the request's dates: a 400 or 422 whose
+    body names ``start_date`` or ``end_date``."""
+    return status in (400, 422) and _DATE_FIELD.search(body) is not None
+
+
+# --- end_date: inclusive or exclusive ----------------------------------------
+
+PROBE_DAYS = 4
+"""Days the end probe's first request spans, ending yesterday: a few, so that a recent
+day with usage is almost always among them, and few, so that a large team's answer
+stays small."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndProbe:
+    """What the API's ``end_date`` means, as a day-granularity comparison showed it."""
+
+    inclusive: bool | None  # None: the answers could not tell
+    day: dt.date | None  # the day compared
+    reason: str  # one line, for the log and `reporter check`
+
+
+def probe_day(long_end: dt.date, long_days: set[dt.date]) -> dt.date | None:
+    """The latest day with usage strictly before ``long_end``, in an answer that ended
+    on ``long_end``: a day the answer covers whether its end was inclusive or not."""
+    earlier = [day for day in long_days if day < long_end]
+    return max(earlier) if earlier else None
+
+
+def decide_end(
+    long_end: dt.date,
+    long_days: set[dt.date],
+    short_end: dt.date | None,
+    short_days: set[dt.date],
+) -> EndProbe:
+    """Inclusive or exclusive, from two day-granularity answers' days with usage.
+
+    The long answer ended on ``long_end``; ``short_end`` is ``probe_day`` of it, a day
+    with usage that the long answer covers either way. The short answer ends on that
+    day: it has usage on ``short_end`` only if the end is inclusive. The days before
+    ``short_end`` must agree between the two answers, and the short one must have nothing
+    after its end; otherwise the API is not answering like-for-like and nothing is
+    concluded.
+    """
+    if short_end is None or short_end >= long_end or short_end not in long_days:
+        return EndProbe(None, short_end, "no usage on a recent day to compare")
+    if any(day > short_end for day in short_days):
+        return EndProbe(None, short_end, f"the answer ending {short_end} has later days")
+    short_start = short_end - dt.timedelta(days=1)
+    before_long = {day for day in long_days if short_start <= day < short_end}
+    before_short = {day for day in short_days if day < short_end}
+    if before_long != before_short:
+        return EndProbe(None, short_end, "two answers for the same days disagree")
+    if short_end in short_days:
+        return EndProbe(True, short_end, f"an answer ending {short_end} includes that day")
+    return EndProbe(False, short_end, f"an answer ending {short_end} leaves that day out")
+
+
+def usage_days(response: UsageResponse) -> set[dt.date]:
+    """The UTC days of a day-granularity answer that carry any usage."""
+    return {
+        _utc_day(bucket.date)
+        for bucket in response.data
+        if any(c.user_uses > 0 or c.user_credits > 0 for c in bucket.consumptions)
+    }
 
 
 # --- response ----------------------------------------------------------------
@@ -413,7 +511,8 @@ def format_location(loc: Sequence[str | int]) -> str:
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How hard to try: attempts and waits per request, a deadline for the whole request
-    (every attempt, wait and byte of the body), and a cap on one response's size."""
+    (every attempt, wait and byte of the body), and a cap on one response's size; and how
+    to spell what the API's documentation leaves open (``auto``: find out)."""
 
     attempts: int = 5
     initial_wait: float = 0.5
@@ -422,9 +521,15 @@ class RetryPolicy:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     max_response_bytes: int = 512 * MB
+    date_format: Literal["auto", "datetime", "date"] = "auto"
+    end_inclusive: Literal["auto"] | bool = "auto"
 
 
 _ERROR_BODY_LIMIT = 64 * 1024  # an error answer's message is a line, never megabytes
+
+
+class _DatesRefused(ApiRequestError):
+    """The API refused the request's dates (a 400 or 422 naming a date field)."""
 
 
 class _Retryable(Exception):
@@ -487,10 +592,18 @@ class MagnificClient:
         max_in_flight: int = 4,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        today: Callable[[], dt.date] | None = None,
     ) -> None:
         self._settings = settings
         self._sleep = sleep
+        self._today = today or (lambda: dt.datetime.now(dt.UTC).date())
         self._retry = retry or RetryPolicy()
+        # What this run has learnt about the API; shared by every thread, under a lock.
+        self._learnt = threading.Lock()
+        self._date_form: DateForm = "date" if self._retry.date_format == "date" else "datetime"
+        self._date_form_known = self._retry.date_format != "auto"
+        self._end_probe: EndProbe | None = None
+        self._probing = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._http = httpx.Client(
             base_url=settings.base_url,
@@ -517,33 +630,185 @@ class MagnificClient:
     def fetch_usage(self, query: UsageQuery) -> UsageResponse:
         """POST the query, retrying transient failures; return the validated response,
         without buckets outside the query's range (a warning names them)."""
-        response = parse_usage_response(self.fetch_raw(query), query)
-        if response.dropped:
+        pad_end = self._pads_end(query)
+        response = parse_usage_response(self._fetch(query, pad_end=pad_end), query)
+        dropped = response.dropped
+        if pad_end:  # the bucket of the day after the end was asked for, not sent by mistake
+            following = query.end_date + dt.timedelta(days=1)
+            dropped = tuple(day for day in dropped if day != following)
+        if dropped:
             log.warning(
                 "dropped %d bucket%s outside %s..%s: %s",
-                len(response.dropped),
-                "s" if len(response.dropped) != 1 else "",
+                len(dropped),
+                "s" if len(dropped) != 1 else "",
                 query.start_date,
                 query.end_date,
-                _list_dates(response.dropped),
+                _list_dates(dropped),
             )
         return response
 
     def fetch_raw(self, query: UsageQuery) -> bytes:
         """The response body of a successful request, as bytes.
 
-        ``total_timeout`` is a deadline for the whole request: retries stop before a wait
-        would cross it, and each attempt's timeouts and body reading are held to what is
-        left, so a server trickling a byte a second cannot stretch a run indefinitely.
+        When the end is padded (see ``_pads_end``) the body may hold a bucket starting
+        the day after the query's end; ``parse_usage_response(body, query)`` drops it.
+        """
+        return self._fetch(query, pad_end=self._pads_end(query))
+
+    # --- what the documentation leaves open ----------------------------------------
+
+    def _pads_end(self, query: UsageQuery) -> bool:
+        """Whether to send the day after the query's end, so that the answer covers
+        exactly its days: always for an exclusive end, never for an inclusive one, and
+        with ``auto`` whenever that is exact either way (``end_pad_is_exact``), which is
+        every query a monthly run makes; otherwise as the end probe found."""
+        setting = self._retry.end_inclusive
+        if setting != "auto":
+            return setting is False
+        if end_pad_is_exact(query):
+            return True
+        return self.end_semantics().inclusive is False
+
+    def end_semantics(self) -> EndProbe:
+        """The API's end semantics, probed once per client (two small requests) and kept.
+
+        A probe that fails or cannot tell is kept too, so a run never probes twice; the
+        client then sends ends as they are, the documented example's reading, and says so
+        once. A rejected key is raised: nothing else can work either.
+        """
+        with self._probing:
+            if self._end_probe is None:
+                try:
+                    probe = self.probe_end()
+                except ApiAuthError:
+                    raise
+                except ApiError as exc:
+                    probe = EndProbe(None, None, f"the probe failed: {exc.message}")
+                if probe.inclusive is None:
+                    log.warning(
+                        "cannot tell whether the API's end_date is inclusive (%s); sending"
+                        " ends as they are, which loses a range's last day if it is"
+                        " exclusive. Set [api] end_inclusive in the config to say.",
+                        probe.reason,
+                    )
+                else:
+                    log.info(
+                        "the API's end_date is %s (%s)",
+                        "inclusive" if probe.inclusive else "exclusive",
+                        probe.reason,
+                    )
+                self._end_probe = probe
+            return self._end_probe
+
+    def probe_end(self) -> EndProbe:
+        """Ask for the last few complete days by day, then again ending on the latest of
+        them with usage: the second answer has that day only if the end is inclusive."""
+        long_end = self._today() - dt.timedelta(days=1)
+        long_start = long_end - dt.timedelta(days=PROBE_DAYS - 1)
+        long_days = self._probe_days(UsageQuery("day", long_start, long_end))
+        short_end = probe_day(long_end, long_days)
+        if short_end is None:
+            return decide_end(long_end, long_days, None, set())
+        short_start = short_end - dt.timedelta(days=1)
+        short_days = self._probe_days(UsageQuery("day", short_start, short_end))
+        return decide_end(long_end, long_days, short_end, short_days)
+
+    def _probe_days(self, query: UsageQuery) -> set[dt.date]:
+        # Parsed without the query: a day past the end must be seen, not dropped.
+        return usage_days(parse_usage_response(self._fetch(query, pad_end=False)))
+
+    def accepts_dates(self, form: DateForm) -> bool:
+        """Whether the API takes dates spelled in ``form``: one small request (the last
+        two complete days as one month bucket), without adapting. A rejected key raises
+        ``ApiAuthError``; other failures raise as usual."""
+        last = self._today() - dt.timedelta(days=1)
+        query = UsageQuery("month", last - dt.timedelta(days=1), last)
+        try:
+            self._fetch_as(query, form, pad_end=False, deadline=self._deadline())
+        except _DatesRefused:
+            return False
+        return True
+
+    def use_dates(self, form: DateForm) -> None:
+        """Send dates in ``form`` from now on, as found to work (``reporter check``)."""
+        with self._learnt:
+            self._date_form, self._date_form_known = form, True
+
+    @property
+    def date_form(self) -> DateForm:
+        """The date form this client sends now (``auto`` may have switched it)."""
+        with self._learnt:
+            return self._date_form
+
+    # --- requests ----------------------------------------------------------------
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self._retry.total_timeout
+
+    def _fetch(self, query: UsageQuery, *, pad_end: bool) -> bytes:
+        """One request, in the date form that works: with ``auto``, a refusal naming a
+        date field is retried once in the other form, which is then kept for the run."""
+        deadline = self._deadline()
+        form = self.date_form
+        try:
+            content = self._fetch_as(query, form, pad_end=pad_end, deadline=deadline)
+        except _DatesRefused as refused:
+            other = self._alternative(form)
+            if other is None:
+                raise
+            try:
+                content = self._fetch_as(query, other, pad_end=pad_end, deadline=deadline)
+            except _DatesRefused:
+                raise refused from None  # not the form, then: the first answer says why
+            self._learn_form(other, refused)
+            return content
+        self._learn_form(form, None)
+        return content
+
+    def _alternative(self, refused: DateForm) -> DateForm | None:
+        """The form to try after ``refused`` was refused, if any."""
+        with self._learnt:
+            if self._retry.date_format != "auto":
+                return None
+            if self._date_form != refused:  # another request has switched meanwhile
+                return self._date_form
+            if self._date_form_known:  # it worked before: the dates themselves are wrong
+                return None
+            return "date" if refused == "datetime" else "datetime"
+
+    def _learn_form(self, form: DateForm, refused: _DatesRefused | None) -> None:
+        with self._learnt:
+            if self._date_form == form:
+                self._date_form_known = True
+                return
+            if refused is None:
+                return
+            self._date_form, self._date_form_known = form, True
+        log.warning(
+            "%s; sending %s dates from now on. Set [api] date_format = %r in the config"
+            " to skip the refused request.",
+            refused.message,
+            "plain (YYYY-MM-DD)" if form == "date" else "datetime",
+            form,
+        )
+
+    def _fetch_as(
+        self, query: UsageQuery, form: DateForm, *, pad_end: bool, deadline: float
+    ) -> bytes:
+        """The body of a successful request sent in ``form``.
+
+        ``deadline`` covers the whole request: retries stop before a wait would cross
+        it, and each attempt's timeouts and body reading are held to what is left, so a
+        server trickling a byte a second cannot stretch a run indefinitely.
         """
         started = time.monotonic()
-        deadline = started + self._retry.total_timeout
+        left = max(0.0, deadline - started)
+        body = query.body(dates=form, pad_end=pad_end)
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(_Retryable),
             wait=_WaitRetryAfter(self._retry),
             stop=(
-                tenacity.stop_after_attempt(self._retry.attempts)
-                | tenacity.stop_before_delay(self._retry.total_timeout)
+                tenacity.stop_after_attempt(self._retry.attempts) | tenacity.stop_before_delay(left)
             ),
             before_sleep=self._log_retry,
             sleep=self._sleep,
@@ -554,7 +819,7 @@ class MagnificClient:
             for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    content = self._attempt(query, deadline)
+                    content = self._attempt(query, body, deadline)
         except _Retryable as exc:
             elapsed = time.monotonic() - started
             raise ApiUnavailableError(
@@ -579,16 +844,25 @@ class MagnificClient:
     def _url(self) -> str:
         return f"{self._settings.base_url}{ENDPOINT}"
 
-    def _attempt(self, query: UsageQuery, deadline: float) -> bytes:
+    def _attempt(self, query: UsageQuery, sent: dict[str, Any], deadline: float) -> bytes:
         if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise self._past_deadline("still waiting for a free connection")
         try:
-            status, body, headers = self._exchange(query, deadline)
+            status, body, headers = self._exchange(query, sent, deadline)
         finally:
             self._slots.release()
         if status == 200:
             return body
         message = _api_message(body)
+        if names_date_field(status, body):
+            raise _DatesRefused(
+                f"the Magnific API refused the request's dates ({status})"
+                + (f": {message}" if message else ""),
+                status=status,
+                url=self._url(),
+                hint='set [api] date_format in the config to "auto" (the default),'
+                ' "datetime" or "date"; check the period asked for',
+            )
         if status in _RETRYABLE_STATUS:
             raise _Retryable(
                 f"HTTP {status}{': ' + message if message else ''}",
@@ -618,7 +892,9 @@ class MagnificClient:
             url=self._url(),
         )
 
-    def _exchange(self, query: UsageQuery, deadline: float) -> tuple[int, bytes, httpx.Headers]:
+    def _exchange(
+        self, query: UsageQuery, sent: dict[str, Any], deadline: float
+    ) -> tuple[int, bytes, httpx.Headers]:
         """One POST, its body streamed in: status, body (an error's only in part), headers."""
         started = time.monotonic()
         left = deadline - started
@@ -632,7 +908,7 @@ class MagnificClient:
         headers = {KEY_HEADER: self._settings.key.get_secret_value()}
         try:
             with self._http.stream(
-                "POST", ENDPOINT, json=query.body(), headers=headers, timeout=timeout
+                "POST", ENDPOINT, json=sent, headers=headers, timeout=timeout
             ) as response:
                 status = response.status_code
                 log.debug(

@@ -212,6 +212,27 @@ class SmtpSender:
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def verify(self) -> str:
+        """Connect, secure and log in exactly as a send would, then QUIT without sending:
+        proves the settings on the day they are set rather than on the 1st of the month.
+        Returns what was checked; raises ``DeliveryError`` naming what failed."""
+        try:
+            conn = self._connect()
+        except _Transient as exc:
+            raise DeliveryError(
+                str(exc),
+                transient=True,
+                hint="check SMTP_HOST and SMTP_PORT, and that this machine may reach the server",
+            ) from None
+        try:
+            conn.quit()
+        except (OSError, smtplib.SMTPException):
+            conn.close()
+        s = self._settings
+        secured = {"starttls": "STARTTLS", "ssl": "TLS", "none": "no encryption"}[s.security]
+        login = f"logged in as {s.username}" if s.username else "no login (SMTP_USERNAME unset)"
+        return f"{self._where()}, {secured}, {login}"
+
     def _where(self) -> str:
         return f"{self._settings.host}:{self._settings.port}"
 

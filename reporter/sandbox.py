@@ -8,7 +8,10 @@ requests as the API would and can inject faults, so that tests, ``reporter
 demo`` and template authors exercise the same code paths as production.
 
 Where the contract is silent the sandbox picks one reading and says so:
-weeks start on Monday, ``end_date`` is inclusive, empty buckets are omitted.
+weeks start on Monday and empty buckets are omitted. Where it contradicts itself
+the sandbox can play either side, so that the client is tested against each:
+``dates`` accepts ``2026-10-01T00:00:00.000Z``, ``2026-10-01`` or (the default)
+both, and ``end`` makes ``end_date`` inclusive (the default) or exclusive.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -230,6 +233,11 @@ def _month_rows(team: Team, year: int, month: int) -> pd.DataFrame:
 
 # --- answering a request (pure) ----------------------------------------------
 
+DateForms = Literal["date", "datetime", "both"]
+EndMeaning = Literal["inclusive", "exclusive"]
+DATE_FORMS: tuple[DateForms, ...] = ("date", "datetime", "both")
+END_MEANINGS: tuple[EndMeaning, ...] = ("inclusive", "exclusive")
+
 
 class SandboxData:
     """The dataset and the endpoint's logic, without HTTP; months are generated once."""
@@ -257,13 +265,17 @@ class SandboxData:
         mask = (frame["date"] >= pd.Timestamp(first)) & (frame["date"] <= pd.Timestamp(last))
         return frame.loc[mask]
 
-    def answer(self, body: Any) -> tuple[int, dict[str, Any]]:
-        """Status and JSON payload for a request body, as the API would answer it."""
+    def answer(
+        self, body: Any, *, dates: DateForms = "both", end: EndMeaning = "inclusive"
+    ) -> tuple[int, dict[str, Any]]:
+        """Status and JSON payload for a request body, as the API would answer it, taking
+        dates in the ``dates`` form(s) and reading ``end_date`` as ``end`` says."""
         try:
-            query = _parse_body(body, self.today)
+            query = _parse_body(body, self.today, dates)
         except ValueError as exc:
             return HTTPStatus.UNPROCESSABLE_ENTITY, {"message": str(exc)}
-        rows = self.rows(query["start"], query["end"])
+        last = query["end"] - dt.timedelta(days=1 if end == "exclusive" else 0)
+        rows = self.rows(query["start"], last)
         rows = self._filter(rows, query)
         return HTTPStatus.OK, {"data": self._buckets(rows, query["granularity"])}
 
@@ -385,13 +397,13 @@ def _bucket_start(dates: pd.Series, granularity: str) -> pd.Series:
     return starts
 
 
-def _parse_body(body: Any, today: dt.date) -> dict[str, Any]:
+def _parse_body(body: Any, today: dt.date, dates: DateForms = "both") -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValueError("request body must be a JSON object")
     granularity = body.get("granularity", "day")
-    end = _parse_date(body.get("end_date"), "end_date") if "end_date" in body else today
+    end = _parse_date(body.get("end_date"), "end_date", dates) if "end_date" in body else today
     start = (
-        _parse_date(body.get("start_date"), "start_date")
+        _parse_date(body.get("start_date"), "start_date", dates)
         if "start_date" in body
         else end - dt.timedelta(days=7)
     )
@@ -409,9 +421,17 @@ def _parse_body(body: Any, today: dt.date) -> dict[str, Any]:
     return {"granularity": granularity, "start": start, "end": end, **lists}
 
 
-def _parse_date(value: Any, name: str) -> dt.date:
+_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})")
+
+
+def _parse_date(value: Any, name: str, dates: DateForms = "both") -> dt.date:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a date string")
+    if dates == "date" and not _PLAIN_DATE.fullmatch(value):
+        raise ValueError(f"{name} must be a date (YYYY-MM-DD), got {value!r}")
+    if dates == "datetime" and not _DATETIME.fullmatch(value):
+        raise ValueError(f"{name} must be an ISO 8601 date-time, got {value!r}")
     try:
         return dt.date.fromisoformat(value[:10])
     except ValueError:
@@ -507,6 +527,8 @@ class SandboxServer:
     in_flight: int = 0
     peak_in_flight: int = 0  # most requests being answered at once, for concurrency tests
     cache_responses: bool = False  # answer a repeated body from memory (benchmarks)
+    dates: DateForms = "both"  # the date spellings accepted: "date", "datetime" or "both"
+    end: EndMeaning = "inclusive"  # what end_date means
     _answers: dict[str, tuple[int, bytes]] = field(default_factory=dict, init=False, repr=False)
     _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -533,13 +555,13 @@ class SandboxServer:
     def respond(self, body: Any) -> tuple[int, bytes]:
         """Status and JSON bytes for a request body, from memory if asked and seen before."""
         if not self.cache_responses:
-            status, payload = self.data.answer(body)
+            status, payload = self.data.answer(body, dates=self.dates, end=self.end)
             return status, dumps(payload)
         key = json.dumps(body, sort_keys=True)
         with self._lock:
             cached = self._answers.get(key)
         if cached is None:
-            status, payload = self.data.answer(body)
+            status, payload = self.data.answer(body, dates=self.dates, end=self.end)
             cached = status, dumps(payload)
             with self._lock:
                 self._answers[key] = cached

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import email.utils
 import json
 import logging
 import time
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -24,12 +26,26 @@ from reporter.magnific import (
     MagnificClient,
     RetryPolicy,
     UsageQuery,
+    UsageResponse,
+    decide_end,
+    end_pad_is_exact,
+    names_date_field,
     parse_retry_after,
     parse_usage_response,
+    probe_day,
 )
 from reporter.periods import Granularity
-from reporter.sandbox import Fault, SandboxServer
-from tests.conftest import API_KEY, free_port
+from reporter.sandbox import (
+    DATE_FORMS,
+    END_MEANINGS,
+    DateForms,
+    EndMeaning,
+    Fault,
+    SandboxData,
+    SandboxServer,
+    synthetic_team,
+)
+from tests.conftest import API_KEY, TODAY, free_port
 
 OCTOBER = UsageQuery("day", dt.date(2026, 10, 1), dt.date(2026, 10, 31))
 FAST = RetryPolicy(
@@ -77,7 +93,8 @@ def test_request_carries_key_header_documented_dates_and_filters(api: SandboxSer
         api_key_ids=("api-key-1",),
         group_ids=(10, 20),
     )
-    with client_for(api.url) as client:
+    # An end pinned as inclusive is sent as it is (``auto`` pads it: see test_end_*).
+    with client_for(api.url, retry=dataclasses.replace(FAST, end_inclusive=True)) as client:
         client.fetch_usage(query)
     (request,) = api.requests
     assert request.had_key
@@ -510,3 +527,233 @@ def test_a_body_under_the_cap_is_read_whole(api: SandboxServer) -> None:
     policy = RetryPolicy(max_response_bytes=3 * 1024 * 1024)
     with client_for(api.url, retry=policy) as client:
         assert totals(client) == clean
+
+
+# --- what the documentation leaves open: date form and end_date ---------------------------
+
+D = dt.date
+
+
+@pytest.mark.parametrize(
+    ("long_days", "short_days", "inclusive", "day"),
+    [
+        # The long answer ended on the 24th; the latest day with usage before it is the 23rd.
+        (
+            {D(2026, 11, 21), D(2026, 11, 22), D(2026, 11, 23)},
+            {D(2026, 11, 22), D(2026, 11, 23)},
+            True,
+            D(2026, 11, 23),
+        ),
+        (
+            {D(2026, 11, 21), D(2026, 11, 22), D(2026, 11, 23)},
+            {D(2026, 11, 22)},
+            False,
+            D(2026, 11, 23),
+        ),
+        # The 22nd had no usage: the short answer is empty when exclusive.
+        ({D(2026, 11, 23), D(2026, 11, 24)}, set(), False, D(2026, 11, 23)),
+        # Usage only on the long answer's end day: nothing before it to compare.
+        ({D(2026, 11, 24)}, set(), None, None),
+        (set(), set(), None, None),
+    ],
+)
+def test_end_probe_decides_from_the_day_before_the_long_answers_end(
+    long_days: set[dt.date], short_days: set[dt.date], inclusive: bool | None, day: dt.date | None
+) -> None:
+    long_end = D(2026, 11, 24)
+    short_end = probe_day(long_end, long_days)
+    assert short_end == day
+    assert decide_end(long_end, long_days, short_end, short_days).inclusive is inclusive
+
+
+@pytest.mark.parametrize(
+    "short_days",
+    [
+        {D(2026, 11, 22), D(2026, 11, 23), D(2026, 11, 24)},  # a day after its end
+        {D(2026, 11, 23)},  # the 22nd had usage in the long answer, not in this one
+    ],
+)
+def test_end_probe_concludes_nothing_from_answers_that_disagree(short_days: set[dt.date]) -> None:
+    long_days = {D(2026, 11, 22), D(2026, 11, 23)}
+    probe = decide_end(D(2026, 11, 24), long_days, D(2026, 11, 23), short_days)
+    assert probe.inclusive is None
+    assert probe.reason
+
+
+@pytest.mark.parametrize(
+    ("granularity", "end", "exact"),
+    [
+        ("day", D(2026, 10, 14), True),
+        ("month", D(2026, 10, 31), True),
+        ("month", D(2026, 10, 30), False),
+        ("week", D(2026, 10, 25), True),  # a Sunday: the next bucket starts on Monday
+        ("week", D(2026, 10, 14), False),
+        ("year", D(2026, 12, 31), True),
+        ("year", D(2026, 10, 31), False),
+    ],
+)
+def test_padding_the_end_is_exact_when_the_next_day_starts_a_bucket(
+    granularity: Granularity, end: dt.date, exact: bool
+) -> None:
+    assert end_pad_is_exact(UsageQuery(granularity, D(2026, 1, 1), end)) is exact
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "named"),
+    [
+        (422, b'{"message": "start_date must be a date (YYYY-MM-DD)"}', True),
+        (400, b'{"detail": [{"loc": ["body", "end_date"], "msg": "invalid"}]}', True),
+        (422, b'{"message": "group id 0 must be an integer >= 1"}', False),
+        (503, b'{"message": "end_date service down"}', False),
+        (422, b'{"message": "bad start_dates"}', False),
+    ],
+)
+def test_a_date_refusal_is_a_400_or_422_naming_a_date_field(
+    status: int, body: bytes, named: bool
+) -> None:
+    assert names_date_field(status, body) is named
+
+
+def sandbox_for(sandbox_data: SandboxData, dates: DateForms, end: EndMeaning) -> SandboxServer:
+    return SandboxServer(sandbox_data, api_key=API_KEY, dates=dates, end=end)
+
+
+def adapting_client(url: str, **policy: Any) -> MagnificClient:
+    return MagnificClient(
+        ApiSettings(SecretStr(API_KEY), url),
+        retry=dataclasses.replace(FAST, **policy),
+        sleep=Sleeps(),
+        today=lambda: TODAY,
+    )
+
+
+def credits_from_data(sandbox_data: SandboxData, start: dt.date, end: dt.date) -> int:
+    """The stand-in's own rows for those days, summed: no HTTP, no end semantics."""
+    return int(sandbox_data.rows(start, end)["credits"].sum())
+
+
+def credits_of(response: UsageResponse) -> int:
+    return int(sum(c.user_credits for b in response.data for c in b.consumptions))
+
+
+@pytest.mark.parametrize("end", END_MEANINGS)
+@pytest.mark.parametrize("dates", DATE_FORMS)
+def test_auto_covers_exactly_the_asked_days_against_every_api_reading(
+    sandbox_data: SandboxData,
+    dates: DateForms,
+    end: EndMeaning,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """October by day, the months of a year by month, and weeks ending on a Wednesday
+    (where padding the end is not exact, so the probe decides) all match the data."""
+    weeks = UsageQuery("week", D(2026, 9, 28), D(2026, 10, 14))
+    assert credits_from_data(sandbox_data, D(2026, 10, 14), D(2026, 10, 14)) > 0
+    history = UsageQuery("month", D(2026, 1, 1), D(2026, 10, 31))
+    with sandbox_for(sandbox_data, dates, end) as api, adapting_client(api.url) as client:
+        october = client.fetch_usage(OCTOBER)
+        by_month = client.fetch_usage(history)
+        by_week = client.fetch_usage(weeks)
+        again = client.fetch_usage(weeks)
+        assert client.date_form == ("date" if dates == "date" else "datetime")
+    assert credits_of(october) == credits_from_data(sandbox_data, D(2026, 10, 1), D(2026, 10, 31))
+    assert [b.date.date() for b in october.data][-1] <= D(2026, 10, 31)
+    assert credits_of(by_month) == credits_from_data(sandbox_data, D(2026, 1, 1), D(2026, 10, 31))
+    assert [b.date.month for b in by_month.data] == list(range(1, 11))
+    assert credits_of(by_week) == credits_of(again)
+    assert credits_of(by_week) == credits_from_data(sandbox_data, D(2026, 9, 28), D(2026, 10, 14))
+    refused = [r for r in api.requests if r.status == 422]
+    # One refused request per run at most, and said once; the end probe is two requests.
+    assert len(refused) == (1 if dates == "date" else 0)
+    assert caplog.text.count("sending plain (YYYY-MM-DD) dates from now on") == len(refused)
+    assert len(api.requests) == 4 + 2 + len(refused)
+    assert "dropped" not in caplog.text
+
+
+@pytest.mark.parametrize("end", END_MEANINGS)
+@pytest.mark.parametrize("dates", DATE_FORMS)
+def test_the_end_probe_names_what_the_api_does(
+    sandbox_data: SandboxData, dates: DateForms, end: EndMeaning
+) -> None:
+    with sandbox_for(sandbox_data, dates, end) as api, adapting_client(api.url) as client:
+        probe = client.probe_end()
+        forms = {form: client.accepts_dates(form) for form in ("datetime", "date")}
+    assert probe.inclusive is (end == "inclusive")
+    assert probe.day is not None
+    assert probe.day < TODAY - dt.timedelta(days=1)
+    assert forms == {"datetime": dates != "date", "date": dates != "datetime"}
+
+
+def test_a_pinned_date_format_the_api_refuses_is_a_clear_error_sent_once(
+    sandbox_data: SandboxData,
+) -> None:
+    with (
+        sandbox_for(sandbox_data, "date", "inclusive") as api,
+        adapting_client(api.url, date_format="datetime") as client,
+        pytest.raises(ApiRequestError) as caught,
+    ):
+        client.fetch_usage(OCTOBER)
+    assert str(caught.value) == (
+        "the Magnific API refused the request's dates (422): end_date must be a date"
+        " (YYYY-MM-DD), got '2026-11-01T00:00:00.000Z'"
+    )
+    assert caught.value.hint is not None
+    assert "[api] date_format" in caught.value.hint
+    assert len(api.requests) == 1
+
+
+def test_refused_dates_that_no_form_fixes_give_the_first_refusal(
+    sandbox_data: SandboxData,
+) -> None:
+    """A period after its end names end_date in both forms: not a form problem."""
+    backwards = UsageQuery.__new__(UsageQuery)
+    for name, value in {
+        "granularity": "day",
+        "start_date": D(2026, 10, 31),
+        "end_date": D(2026, 10, 1),
+        "project_references": (),
+        "api_key_ids": (),
+        "group_ids": (),
+    }.items():
+        object.__setattr__(backwards, name, value)
+    with (
+        sandbox_for(sandbox_data, "both", "inclusive") as api,
+        adapting_client(api.url, end_inclusive=True) as client,
+        pytest.raises(ApiRequestError) as caught,
+    ):
+        client.fetch_usage(backwards)
+    assert "start_date 2026-10-31 is after end_date 2026-10-01" in str(caught.value)
+    assert [r.body["end_date"] for r in api.requests] == ["2026-10-01T00:00:00.000Z", "2026-10-01"]
+    assert client.date_form == "datetime"
+
+
+@pytest.mark.parametrize(("pinned", "sent_end"), [(True, "2026-10-14"), (False, "2026-10-15")])
+def test_a_pinned_end_is_obeyed_without_probing(
+    sandbox_data: SandboxData, pinned: bool, sent_end: str
+) -> None:
+    weeks = UsageQuery("week", D(2026, 9, 28), D(2026, 10, 14))
+    with (
+        sandbox_for(sandbox_data, "date", "exclusive") as api,
+        adapting_client(api.url, end_inclusive=pinned, date_format="date") as client,
+    ):
+        client.fetch_usage(weeks)
+    assert [r.body["end_date"] for r in api.requests] == [sent_end]
+
+
+def test_an_inconclusive_probe_sends_ends_as_they_are_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A team with no usage in the last days: the probe cannot tell."""
+    quiet = SandboxData(synthetic_team(users=48, seed=7), today=D(2023, 12, 20))
+    weeks = UsageQuery("week", D(2023, 11, 27), D(2023, 12, 13))
+    with (
+        SandboxServer(quiet, api_key=API_KEY, end="exclusive") as api,
+        MagnificClient(
+            ApiSettings(SecretStr(API_KEY), api.url), retry=FAST, today=lambda: D(2023, 12, 20)
+        ) as client,
+    ):
+        client.fetch_usage(weeks)
+        client.fetch_usage(weeks)
+    probes, sent = api.requests[:1], api.requests[1:]
+    assert [r.body["end_date"][:10] for r in probes] == ["2023-12-19"]
+    assert [r.body["end_date"][:10] for r in sent] == ["2023-12-13", "2023-12-13"]
+    assert caplog.text.count("cannot tell whether the API's end_date is inclusive") == 1

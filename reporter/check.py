@@ -1,0 +1,360 @@
+"""``reporter check``: first contact with the API, the mail server and the disk, sending
+nothing.
+
+The documentation of the one endpoint we read contradicts itself on the date form and is
+silent on whether ``end_date`` is inclusive; a wrong guess fails or shortens every report
+on the 1st, in front of its readers. ``check`` finds out beforehand, together with filters
+that match nothing and a mail login that is refused.
+
+Each item is a ``Finding``. What an answer means (is the date setting right, does a filter
+look wrong) is decided by pure functions on values; ``run_checks`` does the I/O through the
+client and sender it is given and collects the findings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from reporter.config import ApiOptions, ReportConfig
+from reporter.environment import api_settings, smtp_settings
+from reporter.errors import ApiAuthError, ApiError, DeliveryError, ReporterError, UsageError
+from reporter.ledger import Ledger
+from reporter.magnific import EndProbe, MagnificClient, RetryPolicy, UsageQuery, UsageResponse
+from reporter.mail import SmtpSender
+from reporter.periods import last_complete_month
+
+Status = Literal["ok", "note", "skip", "FAIL"]
+
+FILTER_MONTHS = 3
+"""Complete months a filter value must show usage in before ``check`` calls it suspect."""
+
+_FILTER_NAMES = {
+    "project_references": "project reference",
+    "api_key_ids": "API key id",
+    "group_ids": "group id",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One checked item: ``FAIL`` needs attention (exit 1); ``note`` and ``skip`` do not."""
+
+    status: Status
+    item: str
+    detail: str
+    hint: str | None = None
+
+    def line(self) -> str:
+        return f"{self.status:<4}  {self.item}: {self.detail}" + (
+            f" Hint: {self.hint}" if self.hint else ""
+        )
+
+
+def exit_status(findings: Sequence[Finding]) -> int:
+    return 1 if any(f.status == "FAIL" for f in findings) else 0
+
+
+def summary_line(findings: Sequence[Finding]) -> str:
+    failed = sum(f.status == "FAIL" for f in findings)
+    if failed:
+        return f"{failed} of {len(findings)} item(s) need attention; nothing was sent."
+    return f"All {len(findings)} item(s) OK; nothing was sent."
+
+
+# --- decisions (pure) ----------------------------------------------------------
+
+
+def date_form_finding(datetime_ok: bool, date_ok: bool, configured: str) -> Finding:
+    """What the API's answers to each date form mean for ``[api] date_format``."""
+    item = "date format"
+    spelled = {
+        "datetime": "datetimes (2026-10-01T00:00:00.000Z)",
+        "date": "plain dates (2026-10-01)",
+    }
+    if not (datetime_ok or date_ok):
+        return Finding(
+            "FAIL",
+            item,
+            "the API refused the dates in both forms",
+            hint="run with -v to see its answers, and report it to Magnific",
+        )
+    if datetime_ok and date_ok:
+        return Finding("ok", item, f"the API accepts {spelled['datetime']} and {spelled['date']}")
+    accepted = "datetime" if datetime_ok else "date"
+    only = f"the API accepts only {spelled[accepted]}"
+    if configured == accepted:
+        return Finding("ok", item, f'{only}; [api] date_format = "{accepted}" matches')
+    if configured == "auto" and accepted == "datetime":
+        return Finding("ok", item, f"{only}; date_format = auto sends them")
+    if configured == "auto":
+        return Finding(
+            "ok",
+            item,
+            f"{only}; date_format = auto switches to them after one refused request per run",
+            hint=f'set [api] date_format = "{accepted}" to skip that request',
+        )
+    return Finding(
+        "FAIL",
+        item,
+        f'{only}, but [api] date_format = "{configured}": every request would be refused',
+        hint=f'set [api] date_format = "{accepted}" or "auto" in the config',
+    )
+
+
+def end_finding(probe: EndProbe, configured: bool | str, date_form: str) -> Finding:
+    """What the end probe found, and whether ``[api] end_inclusive`` agrees."""
+    item = "end_date"
+    if probe.inclusive is None:
+        return Finding(
+            "note",
+            item,
+            f"cannot tell whether it is inclusive ({probe.reason}); monthly runs are exact"
+            " either way (the day after the end starts its own bucket)",
+            hint="run check again on a day after the team has used the API, or set"
+            " [api] end_inclusive once you know",
+        )
+    meaning = "inclusive" if probe.inclusive else "exclusive"
+    spelled = "plain" if date_form == "date" else date_form
+    found = f"{meaning} with {spelled} dates ({probe.reason})"
+    if configured == "auto" or configured is probe.inclusive:
+        return Finding(
+            "ok", item, found + ("" if probe.inclusive else "; reporter sends the day after")
+        )
+    loss = (
+        "every report would lose its last day"
+        if not probe.inclusive
+        else "a range that ends inside a week, month or year bucket would gain a day"
+    )
+    return Finding(
+        "FAIL",
+        item,
+        f"{found}, but [api] end_inclusive = {str(configured).lower()}: {loss}",
+        hint=f'set [api] end_inclusive = "auto" or {str(probe.inclusive).lower()}',
+    )
+
+
+FilterValue = tuple[str, str | int]  # ("group_ids", 10)
+
+
+def filter_values(report: ReportConfig) -> list[FilterValue]:
+    return [(name, value) for name, values in report.filters.items() for value in values]
+
+
+def filter_findings(
+    report: str,
+    window: str,
+    combined_credits: float | None,
+    credits_by_value: Mapping[FilterValue, float],
+) -> list[Finding]:
+    """A report's filters judged by their usage over ``window``.
+
+    ``combined_credits`` is the report's own request (None: it has no filters);
+    ``credits_by_value`` each value alone, asked only when the report's request found
+    nothing. A value with no usage at all is named: a typo there does not fail a run, it
+    sends an empty report every month.
+    """
+    item = f"report {report}"
+    if combined_credits is None:
+        return [Finding("ok", item, "no filters: the whole team")]
+    if combined_credits > 0:
+        return [
+            Finding("ok", item, f"its filters match {combined_credits:,.0f} credits in {window}")
+        ]
+    empty = [value for value, credits in credits_by_value.items() if credits <= 0]
+    if not empty:
+        return [
+            Finding(
+                "FAIL",
+                item,
+                f"each filter has usage in {window}, but together they match none:"
+                " is the combination right?",
+                hint="filters of different kinds must all hold at once (a project AND a group)",
+            )
+        ]
+    return [
+        Finding(
+            "FAIL",
+            item,
+            f"{_FILTER_NAMES[name]} {value} has no usage at all in {window}: is it right?",
+            hint=f"check {name} in the config against the Magnific dashboard",
+        )
+        for name, value in empty
+    ]
+
+
+def credits_of(response: UsageResponse) -> float:
+    return sum(c.user_credits for bucket in response.data for c in bucket.consumptions)
+
+
+# --- I/O -----------------------------------------------------------------------
+
+
+def directory_problem(path: Path) -> str | None:
+    """Why files cannot be written in directory ``path`` (created when missing), or None.
+
+    Writes one temporary file in the nearest directory that exists, removed at once,
+    rather than trusting permission bits (root ignores them; a read-only mount does not).
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"cannot write in {existing}: {exc.strerror}"
+    return None
+
+
+def out_finding(out_dir: Path) -> Finding:
+    problem = directory_problem(out_dir)
+    if problem:
+        return Finding(
+            "FAIL", f"--out {out_dir}", problem, hint="pass --out with a writable directory"
+        )
+    return Finding(
+        "ok", f"--out {out_dir}", "writable" + ("" if out_dir.exists() else " (will be created)")
+    )
+
+
+def ledger_finding(state_path: Path) -> Finding:
+    """An existing ledger is opened as a run would (a foreign or corrupt file is refused);
+    a missing one is not created, only its directory checked."""
+    item = f"ledger {state_path}"
+    if state_path.exists():
+        try:
+            Ledger(state_path).close()
+        except UsageError as exc:
+            return Finding("FAIL", item, exc.message, hint=exc.hint)
+        return Finding("ok", item, "an existing delivery ledger, opened")
+    problem = directory_problem(state_path.parent)
+    if problem:
+        return Finding("FAIL", item, problem, hint="pass --state with a writable path")
+    return Finding("ok", item, "writable (will be created by the first run)")
+
+
+class Verifier(Protocol):
+    def verify(self) -> str: ...
+
+
+def smtp_finding(make_sender: Callable[[], Verifier]) -> Finding:
+    """Connect, TLS and AUTH as configured, then QUIT: nothing is sent. ``make_sender``
+    reads the environment, so that a missing SMTP_HOST is a finding too."""
+    try:
+        detail = make_sender().verify()
+    except (UsageError, DeliveryError) as exc:
+        return Finding("FAIL", "SMTP", exc.message, hint=exc.hint)
+    return Finding("ok", "SMTP", f"{detail}; nothing sent")
+
+
+def api_findings(
+    client: MagnificClient,
+    reports: Sequence[ReportConfig],
+    configured: ApiOptions,
+    *,
+    base_url: str,
+    today: dt.date,
+) -> list[Finding]:
+    """The key, the date form, end_date and each report's filters."""
+    try:
+        datetime_ok = client.accepts_dates("datetime")
+    except ApiAuthError as exc:
+        return [Finding("FAIL", "API key", exc.message, hint=exc.hint), _skipped()]
+    except ApiError as exc:
+        return [Finding("FAIL", "API", exc.message, hint=exc.hint), _skipped()]
+    findings = [Finding("ok", "API key", f"accepted by {base_url}")]
+    try:
+        date_ok = client.accepts_dates("date")
+        findings.append(date_form_finding(datetime_ok, date_ok, configured.date_format))
+        if not (datetime_ok or date_ok):
+            return [*findings, _skipped("end_date and report filters")]
+        # End semantics may differ by form: probe in the one a run will send.
+        accepted = {"datetime": datetime_ok, "date": date_ok}
+        pinned = configured.date_format
+        client.use_dates(
+            pinned
+            if pinned != "auto" and accepted[pinned]
+            else "datetime"
+            if datetime_ok
+            else "date"
+        )
+        findings.append(end_finding(client.probe_end(), configured.end_inclusive, client.date_form))
+    except ApiError as exc:
+        return [*findings, Finding("FAIL", "API", exc.message, hint=exc.hint)]
+    findings.extend(_report_findings(client, reports, today))
+    return findings
+
+
+def _only(name: str, value: str | int) -> dict[str, list[str] | list[int]]:
+    return {name: [int(value)] if name == "group_ids" else [str(value)]}
+
+
+def _skipped(what: str = "date format, end_date and report filters") -> Finding:
+    return Finding("skip", "API", f"{what} not checked")
+
+
+def _report_findings(
+    client: MagnificClient, reports: Sequence[ReportConfig], today: dt.date
+) -> list[Finding]:
+    last = last_complete_month(today)
+    first = last.shifted(1 - FILTER_MONTHS)
+    window = f"{first.key}..{last.key}"
+    alone: dict[FilterValue, float] = {}
+
+    def credits(filters: Mapping[str, Sequence[str] | Sequence[int]]) -> float:
+        query = UsageQuery.for_filters("month", first.start, last.end, filters)
+        return credits_of(client.fetch_usage(query))
+
+    findings: list[Finding] = []
+    for report in reports:
+        try:
+            if not report.filters:
+                findings.extend(filter_findings(report.name, window, None, {}))
+                continue
+            combined = credits(report.filters)
+            if combined <= 0:
+                for name, value in filter_values(report):
+                    if (name, value) not in alone:
+                        alone[(name, value)] = credits(_only(name, value))
+            values = {v: alone[v] for v in filter_values(report) if v in alone}
+            findings.extend(filter_findings(report.name, window, combined, values))
+        except ReporterError as exc:
+            findings.append(Finding("FAIL", f"report {report.name}", exc.message, hint=exc.hint))
+    return findings
+
+
+def run_checks(
+    reports: Sequence[ReportConfig],
+    configured: ApiOptions,
+    *,
+    retry: RetryPolicy,
+    environ: Mapping[str, str],
+    out_dir: Path,
+    state_path: Path,
+    today: dt.date,
+) -> list[Finding]:
+    """Every item, in the order a user fixes them: API, mail, disk."""
+    findings: list[Finding] = []
+    try:
+        api = api_settings(environ)
+    except UsageError as exc:
+        findings += [Finding("FAIL", "API key", exc.message, hint=exc.hint), _skipped()]
+    else:
+        # Always "auto" here: check reports what the API does, then whether [api] agrees.
+        policy = dataclasses.replace(retry, date_format="auto", end_inclusive="auto")
+        with MagnificClient(api, retry=policy, today=lambda: today) as client:
+            findings += api_findings(
+                client, reports, configured, base_url=api.base_url, today=today
+            )
+    findings.append(smtp_finding(lambda: SmtpSender(smtp_settings(environ))))
+    findings.append(out_finding(out_dir))
+    findings.append(ledger_finding(state_path))
+    return findings
