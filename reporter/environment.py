@@ -81,8 +81,8 @@ def smtp_settings(environ: Mapping[str, str]) -> SmtpSettings:
     if not host:
         raise UsageError(
             "SMTP_HOST is not set",
-            hint="export SMTP_HOST (and SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD),"
-            " or pass --dry-run to write .eml files instead of sending",
+            hint="export SMTP_HOST (and SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD);"
+            " `reporter run --dry-run` writes the .eml files without a mail server",
         )
     security = environ.get("SMTP_SECURITY", "starttls").strip().lower() or "starttls"
     checked = next((s for s in _DEFAULT_PORTS if s == security), None)
