@@ -5,6 +5,7 @@ against them. Each test pins a promise an earlier version broke."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import socket
 import sqlite3
@@ -12,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,11 +25,12 @@ from pydantic import SecretStr
 from reporter.cli import cli
 from reporter.environment import ApiSettings, SmtpSettings
 from reporter.errors import DeliveryError
+from reporter.ledger import Ledger
 from reporter.magnific import MagnificClient, RetryPolicy, UsageQuery, parse_retry_after
 from reporter.mail import SmtpRetry, SmtpSender, build_message
 from reporter.sandbox import SandboxServer
-from tests.conftest import API_KEY, write_config
-from tests.test_exactly_once import PERIOD, env_for, run_args
+from tests.conftest import API_KEY, free_port, write_config
+from tests.test_exactly_once import PERIOD, REPORTER, assert_one_error_line, env_for, run_args
 
 ONE_REPORT = '[[reports]]\nname = "marketing"\nowners = ["manager@company.com"]\n'
 
@@ -291,3 +294,52 @@ def _status(tmp_path: Path) -> str | None:
     with sqlite3.connect(tmp_path / "state.sqlite3") as db:
         row = db.execute("SELECT status FROM deliveries").fetchone()
     return None if row is None else str(row[0])
+
+
+# --- a ledger this user may read but not write --------------------------------------------
+
+
+@contextmanager
+def unwritable(*paths: Path) -> Iterator[None]:
+    """Files and directories this process cannot change, even as root (chattr +i)."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", *map(str, paths)], check=True, timeout=10)
+    else:
+        modes = {path: path.stat().st_mode for path in paths}
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", *map(str, paths)], check=True, timeout=10)
+        else:
+            for path, mode in modes.items():
+                path.chmod(mode)
+
+
+@pytest.mark.parametrize("command", ["history", "run"])
+def test_a_read_only_ledger_is_not_called_unreadable(tmp_path: Path, command: str) -> None:
+    """The old hint said to move the file away, which would send every report again."""
+    shared = tmp_path / "shared"
+    state = shared / "state.sqlite3"
+    with Ledger(state) as ledger:
+        ledger.claim("marketing", PERIOD, ["manager@company.com"], force=False)
+        ledger.mark(["marketing"], PERIOD, ["manager@company.com"], "sent")
+    config = write_config(tmp_path / "reports.toml", ONE_REPORT)
+    args = [REPORTER, command, "--state", str(state)]
+    if command == "run":
+        args += ["--config", str(config), "--out", str(tmp_path / "out"), "--period", PERIOD]
+    with unwritable(state, shared):
+        result = subprocess.run(
+            args,
+            env=env_for(f"http://127.0.0.1:{free_port()}"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert_one_error_line(result.stderr, "cannot be written")
+    assert "move the file away" not in result.stderr
+    assert "write access" in result.stderr
