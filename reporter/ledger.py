@@ -201,6 +201,13 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             if _is_locked(exc):
                 raise
+            if _is_unwritable(exc):  # a sound ledger: moving it away would send reports again
+                raise LedgerError(
+                    self.path,
+                    f"cannot be written ({exc})",
+                    "give this user write access to the file and its directory (SQLite"
+                    " writes files beside it), or pass --state with a writable path",
+                ) from None
             raise LedgerError(
                 self.path,
                 f"is not a readable ledger ({exc})",
@@ -523,3 +530,10 @@ class Ledger:
 
 def _is_locked(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _is_unwritable(exc: sqlite3.Error) -> bool:
+    """A read-only file or directory: SQLITE_READONLY, or SQLITE_CANTOPEN for the WAL's
+    ``-shm`` file that cannot be created beside the ledger."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN)

@@ -566,7 +566,7 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit(), not to float()
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -999,16 +999,22 @@ def _read_some(response: httpx.Response, limit: int, deadline: float) -> bytes:
 
 
 def _api_message(body: bytes) -> str:
-    """The API's own error message, if the body carries one; never the request."""
+    """The API's own error message, if the body carries one; never the request.
+
+    On one line: it ends up in an ``Error:`` line and in the summary's table."""
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return body.decode("utf-8", "replace").strip()[:200]
+        return _one_line(body.decode("utf-8", "replace"))[:200]
     if isinstance(payload, dict):
         for key in ("message", "detail", "error", "title"):
             value = payload.get(key)
             if isinstance(value, str) and value:
-                return value[:200]
+                return _one_line(value)[:200]
             if isinstance(value, dict | list) and value:
                 return json.dumps(value)[:200]
     return ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

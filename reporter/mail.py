@@ -308,7 +308,7 @@ class SmtpSender:
             for rcpt in recipients:
                 code, reply = conn.rcpt(rcpt)
                 if code not in (250, 251):
-                    refused[rcpt] = f"{code} {reply.decode(errors='replace')}"
+                    refused[rcpt] = f"{code} {_reply_text(reply)}"
                     transient_refusals += 400 <= code < 500
             accepted = [r for r in recipients if r not in refused]
             if not accepted:
@@ -350,6 +350,13 @@ class SmtpSender:
             raise _Transient(f"connection to {self._where()} lost: {_describe(exc)}") from None
         except smtplib.SMTPResponseException as exc:
             raise self._classify(exc.smtp_code, exc.smtp_error) from None
+        except (_Transient, DeliveryError):
+            raise  # the server answered: the conversation is in step for QUIT
+        except BaseException:
+            # Interrupted (or failed ourselves) while the server owes an answer, or in the
+            # middle of DATA: a QUIT would wait the whole timeout for a reply.
+            conn.close()
+            raise
         finally:
             try:
                 conn.quit()
@@ -377,7 +384,7 @@ class SmtpSender:
         return ["SMTPUTF8", "BODY=8BITMIME"] if conn.has_extn("8bitmime") else ["SMTPUTF8"]
 
     def _classify(self, code: int, reply: bytes | str) -> Exception:
-        text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+        text = _reply_text(reply)
         if 400 <= code < 500:
             return _Transient(f"{code} {text}")
         return DeliveryError(
@@ -385,6 +392,12 @@ class SmtpSender:
             transient=False,
             hint="the server's reply says why; fix it and run again",
         )
+
+
+def _reply_text(reply: bytes | str) -> str:
+    """A server's reply on one line: smtplib joins a multi-line reply's lines with "\\n"."""
+    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())
 
 
 def _dot_stuff(data: bytes) -> bytes:
