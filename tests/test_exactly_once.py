@@ -367,3 +367,35 @@ def test_a_ledger_locked_too_long_is_a_usage_error(tmp_path: Path) -> None:
     assert caught.value.exit_code == 2
     assert "stayed locked by another process for 1 s" in caught.value.message
     assert caught.value.hint
+
+
+def test_an_unconfirmed_mail_per_owner_is_resent_as_it_was_not_rebuilt(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    """With one mail per owner, a message whose reply was lost goes again with its own
+    Message-ID, even when the owner's next mail would carry other reports too."""
+    reports = "".join(
+        f'\n[[reports]]\nname = "{name}"\nowners = ["x@company.com"]\ngroup_ids = [{group}]\n'
+        for name, group in (("alpha", 10), ("beta", 20))
+    )
+    config = write_config(
+        tmp_path / "reports.toml", reports, email_extra="one_mail_per_owner = true"
+    )
+    smtp.recorder.drop_after_data = 1
+    first = reporter(run_args(config, tmp_path, "--report", "alpha"), env_for(api.url, smtp))
+    assert first.returncode == 1, first.stderr
+    assert "UNCONFIRMED" in first.stdout
+
+    second = reporter(run_args(config, tmp_path), env_for(api.url, smtp))
+    assert second.returncode == 0, second.stderr
+    carrying: dict[str, set[str]] = {"alpha": set(), "beta": set()}  # report -> Message-IDs
+    for received in smtp.recorder.messages:
+        for part in received.message.iter_attachments():
+            report = str(part.get_filename()).removesuffix(f"-{PERIOD}.pdf")
+            if report in carrying:
+                carrying[report].add(str(received.message["Message-ID"]))
+    assert len(smtp.recorder.messages) == 3
+    assert len(carrying["alpha"]) == 1, carrying  # the resend is the same message
+    assert len(carrying["beta"]) == 1
+    assert carrying["alpha"] != carrying["beta"]
+    assert set(statuses(tmp_path).values()) == {"sent"}

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
-from reporter.config import ReportConfig
 from reporter.errors import DeliveryError
 from reporter.jobs.build import MailFile
 from reporter.ledger import Delivery, Ledger
@@ -84,25 +84,29 @@ def send_preview(mail: MailFile, sender: SmtpSender) -> Sent:
     return Sent(delivered=list(result.accepted), failed=dict(result.refused))
 
 
-def stored_mails(report: ReportConfig, pending: list[str], rows: list[Delivery]) -> list[MailFile]:
+def stored_mails(pending: Mapping[str, list[str]], rows: Sequence[Delivery]) -> list[MailFile]:
     """Messages a previous run wrote but did not get confirmed, to send again as they are.
 
-    Only when every pending owner has one: otherwise the report is rebuilt. The
-    stored message keeps its Message-ID, so a resent copy is recognisably the same.
+    Every pending (report, owner) whose row points at such a message gets that very
+    file again, Message-ID and all: a copy the server may already have delivered is then
+    recognisably the same message. Owners without one are left to a new build.
     """
-    mine = {r.recipient: r for r in rows if r.report == report.name}
-    by_path: dict[str, list[str]] = {}
+    by_key = {(r.report, r.recipient): r for r in rows}
+    reports: dict[str, set[str]] = {}
+    owners: dict[str, list[str]] = {}
     ids: dict[str, str] = {}
-    for owner in pending:
-        row = mine.get(owner.lower())
-        if row is None or row.status not in RESENDABLE or not row.artifact:
-            return []
-        if not Path(row.artifact).is_file():
-            return []
-        by_path.setdefault(row.artifact, []).append(owner)
-        ids[row.artifact] = row.message_id or str(read_message(Path(row.artifact))["Message-ID"])
-    mails = []
-    for path, owners in by_path.items():
-        reports = sorted({r.report for r in rows if r.artifact == path})
-        mails.append(MailFile(reports, owners, Path(path), ids[path]))
-    return mails
+    for report, pending_owners in pending.items():
+        for owner in pending_owners:
+            row = by_key.get((report, owner.lower()))
+            if row is None or row.status not in RESENDABLE or not row.artifact:
+                continue
+            path = Path(row.artifact)
+            if not path.is_file():
+                continue
+            reports.setdefault(row.artifact, set()).add(report)
+            if owner not in owners.setdefault(row.artifact, []):
+                owners[row.artifact].append(owner)
+            ids[row.artifact] = row.message_id or str(read_message(path)["Message-ID"])
+    return [
+        MailFile(sorted(reports[path]), owners[path], Path(path), ids[path]) for path in reports
+    ]

@@ -83,16 +83,22 @@ def plan_run(
             )
             plan.outcomes[report.name] = outcome
             progress(report.name, outcome.line(), done=True)
+
+    plan.stored = stored_mails(plan.pending, rows)
+    again = {
+        (name, owner.lower())
+        for mail in plan.stored
+        for name in mail.reports
+        for owner in mail.recipients
+    }
+    for report in reports:
+        if not plan.pending[report.name]:
             continue
-        stored = (
-            stored_mails(report, pending, rows)
-            if rows and not config.email.one_mail_per_owner
-            else []
-        )
-        if stored:
+        rest = [o for o in plan.pending[report.name] if (report.name, o.lower()) not in again]
+        if len(rest) < len(plan.pending[report.name]):
             progress(report.name, "sending the message a previous run wrote")
             plan.resent.add(report.name)
-            plan.stored.extend(stored)
-        else:
+        plan.pending[report.name] = rest
+        if rest:
             plan.to_build.append(report)
     return plan
