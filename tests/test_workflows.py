@@ -7,10 +7,12 @@ run steps, against the stand-in API, must cover every report exactly once.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 import yaml
 
 from reporter.sandbox import PROJECTS, SandboxServer
-from tests.conftest import API_KEY, write_config
+from tests.conftest import API_KEY, SmtpServer, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -169,3 +171,289 @@ def test_the_workflows_own_steps_shard_every_report_exactly_once(
         written += [p.stem for p in (tmp_path / "out" / "2026-10").glob("*.pdf")]
         shutil.rmtree(tmp_path / "out")
     assert sorted(written) == names[:5]
+
+
+# --- the reusable action (action.yml) ---------------------------------------------------------
+
+ACTION = ROOT / "action.yml"
+REPO = "team/usage"  # the calling repository, as GITHUB_REPOSITORY names it
+REPO_ID, FORK_ID = 1001, 2002
+
+# The stand-in for the GitHub CLI: `gh api` against artifacts a test put in $GH_STUB_DIR,
+# answering the two requests the action makes as the REST API does (the name filter is the
+# API's own; choosing among the answers is the action's job). Without a token it fails as
+# `gh` does; with $GH_STUB_DIR/deny it answers the 403 a job without `actions: read` gets.
+GH_STUB = """#!{python}
+import json, os, re, sys
+from pathlib import Path
+store = Path(os.environ["GH_STUB_DIR"])
+with (store / "calls.log").open("a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\\n")
+if not os.environ.get("GH_TOKEN"):
+    sys.exit("gh: To use GitHub CLI in a GitHub Actions workflow, set the GH_TOKEN variable.")
+if (store / "deny").exists():
+    sys.exit("gh: Resource not accessible by integration (HTTP 403)")
+assert sys.argv[1] == "api", sys.argv
+artifacts = json.loads((store / "artifacts.json").read_text())
+repo = os.environ["GITHUB_REPOSITORY"]
+path = sys.argv[2]
+listing = re.fullmatch(f"repos/{{repo}}/actions/artifacts\\\\?name=([^&]+)&per_page=100", path)
+download = re.fullmatch(f"repos/{{repo}}/actions/artifacts/(\\\\d+)/zip", path)
+if listing:
+    found = [a for a in artifacts if a["name"] == listing[1]]
+    print(json.dumps({{"total_count": len(found), "artifacts": found}}))
+elif download:
+    sys.stdout.buffer.write((store / f"{{download[1]}}.zip").read_bytes())
+else:
+    sys.exit(f"gh: Not Found (HTTP 404): {{path}}")
+"""
+
+
+def load_action() -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load(ACTION.read_text(encoding="utf-8"))
+    return data
+
+
+class ActionRun:
+    """One job's run of the action's shell steps, with the env GitHub would give each.
+
+    Each step's `env:` is evaluated from the inputs, earlier steps' outputs and the
+    `github`/`runner` contexts; an expression this evaluator does not know fails the test,
+    so the action cannot lean on something these tests never fed it.
+    """
+
+    def __init__(self, workspace: Path, inputs: dict[str, str], env: dict[str, str]) -> None:
+        self.action = load_action()
+        self.workspace = workspace
+        self.temp = workspace.parent / f"{workspace.name}-runner-temp"
+        self.temp.mkdir()
+        defaults = {k: str(v.get("default", "")) for k, v in self.action["inputs"].items()}
+        unknown = set(inputs) - set(defaults)
+        assert not unknown, unknown
+        self.inputs = {**defaults, **inputs, "github-token": "ghs_stub-token"}
+        self.env = env
+        self.outputs: dict[str, dict[str, str]] = {"python": {"python-path": sys.executable}}
+        self.outcomes: dict[str, str] = {}
+        self.summary = self.temp / "step-summary.md"
+
+    def value(self, expression: str) -> str:
+        context, _, rest = expression.partition(".")
+        if context == "inputs":
+            return self.inputs[rest]
+        if context == "steps":
+            step_id, kind, name = rest.split(".", 2)
+            assert kind == "outputs", expression
+            return self.outputs.get(step_id, {}).get(name, "")
+        if expression == "github.action_path":
+            return str(ROOT)
+        raise AssertionError(f"the test does not evaluate ${{{{ {expression} }}}}")
+
+    def evaluate(self, text: str) -> str:
+        return re.sub(r"\$\{\{\s*([\w.-]+)\s*\}\}", lambda m: self.value(m[1]), text)
+
+    def step(self, step_id: str) -> subprocess.CompletedProcess[str]:
+        """Run the action's shell step with this id (GitHub's bash flags, cwd the workspace)."""
+        step = next(s for s in self.action["runs"]["steps"] if s.get("id") == step_id)
+        assert step["shell"] == "bash"
+        assert "${{" not in step["run"]  # inputs reach the script through env only
+        output = self.temp / f"output-{step_id}"
+        env = {
+            **self.env,
+            **{k: self.evaluate(str(v)) for k, v in step.get("env", {}).items()},
+            "GITHUB_ACTION_PATH": str(ROOT),
+            "GITHUB_OUTPUT": str(output),
+            "GITHUB_STEP_SUMMARY": str(self.summary),
+            "GITHUB_REPOSITORY": REPO,
+            "GITHUB_WORKSPACE": str(self.workspace),
+            "RUNNER_TEMP": str(self.temp),
+            "RUNNER_OS": "Linux",
+        }
+        result = bash(step["run"], env, self.workspace)
+        lines = output.read_text(encoding="utf-8").splitlines() if output.exists() else []
+        self.outputs[step_id] = dict(line.split("=", 1) for line in lines)
+        self.outcomes[step_id] = "success" if result.returncode == 0 else "failure"
+        return result
+
+    def upload(self, store: Path, *, run_id: int, created_at: str, head_repo: int) -> None:
+        """What the upload-artifact step does, into the store the gh stub serves from."""
+        step = next(
+            s for s in self.action["runs"]["steps"] if s.get("name") == "Keep the delivery ledger"
+        )
+        name, path = (self.evaluate(step["with"][k]) for k in ("name", "path"))
+        publish(store, name, Path(path), run_id=run_id, created_at=created_at, head_repo=head_repo)
+
+
+def publish(
+    store: Path, name: str, folder: Path, *, run_id: int, created_at: str, head_repo: int
+) -> None:
+    artifacts = json.loads((store / "artifacts.json").read_text())
+    artifact_id = 9000 + len(artifacts)
+    with zipfile.ZipFile(store / f"{artifact_id}.zip", "w") as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(folder).as_posix())
+    artifacts.append(
+        {
+            "id": artifact_id,
+            "name": name,
+            "expired": False,
+            "created_at": created_at,
+            "workflow_run": {
+                "id": run_id,
+                "repository_id": REPO_ID,
+                "head_repository_id": head_repo,
+            },
+        }
+    )
+    (store / "artifacts.json").write_text(json.dumps(artifacts))
+
+
+@pytest.fixture
+def gh_store(tmp_path: Path) -> Path:
+    """The repository's artifacts, served by a `gh` stub first on PATH."""
+    store = tmp_path / "github"
+    (store / "bin").mkdir(parents=True)
+    (store / "artifacts.json").write_text("[]")
+    gh = store / "bin" / "gh"
+    gh.write_text(GH_STUB.format(python=sys.executable))
+    gh.chmod(0o755)
+    return store
+
+
+def action_env(store: Path, api: SandboxServer, smtp: SmtpServer) -> dict[str, str]:
+    """What the caller's step `env:` gives the action: the key and the mail server."""
+    return {
+        "PATH": f"{store / 'bin'}:/usr/bin:/bin",
+        "HOME": str(store),
+        "GH_STUB_DIR": str(store),
+        "MAGNIFIC_API_KEY": API_KEY,
+        "MAGNIFIC_API_BASE_URL": api.url,
+        **smtp.env(),
+    }
+
+
+def two_reports(workspace: Path) -> None:
+    (workspace / "config").mkdir(parents=True)
+    write_config(
+        workspace / "config" / "reports.toml",
+        "".join(
+            f'[[reports]]\nname = "{n}"\nowners = ["{n}@company.com"]\n'
+            f'project_references = ["{PROJECTS[i][0]}"]\n'
+            for i, n in enumerate(["alpha", "beta"])
+        ),
+    )
+
+
+def test_the_actions_steps_keep_the_ledger_so_a_rerun_weeks_later_sends_only_the_rest(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, gh_store: Path
+) -> None:
+    env = action_env(gh_store, api, smtp)
+    # A fork's pull request planted a newer artifact of the ledger's name: never restored.
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "state.sqlite3").write_bytes(b"not the ledger")
+    publish(
+        gh_store,
+        "reporter-ledger-1-of-1",
+        planted,
+        run_id=499,
+        created_at="2026-11-30T00:00:00Z",
+        head_repo=FORK_ID,
+    )
+
+    # The 1st of the month: beta's mail server refuses, alpha's report is delivered.
+    smtp.recorder.refuse["beta@company.com"] = "550 5.1.1 mailbox unavailable"
+    first_job = tmp_path / "job-1"
+    two_reports(first_job)
+    job = ActionRun(first_job, {"period": "2026-10"}, env)
+    for step_id in ("inputs", "install-key", "install"):
+        result = job.step(step_id)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert job.outputs["inputs"] == {"artifact": "reporter-ledger-1-of-1"}
+    assert job.outputs["install-key"]["key"].startswith("reporter-venv-Linux-py3.")
+    restored = job.step("ledger")
+    assert restored.returncode == 0, restored.stderr
+    assert "::notice::no earlier delivery ledger 'reporter-ledger-1-of-1'" in restored.stdout
+    sent = job.step("run")
+    assert sent.returncode == 1  # a report failed: the step fails
+    assert job.outputs["run"] == {
+        "delivered": "1",
+        "already-delivered": "0",
+        "failed": "1",
+        "unconfirmed": "0",
+        "pdf-dir": "out/2026-10",
+    }
+    assert sorted(p.name for p in (first_job / "out" / "2026-10").glob("*.pdf")) == [
+        "alpha.pdf",
+        "beta.pdf",
+    ]
+    assert "| beta |" in job.summary.read_text(encoding="utf-8")  # the job summary's table
+    assert [r.recipients for r in smtp.recorder.messages] == [["alpha@company.com"]]
+    assert job.step("keep").returncode == 0  # `if: always()`: runs after the failure
+    assert job.outputs["keep"] == {"upload": "true"}
+    job.upload(gh_store, run_id=500, created_at="2026-11-01T06:09:00Z", head_repo=REPO_ID)
+
+    # Weeks later, on a fresh runner (no cache, no workspace): re-run after the fix.
+    del smtp.recorder.refuse["beta@company.com"]
+    later = tmp_path / "job-2"
+    two_reports(later)
+    rerun = ActionRun(later, {"period": "2026-10"}, env)
+    assert rerun.step("inputs").returncode == 0
+    restored = rerun.step("ledger")
+    assert restored.returncode == 0, restored.stderr
+    assert "restored from run 500 (2026-11-01T06:09:00Z)" in restored.stdout
+    sent = rerun.step("run")
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert rerun.outputs["run"]["delivered"] == "1"
+    assert rerun.outputs["run"]["already-delivered"] == "1"
+    assert rerun.outputs["run"]["failed"] == "0"
+    # Each owner has the report once: alpha's was not sent again.
+    assert sorted(r.recipients[0] for r in smtp.recorder.messages) == [
+        "alpha@company.com",
+        "beta@company.com",
+    ]
+    calls = (gh_store / "calls.log").read_text().splitlines()
+    assert calls[-1] == f"api repos/{REPO}/actions/artifacts/9001/zip"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "error"),
+    [
+        ({"command": "watch"}, "::error::command 'watch' comes with a later version of reporter"),
+        ({"command": "run --recheck"}, "::error::command 'run --recheck' comes with a later"),
+        ({"command": "send"}, "::error::command must be 'run', not 'send'"),
+        ({"shard": "4/3"}, "::error::shard must be I/N with 1 <= I <= N"),
+        ({"jobs": "two"}, "::error::jobs must be a whole number"),
+        ({"dry-run": "yes"}, "::error::dry-run must be true or false, not 'yes'"),
+        ({"ledger-name": "a/b"}, "::error::ledger-name may hold only"),
+    ],
+)
+def test_the_action_refuses_what_it_cannot_do(
+    tmp_path: Path, inputs: dict[str, str], error: str
+) -> None:
+    job = ActionRun(tmp_path, inputs, {"PATH": "/usr/bin:/bin"})
+    result = job.step("inputs")
+    assert result.returncode == 2
+    assert result.stdout.startswith(error)
+    assert job.outputs["inputs"] == {}
+
+
+@pytest.mark.parametrize("why", ["deny", "no token"])
+def test_a_ledger_that_cannot_be_looked_up_stops_before_anything_is_sent(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, gh_store: Path, why: str
+) -> None:
+    env = action_env(gh_store, api, smtp)
+    if why == "deny":
+        (gh_store / "deny").touch()
+    job = ActionRun(tmp_path / "job", {}, env)
+    if why == "no token":
+        job.inputs["github-token"] = ""
+    assert job.step("inputs").returncode == 0
+    result = job.step("ledger")
+    assert result.returncode == 1
+    assert "give the job 'permissions: actions: read'" in result.stdout
+    # The run step's default `if: success()` skips it; the upload's condition is false too.
+    steps = {s.get("id"): s for s in load_action()["runs"]["steps"]}
+    assert "if" not in steps["run"]
+    assert steps["keep"]["if"] == "always() && steps.ledger.outcome == 'success'"
+    assert job.outcomes["ledger"] == "failure"
