@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -67,11 +68,12 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["ci.yml", "monthly-report.yml"])
 def test_least_privilege_and_actions_pinned_by_commit(name: str) -> None:
     workflow = load(name)
-    assert workflow["permissions"] == {"contents": "read"}
+    # `actions: read` lets the action find the last run's ledger artifact; nothing writes.
+    assert workflow["permissions"] == {"contents": "read", "actions": "read"}
     for job in workflow["jobs"].values():
         assert "permissions" not in job  # nothing widens the top-level grant
         for s in job["steps"]:
-            if "uses" in s:
+            if "uses" in s and s["uses"] != "./":  # ./ is this checkout's action.yml
                 assert re.fullmatch(r"[\w./-]+@[0-9a-f]{40}", s["uses"]), s["uses"]
             # Inputs reach scripts through env, never pasted into the script (injection).
             assert "${{" not in s.get("run", "")
@@ -84,7 +86,7 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().endswith("exec scripts/test")
 
 
-def test_monthly_schedule_inputs_secrets_ledger_and_artifact() -> None:
+def test_monthly_schedule_inputs_secrets_and_artifact_through_the_action() -> None:
     workflow = load("monthly-report.yml")
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as a boolean
     assert triggers["schedule"] == [{"cron": "0 6 1 * *"}]
@@ -92,21 +94,68 @@ def test_monthly_schedule_inputs_secrets_ledger_and_artifact() -> None:
     assert inputs == {"period", "reports", "dry_run", "shards"}
     job = workflow["jobs"]["report"]
     assert job["strategy"]["fail-fast"] is False
-    assert "scripts/bootstrap" in README
-    assert step(job, "Install")["run"] == "scripts/bootstrap"
-    env = step(job, "Build and send")["env"]
+    reports = step(job, "Build and send")
+    assert reports["uses"] == "./"  # this repository's own action.yml
+    assert set(reports["with"]) <= set(load_action()["inputs"])
+    assert reports["with"]["shard"] == "${{ matrix.shard }}/${{ needs.plan.outputs.count }}"
     for secret in ("MAGNIFIC_API_KEY", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD"):
-        assert env[secret] == f"${{{{ secrets.{secret} }}}}"
-    restore, save = step(job, "Restore the delivery ledger"), step(job, "Keep the delivery ledger")
-    assert restore["with"]["path"] == save["with"]["path"] == ".reporter"
-    assert restore["with"]["key"] == save["with"]["key"]
-    # A re-run (next run_attempt) restores the ledger the failed attempt saved.
-    assert restore["with"]["restore-keys"] == "${{ env.LEDGER_KEY }}"
-    assert "run_attempt" in save["with"]["key"]
-    assert save["if"].startswith("always()")
+        assert reports["env"][secret] == f"${{{{ secrets.{secret} }}}}"
     upload = step(job, "Upload the PDFs and CSVs")
-    assert upload["if"] == "always()"
-    assert upload["with"]["path"].split() == ["out/**/*.pdf", "out/**/*.csv"]
+    assert upload["if"].startswith("always()")
+    assert upload["with"]["path"].splitlines() == [
+        "${{ steps.reports.outputs.pdf-dir }}/*.pdf",
+        "${{ steps.reports.outputs.pdf-dir }}/*.csv",
+    ]
+
+
+def test_ci_runs_the_action_against_the_stand_in() -> None:
+    job = load("ci.yml")["jobs"]["action"]
+    action_step = step(job, "Run the action")
+    assert action_step["uses"] == "./"
+    assert set(action_step["with"]) <= set(load_action()["inputs"])
+    assert action_step["with"]["dry-run"] is True
+    assert action_step["with"]["ledger-name"] != "reporter-ledger"  # not the monthly ledger
+    assert action_step["env"]["MAGNIFIC_API_BASE_URL"] == "http://127.0.0.1:8080"
+    assert "reporter sandbox --port 8080" in step(job, "Start the stand-in API")["run"]
+
+
+def test_action_yml_is_composite_pinned_and_passes_actionlint(tmp_path: Path) -> None:
+    action = load_action()
+    assert action["runs"]["using"] == "composite"
+    steps = action["runs"]["steps"]
+    ids = {s["id"] for s in steps if "id" in s}
+    for name, output in action["outputs"].items():
+        found = re.fullmatch(r"\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}", output["value"])
+        assert found, name
+        assert found[1] in ids
+    uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
+    # The action uploads its ledger only; the PDFs are the caller's to upload or not.
+    assert [u["with"]["path"] for u in uploads] == ["${{ steps.ledger.outputs.dir }}"]
+    assert uploads[0]["with"]["overwrite"] is True
+    assert uploads[0]["if"].startswith("always()")
+    for s in steps:
+        if "uses" in s:
+            assert re.fullmatch(r"[\w./-]+@[0-9a-f]{40}", s["uses"]), s["uses"]
+        else:
+            assert s["shell"] == "bash"
+            assert "${{" not in s["run"]
+    # actionlint reads workflows, not action metadata: lint the steps as a reusable workflow
+    # whose inputs are the action's, so every expression and `uses:` is checked.
+    workflow = {
+        "on": {"workflow_call": {"inputs": {k: {"type": "string"} for k in action["inputs"]}}},
+        "permissions": {"contents": "read"},
+        "jobs": {"action": {"runs-on": "ubuntu-24.04", "steps": steps}},
+    }
+    as_workflow = tmp_path / "action-as-workflow.yml"
+    as_workflow.write_text(yaml.safe_dump(workflow, sort_keys=False), encoding="utf-8")
+    result = actionlint(as_workflow)
+    assert result.returncode == 0, result.stdout + result.stderr
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        as_workflow.read_text(encoding="utf-8").replace("inputs.dry-run", "inputs.dry_run"),
+        encoding="utf-8",
+    )
+    assert 'property \\"dry_run\\" is not defined' in actionlint(broken).stdout
 
 
 def bash(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -123,7 +172,7 @@ def bash(script: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedPro
 
 
 def test_the_workflows_own_steps_shard_every_report_exactly_once(
-    tmp_path: Path, api: SandboxServer
+    tmp_path: Path, api: SandboxServer, gh_store: Path
 ) -> None:
     workflow = load("monthly-report.yml")
     names = [f"team-{i}" for i in range(1, 7)]
@@ -136,8 +185,6 @@ def test_the_workflows_own_steps_shard_every_report_exactly_once(
             for i, n in enumerate(names)
         ),
     )
-    (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    (tmp_path / ".venv" / "bin" / "reporter").symlink_to(Path(sys.executable).parent / "reporter")
     base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
 
     plan = step(workflow["jobs"]["plan"], "Decide the shards")
@@ -150,24 +197,32 @@ def test_the_workflows_own_steps_shard_every_report_exactly_once(
     assert refused.returncode == 1
     assert "::error::shards must be a whole number" in refused.stdout
 
-    run = step(workflow["jobs"]["report"], "Build and send")
+    # Each matrix job passes its shard to the action (as the workflow's `with:` says).
+    assert step(workflow["jobs"]["report"], "Build and send")["uses"] == "./"
     written: list[str] = []
     for shard in (1, 2, 3):
-        summary = tmp_path / f"summary-{shard}.md"
-        env = {
-            **base,
-            "MAGNIFIC_API_KEY": API_KEY,
-            "MAGNIFIC_API_BASE_URL": api.url,
-            "CONFIG": "config/reports.toml",
-            "SHARD": f"{shard}/3",
-            "PERIOD": "2026-10",
-            "REPORTS": " ".join(names[:5]),  # a dispatch naming five of the six
-            "DRY_RUN": "true",
-            "GITHUB_STEP_SUMMARY": str(summary),
-        }
-        result = bash(run["run"], env, tmp_path)
+        job = ActionRun(
+            tmp_path,
+            {
+                "shard": f"{shard}/3",
+                "period": "2026-10",
+                "reports": " ".join(names[:5]),  # a dispatch naming five of the six
+                "dry-run": "true",
+            },
+            {
+                **base,
+                "PATH": f"{gh_store / 'bin'}:/usr/bin:/bin",
+                "GH_STUB_DIR": str(gh_store),
+                "MAGNIFIC_API_KEY": API_KEY,
+                "MAGNIFIC_API_BASE_URL": api.url,
+            },
+        )
+        assert job.step("inputs").returncode == 0
+        assert job.step("ledger").returncode == 0
+        assert job.outputs["inputs"]["artifact"] == f"reporter-ledger-{shard}-of-3"
+        result = job.step("run")
         assert result.returncode == 0, result.stderr
-        assert f"shard {shard}/3" in summary.read_text(encoding="utf-8")
+        assert f"shard {shard}/3" in job.summary.read_text(encoding="utf-8")
         written += [p.stem for p in (tmp_path / "out" / "2026-10").glob("*.pdf")]
         shutil.rmtree(tmp_path / "out")
     assert sorted(written) == names[:5]
@@ -225,8 +280,8 @@ class ActionRun:
     def __init__(self, workspace: Path, inputs: dict[str, str], env: dict[str, str]) -> None:
         self.action = load_action()
         self.workspace = workspace
-        self.temp = workspace.parent / f"{workspace.name}-runner-temp"
-        self.temp.mkdir()
+        workspace.mkdir(parents=True, exist_ok=True)
+        self.temp = Path(tempfile.mkdtemp(prefix="runner-temp-", dir=workspace.parent))
         defaults = {k: str(v.get("default", "")) for k, v in self.action["inputs"].items()}
         unknown = set(inputs) - set(defaults)
         assert not unknown, unknown
