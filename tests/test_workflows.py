@@ -512,3 +512,19 @@ def test_a_ledger_that_cannot_be_looked_up_stops_before_anything_is_sent(
     assert "if" not in steps["run"]
     assert steps["keep"]["if"] == "always() && steps.ledger.outcome == 'success'"
     assert job.outcomes["ledger"] == "failure"
+
+
+def test_the_readmes_quick_start_workflow_lints_and_calls_the_action(tmp_path: Path) -> None:
+    quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", quick_start, re.DOTALL)
+    assert len(block.strip().splitlines()) <= 20  # "about fifteen lines"
+    workflow = tmp_path / "reports.yml"
+    workflow.write_text(block, encoding="utf-8")
+    result = actionlint(workflow)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = yaml.safe_load(block)
+    assert data["permissions"] == {"contents": "read", "actions": "read"}
+    assert data[True]["schedule"] == [{"cron": "0 6 1 * *"}]
+    (call,) = [s for s in data["jobs"]["reports"]["steps"] if "reporter@" in s["uses"]]
+    assert set(call.get("with", {})) <= set(load_action()["inputs"])
+    assert "watch" not in block  # no step that the action would refuse
