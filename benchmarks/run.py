@@ -167,9 +167,11 @@ class Bench:
             config = write_config(self.work, f"many-{n}.toml", n)
             args = [*common_args(config, self.work / f"out-many-{n}", self.period), "--jobs", "2"]
             runs[n] = run_reporter(args, server, self.work)
-            written = len(list((self.work / f"out-many-{n}" / self.period).glob("*.eml")))
-            if written != n:
-                raise SystemExit(f"{n} reports wrote {written} messages")
+            folder = self.work / f"out-many-{n}" / self.period
+            for kind in ("pdf", "eml"):
+                written = len(list(folder.glob(f"*.{kind}")))
+                if written != n:
+                    raise SystemExit(f"{n} reports wrote {written} .{kind} files")
         ratio = runs[count].peak_rss / runs[10].peak_rss
         mib = {n: f"{t.peak_rss / 2**20:.0f} MiB" for n, t in runs.items()}
         return [
