@@ -575,19 +575,22 @@ def history_command(state_path: Path, period: str | None) -> None:
             hint="pass --state with the path used by `reporter run`",
         )
     with Ledger(state_path) as ledger:
-        rows = ledger.rows(period)
+        rows = ledger.rows(period, message=None)
     if not rows:
         click.echo("No deliveries recorded" + (f" for {period}." if period else "."))
         return
-    header = ("period", "report", "recipient", "status", "updated (UTC)", "note")
-    table = [(r.period, r.report, r.recipient, r.status, r.updated_at, r.error or "") for r in rows]
-    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(5)]
+    header = ("period", "report", "message", "recipient", "status", "updated (UTC)", "note")
+    table = [
+        (r.period, r.report, r.message, r.recipient, r.status, r.updated_at, r.error or "")
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(6)]
     redact = _redactor()  # rows a run stored before their errors were redacted
     for row in [header, *table]:
         click.echo(
             redact(
-                "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:5]))
-                + ("  " + row[5] if row[5] else "")
+                "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:6]))
+                + ("  " + row[6] if row[6] else "")
             )
         )
 

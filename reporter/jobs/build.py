@@ -224,6 +224,9 @@ class MailFile:
     recipients: list[str]
     path: Path
     message_id: str
+    # The ledger's ``message`` rows it delivers: ("report",), alerts ("alert:...", ...)
+    # or a correction ("correction:<credits>",).
+    kinds: tuple[str, ...] = ("report",)
 
 
 @dataclass(frozen=True, slots=True)
