@@ -252,3 +252,41 @@ def svg_to_png(svg: str, *, scale: float = 2.0) -> bytes:
     except Exception as exc:
         raise RenderError(f"could not draw a chart: {exc}") from exc
     return png
+
+
+def budget_spec(
+    cumulative: pd.DataFrame,
+    budget: float | None,
+    forecast: tuple[str, float, str, float] | None,
+    *,
+    title: str,
+    credits_label: str,
+    day_label: str,
+) -> dict[str, Any]:
+    """The month so far for an alert: cumulative credits by day, the budget as a rule and
+    the run-rate forecast as a dashed line from today to the month's end.
+
+    ``forecast`` is (from day, from credits, to day, to credits), days as YYYY-MM-DD."""
+    data = cumulative.assign(date=cumulative["date"].dt.strftime("%Y-%m-%d"))
+    x = alt.X(
+        "date:T", title=day_label, axis=alt.Axis(format="%d", labelAngle=0, labelOverlap=True)
+    )
+    y = alt.Y("credits:Q", title=credits_label, axis=alt.Axis(format=",.0f"))
+    layers: list[alt.Chart] = [
+        alt.Chart(data).mark_line(color=PALETTE[0], strokeWidth=2).encode(x=x, y=y)
+    ]
+    if forecast is not None:
+        start, start_credits, end, end_credits = forecast
+        line = pd.DataFrame({"date": [start, end], "credits": [start_credits, end_credits]})
+        layers.append(
+            alt.Chart(line)
+            .mark_line(color="#1f2937", strokeDash=[4, 3], strokeWidth=1.2)
+            .encode(x=x, y=y)
+        )
+    if budget:
+        layers.append(
+            alt.Chart(pd.DataFrame({"credits": [budget]}))
+            .mark_rule(color="#b42318", strokeWidth=1.2)
+            .encode(y="credits:Q")
+        )
+    return _base(alt.LayerChart(layer=layers), title, 500, 150)

@@ -372,6 +372,124 @@ def run_command(
     _finish(outcomes, the_period, shard)
 
 
+@cli.command("watch")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="TOML config with [email] and [[reports]].",
+)
+@click.option(
+    "--date",
+    "date_text",
+    metavar="YYYY-MM-DD",
+    help="Watch the month containing this day, with data through it. Default: today (UTC).",
+)
+@click.option(
+    "--report",
+    "report_names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this report (repeatable). Default: all.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Delivery ledger (SQLite), shared with `run`.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Where the alerts' .eml files are written.",
+)
+@click.option("--dry-run", is_flag=True, help="Write .eml files, send and record nothing.")
+@click.option(
+    "--shard",
+    "shard_text",
+    metavar="I/N",
+    help="Run only the I-th of N stable shares of the reports (by name), e.g. 2/4.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Every step, and every API request.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+def watch_command(
+    config_path: Path,
+    date_text: str | None,
+    report_names: tuple[str, ...],
+    state_path: Path,
+    out_dir: Path,
+    dry_run: bool,
+    shard_text: str | None,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Check each report's month so far and email its owners each alert newly due:
+    a budget threshold reached, a month-end forecast above the budget, a usage spike.
+
+    Each alert goes to each owner once (the ledger of `run` records it); one request
+    per report, no PDF. Run it daily; exit status as for `run`.
+
+    \b
+    Example:
+        reporter watch --config config/example.toml --date 2026-11-12 --dry-run
+    """
+    from reporter.jobs.watch import WatchOptions, watch
+
+    _setup_logging(verbose, quiet)
+    now = _now()
+    config = load_config(config_path)
+    selected = _select(config, report_names, str(config_path))
+    shard = parse_shard(shard_text) if shard_text else None
+    if shard is not None:
+        selected = shard.select(selected, lambda r: r.name)
+    try:
+        day = dt.date.fromisoformat(date_text) if date_text else now.date()
+    except ValueError:
+        raise UsageError(
+            f"--date {date_text!r} is not a date", hint="give a day as YYYY-MM-DD, e.g. 2026-11-12"
+        ) from None
+    api = api_settings(os.environ)
+    _warn_if_key_in_clear(api.base_url, quiet)
+    _check_out_dir(out_dir)
+    sender = None
+    if not dry_run:
+        from reporter.mail import SmtpSender
+
+        sender = SmtpSender(smtp_settings(os.environ))
+    options = WatchOptions(
+        date=day, out_dir=out_dir, templates_dir=default_templates_dir(), now=now, dry_run=dry_run
+    )
+    with (
+        stop_on_signals(),
+        MagnificClient(
+            api, retry=retry_policy(config.api), max_in_flight=config.api.max_in_flight
+        ) as client,
+        progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
+    ):
+        ledger = None if dry_run else Ledger(state_path, redact=_redactor())
+        try:
+            outcomes = watch(
+                config,
+                selected,
+                options,
+                client=client,
+                sender=sender,
+                ledger=ledger,
+                progress=_RedactedProgress(progress, _redactor()),
+                max_in_flight=config.api.max_in_flight,
+            )
+        finally:
+            if ledger is not None:
+                ledger.close()
+    _finish(outcomes, options.month, shard)
+
+
 def _finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = None) -> None:
     """Print the summary (and write GitHub's job summary); exit 1 if any report failed."""
     shard_text = str(shard) if shard else ""

@@ -20,8 +20,10 @@ LABELS = {
     "unconfirmed": "UNCONFIRMED",
     "taken": "taken by another run",
     "previewed": "preview sent",
+    "quiet": "no alert due",  # `reporter watch`: nothing to say about this report today
+    "unchanged": "unchanged",  # `reporter run --recheck`: the delivered total still holds
 }
-OK = ("delivered", "already_delivered", "written", "taken", "previewed")
+OK = ("delivered", "already_delivered", "written", "taken", "previewed", "quiet", "unchanged")
 
 
 @dataclass
