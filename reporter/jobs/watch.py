@@ -160,7 +160,7 @@ def _alert(
             due.setdefault(owner, []).append(alert)
     if not due:
         outcome.status = "quiet" if not month.alerts else "already_delivered"
-        outcome.detail = "no alert due" if not month.alerts else "every due alert was sent before"
+        outcome.detail = "" if not month.alerts else "every due alert was sent before"
         progress(report.name, outcome.line(), done=True)
         return
     # Owners with the same alerts due share one message (usually: all of them).
@@ -272,7 +272,11 @@ def compose_alert(
     png = charts.svg_to_png(charts.render_svg(spec, locale))
     cid = content_id(f"{report.name}-alert", options.date.isoformat())
     items = []
+    month_drivers_shown = False
     for alert, text in zip(alerts, lines, strict=True):
+        # The month's top tools and users once, under the first alert about the month.
+        shown = alert.kind == "spike" or not month_drivers_shown
+        month_drivers_shown = month_drivers_shown or alert.kind != "spike"
         items.append(
             {
                 "kind": alert.kind,
@@ -281,8 +285,8 @@ def compose_alert(
                 "day_credits": alert.day_credits,
                 "typical": alert.typical,
                 "ratio": (alert.day_credits or 0) / alert.typical if alert.typical else None,
-                "tools": alert.tools,
-                "users": alert.users,
+                "tools": alert.tools if shown else [],
+                "users": alert.users if shown else [],
             }
         )
     context = {
