@@ -246,6 +246,12 @@ def _warn_if_key_in_clear(base_url: str, quiet: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending.")
 @click.option("--force", is_flag=True, help="Send again even if already delivered.")
 @click.option(
+    "--recheck",
+    is_flag=True,
+    help="Re-fetch the period's delivered reports and send owners a corrected report where"
+    " late usage moved the total by more than correction_threshold_percent.",
+)
+@click.option(
     "--to",
     "preview_to",
     metavar="ADDRESS",
@@ -293,6 +299,7 @@ def run_command(
     state_path: Path,
     dry_run: bool,
     force: bool,
+    recheck: bool,
     preview_to: str | None,
     templates_dir: Path | None,
     pdf_variant: str | None,
@@ -314,6 +321,7 @@ def run_command(
     Examples:
         reporter run --config config/example.toml --period 2026-10 --dry-run
         reporter run --config config/example.toml --to me@company.com
+        reporter run --config config/example.toml --period 2026-10 --recheck
     """
     _setup_logging(verbose, quiet)
     now = _now()
@@ -328,6 +336,23 @@ def run_command(
         preview_to = preview_address(preview_to)
         if dry_run:
             raise UsageError("--to sends a preview; --dry-run sends nothing", hint="drop one")
+    if recheck and (preview_to is not None or force):
+        raise UsageError(
+            f"--recheck corrects what was delivered; it cannot be used with"
+            f" {'--to' if preview_to is not None else '--force'}",
+            hint="run --recheck on its own",
+        )
+    if recheck and not state_path.exists():
+        # Nothing was ever delivered from this ledger, so there is nothing to correct.
+        _finish(
+            [
+                Outcome(r.name, "not_delivered", f"no delivery ledger at {state_path}")
+                for r in selected
+            ],
+            the_period,
+            shard,
+        )
+        return
     api = api_settings(os.environ)
     _warn_if_key_in_clear(api.base_url, quiet)
     _check_out_dir(out_dir)
@@ -354,21 +379,23 @@ def run_command(
         MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client,
         progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
     ):
-        ledger = None if dry_run or preview_to else Ledger(state_path, redact=_redactor())
-        try:
-            outcomes = run(
-                config,
-                selected,
-                options,
-                client=client,
-                sender=sender,
-                ledger=ledger,
-                progress=_RedactedProgress(progress, _redactor()),
-                max_in_flight=max_in_flight,
+        if recheck:
+            from reporter.jobs.recheck import recheck as recheck_run
+
+            with Ledger(state_path, redact=_redactor()) as state:
+                outcomes = recheck_run(
+                    config,
+                    selected,
+                    options,
+                    client=client,
+                    sender=sender,
+                    ledger=state,
+                    progress=_RedactedProgress(progress, _redactor()),
+                )
+        else:
+            outcomes = _run_reports(
+                config, selected, options, client, sender, state_path, progress, max_in_flight
             )
-        finally:
-            if ledger is not None:
-                ledger.close()
     _finish(outcomes, the_period, shard)
 
 
@@ -488,6 +515,35 @@ def watch_command(
             if ledger is not None:
                 ledger.close()
     _finish(outcomes, options.month, shard)
+
+
+def _run_reports(
+    config: Config,
+    selected: list[ReportConfig],
+    options: RunOptions,
+    client: MagnificClient,
+    sender: Any,
+    state_path: Path,
+    progress: Progress,
+    max_in_flight: int,
+) -> list[Outcome]:
+    ledger = (
+        None if options.dry_run or options.preview_to else Ledger(state_path, redact=_redactor())
+    )
+    try:
+        return run(
+            config,
+            selected,
+            options,
+            client=client,
+            sender=sender,
+            ledger=ledger,
+            progress=_RedactedProgress(progress, _redactor()),
+            max_in_flight=max_in_flight,
+        )
+    finally:
+        if ledger is not None:
+            ledger.close()
 
 
 def _finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = None) -> None:

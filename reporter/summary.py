@@ -22,8 +22,18 @@ LABELS = {
     "previewed": "preview sent",
     "quiet": "no alert due",  # `reporter watch`: nothing to say about this report today
     "unchanged": "unchanged",  # `reporter run --recheck`: the delivered total still holds
+    "not_delivered": "not delivered",  # `reporter run --recheck`: nothing sent to correct
 }
-OK = ("delivered", "already_delivered", "written", "taken", "previewed", "quiet", "unchanged")
+OK = (
+    "delivered",
+    "already_delivered",
+    "written",
+    "taken",
+    "previewed",
+    "quiet",
+    "unchanged",
+    "not_delivered",
+)
 
 
 @dataclass
