@@ -269,7 +269,7 @@ def compose_alert(
         credits_label=gettext("Credits"),
         day_label=gettext("Day"),
     )
-    png = charts.svg_to_png(charts.render_svg(spec, locale))
+    png = charts.render_png(spec, locale)
     cid = content_id(f"{report.name}-alert", options.date.isoformat())
     items = []
     month_drivers_shown = False
