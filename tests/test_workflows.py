@@ -48,7 +48,7 @@ def step(job: dict[str, Any], name_start: str) -> dict[str, Any]:
 
 def test_workflows_pass_actionlint() -> None:
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert [f.name for f in files] == ["ci.yml", "monthly-report.yml"]
+    assert [f.name for f in files] == ["ci.yml", "monthly-report.yml", "watch.yml"]
     result = actionlint(*files)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -62,7 +62,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     assert 'property \\"dryrun\\" is not defined' in result.stdout
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "monthly-report.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "monthly-report.yml", "watch.yml"])
 def test_least_privilege_and_actions_pinned_by_commit(name: str) -> None:
     workflow = load(name)
     assert workflow["permissions"] == {"contents": "read"}
@@ -85,7 +85,7 @@ def test_ci_runs_the_readmes_test_command() -> None:
 def test_monthly_schedule_inputs_secrets_ledger_and_artifact() -> None:
     workflow = load("monthly-report.yml")
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as a boolean
-    assert triggers["schedule"] == [{"cron": "0 6 1 * *"}]
+    assert triggers["schedule"] == [{"cron": "0 6 1 * *"}, {"cron": "0 6 3 * *"}]
     inputs = set(triggers["workflow_dispatch"]["inputs"])
     assert inputs == {"period", "reports", "dry_run", "shards"}
     job = workflow["jobs"]["report"]
@@ -93,6 +93,7 @@ def test_monthly_schedule_inputs_secrets_ledger_and_artifact() -> None:
     assert "scripts/bootstrap" in README
     assert step(job, "Install")["run"] == "scripts/bootstrap"
     env = step(job, "Build and send")["env"]
+    assert env["RECHECK"] == "${{ github.event.schedule == '0 6 3 * *' }}"
     for secret in ("MAGNIFIC_API_KEY", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD"):
         assert env[secret] == f"${{{{ secrets.{secret} }}}}"
     restore, save = step(job, "Restore the delivery ledger"), step(job, "Keep the delivery ledger")
@@ -169,3 +170,40 @@ def test_the_workflows_own_steps_shard_every_report_exactly_once(
         written += [p.stem for p in (tmp_path / "out" / "2026-10").glob("*.pdf")]
         shutil.rmtree(tmp_path / "out")
     assert sorted(written) == names[:5]
+
+
+def test_the_daily_watch_runs_watch_with_its_ledger_and_summary(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    workflow = load("watch.yml")
+    assert workflow[True]["schedule"] == [{"cron": "0 7 * * *"}]
+    job = workflow["jobs"]["watch"]
+    restore, save = step(job, "Restore the delivery ledger"), step(job, "Keep the delivery ledger")
+    assert restore["with"]["path"] == save["with"]["path"] == ".reporter"
+    assert restore["with"]["key"] == save["with"]["key"]
+    assert save["if"].startswith("always()")
+    (tmp_path / "config").mkdir()
+    write_config(
+        tmp_path / "config" / "reports.toml",
+        '[[reports]]\nname = "team"\nowners = ["team@company.com"]\nbudget_credits = 1000\n',
+    )
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "reporter").symlink_to(Path(sys.executable).parent / "reporter")
+    summary = tmp_path / "summary.md"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "MAGNIFIC_API_KEY": API_KEY,
+        "MAGNIFIC_API_BASE_URL": api.url,
+        "CONFIG": "config/reports.toml",
+        "DATE": "2026-11-20",
+        "DRY_RUN": "true",
+        "GITHUB_STEP_SUMMARY": str(summary),
+    }
+    result = bash(step(job, "Send the alerts due")["run"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| team |" in summary.read_text(encoding="utf-8")
+    # A team spending far over 1,000 credits a month: the 80% and 100% alerts are written.
+    (eml,) = (tmp_path / "out" / "2026-11" / "alerts").glob("*.eml")
+    assert b"100% of the November budget used" in eml.read_bytes()
+    assert not (tmp_path / ".reporter").exists()  # a dry run records nothing
