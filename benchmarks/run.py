@@ -4,7 +4,7 @@ Prints one table: each figure, its goal, and whether it is met. Not part of the
 test suite: timings belong here, where a slow machine makes a slow number, not
 a red build.
 
-    .venv/bin/python benchmarks/run.py              # all six figures
+    .venv/bin/python benchmarks/run.py              # all seven figures
     .venv/bin/python benchmarks/run.py --only 1 4   # some of them
     .venv/bin/python benchmarks/run.py --only 6 --reports 200   # (6) at a smaller scale
 
@@ -83,8 +83,10 @@ _MEASURE = (
 )
 
 
-def run_reporter(args: Sequence[str], server: SandboxServer, work: Path) -> Timed:
-    """One whole `reporter run` process: wall time and its own peak memory."""
+def run_reporter(
+    args: Sequence[str], server: SandboxServer, work: Path, command: str = "run"
+) -> Timed:
+    """One whole `reporter run` (or ``command``) process: wall time and its own peak memory."""
     env = {
         **os.environ,
         "MAGNIFIC_API_KEY": KEY,
@@ -93,9 +95,9 @@ def run_reporter(args: Sequence[str], server: SandboxServer, work: Path) -> Time
     peak = work / "peak-rss-kib"
     with tempfile.TemporaryFile(dir=work) as errors:
         start = time.perf_counter()
-        command = [sys.executable, "-c", _MEASURE, str(peak), str(REPORTER), "run", "--dry-run"]
+        measured = [sys.executable, "-c", _MEASURE, str(peak), str(REPORTER), command, "--dry-run"]
         code = subprocess.call(
-            [*command, "-q", *args],
+            [*measured, "-q", *args],
             env=env,
             cwd=work,
             stdout=subprocess.DEVNULL,
@@ -104,7 +106,7 @@ def run_reporter(args: Sequence[str], server: SandboxServer, work: Path) -> Time
         seconds = time.perf_counter() - start
         if code != 0:
             errors.seek(0)
-            raise SystemExit(f"reporter run failed ({code}):\n{errors.read().decode()}")
+            raise SystemExit(f"reporter {command} failed ({code}):\n{errors.read().decode()}")
     return Timed(seconds, int(peak.read_text()) * 1024)
 
 
@@ -159,6 +161,24 @@ class Bench:
         args = [*common_args(config, self.work / "out-100", self.period), "--jobs", "2"]
         seconds = run_reporter(args, server, self.work).seconds
         return Figure(3, "100 reports, --jobs 2", fmt_s(seconds), "<= 30 s", seconds <= 30)
+
+    def watch(self, server: SandboxServer, today: dt.date) -> Figure:
+        """`reporter watch` over 100 reports, each with a budget its month has passed, so
+        every report fetches, decides and writes an alert email with its chart."""
+        config = self.work / "watch.toml"
+        config.write_text(
+            config_text(100).replace("owners = [", "budget_credits = 100\nowners = ["),
+            encoding="utf-8",
+        )
+        day = today - dt.timedelta(days=1)
+        args = ["--config", str(config), "--date", day.isoformat()]
+        args += ["--out", str(self.work / "out-watch")]
+        run_reporter(args, server, self.work, "watch")  # caches warm
+        seconds = median_of(3, lambda: run_reporter(args, server, self.work, "watch").seconds)
+        written = len(list((self.work / "out-watch").rglob("*.eml")))
+        if written != 100:
+            raise SystemExit(f"reporter watch wrote {written} alert emails, not 100")
+        return Figure(7, "reporter watch, 100 reports", fmt_s(seconds), "<= 10 s", seconds <= 10)
 
     def many(self, server: SandboxServer, count: int) -> list[Figure]:
         """Peak memory must not grow with the number of reports: ``count`` against 10."""
@@ -317,12 +337,12 @@ def user_rows(data: SandboxData, period: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 7), metavar="N")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 8), metavar="N")
     parser.add_argument("--reports", type=int, default=1000, help="how many reports for (6)")
     parser.add_argument("--users", type=int, default=5000, help="team size for (4)")
     parser.add_argument("--intensity", type=float, default=40.0, help="how busy the team of (4) is")
     args = parser.parse_args(argv)
-    wanted = set(args.only or range(1, 7))
+    wanted = set(args.only or range(1, 8))
     today = dt.date.today()
     period = last_complete_month(today).key
     figures: list[Figure] = []
@@ -341,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 figures.extend(bench.chromium(small))
             if 6 in wanted:
                 figures.extend(bench.many(small, args.reports))
+            if 7 in wanted:
+                figures.append(bench.watch(small, today))
         if 4 in wanted:
             team = synthetic_team(users=args.users, seed=7, intensity=args.intensity)
             data = SandboxData(team, today=today)

@@ -246,6 +246,12 @@ def _warn_if_key_in_clear(base_url: str, quiet: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending.")
 @click.option("--force", is_flag=True, help="Send again even if already delivered.")
 @click.option(
+    "--recheck",
+    is_flag=True,
+    help="Re-fetch the period's delivered reports and send owners a corrected report where"
+    " late usage moved the total by more than correction_threshold_percent.",
+)
+@click.option(
     "--to",
     "preview_to",
     metavar="ADDRESS",
@@ -293,6 +299,7 @@ def run_command(
     state_path: Path,
     dry_run: bool,
     force: bool,
+    recheck: bool,
     preview_to: str | None,
     templates_dir: Path | None,
     pdf_variant: str | None,
@@ -314,6 +321,7 @@ def run_command(
     Examples:
         reporter run --config config/example.toml --period 2026-10 --dry-run
         reporter run --config config/example.toml --to me@company.com
+        reporter run --config config/example.toml --period 2026-10 --recheck
     """
     _setup_logging(verbose, quiet)
     now = _now()
@@ -328,6 +336,23 @@ def run_command(
         preview_to = preview_address(preview_to)
         if dry_run:
             raise UsageError("--to sends a preview; --dry-run sends nothing", hint="drop one")
+    if recheck and (preview_to is not None or force):
+        raise UsageError(
+            f"--recheck corrects what was delivered; it cannot be used with"
+            f" {'--to' if preview_to is not None else '--force'}",
+            hint="run --recheck on its own",
+        )
+    if recheck and not state_path.exists():
+        # Nothing was ever delivered from this ledger, so there is nothing to correct.
+        _finish(
+            [
+                Outcome(r.name, "not_delivered", f"no delivery ledger at {state_path}")
+                for r in selected
+            ],
+            the_period,
+            shard,
+        )
+        return
     api = api_settings(os.environ)
     _warn_if_key_in_clear(api.base_url, quiet)
     _check_out_dir(out_dir)
@@ -354,9 +379,129 @@ def run_command(
         MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client,
         progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
     ):
-        ledger = None if dry_run or preview_to else Ledger(state_path, redact=_redactor())
+        if recheck:
+            from reporter.jobs.recheck import recheck as recheck_run
+
+            with Ledger(state_path, redact=_redactor()) as state:
+                outcomes = recheck_run(
+                    config,
+                    selected,
+                    options,
+                    client=client,
+                    sender=sender,
+                    ledger=state,
+                    progress=_RedactedProgress(progress, _redactor()),
+                )
+        else:
+            outcomes = _run_reports(
+                config, selected, options, client, sender, state_path, progress, max_in_flight
+            )
+    _finish(outcomes, the_period, shard)
+
+
+@cli.command("watch")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="TOML config with [email] and [[reports]].",
+)
+@click.option(
+    "--date",
+    "date_text",
+    metavar="YYYY-MM-DD",
+    help="Watch the month containing this day, with data through it. Default: today (UTC).",
+)
+@click.option(
+    "--report",
+    "report_names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this report (repeatable). Default: all.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Delivery ledger (SQLite), shared with `run`.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Where the alerts' .eml files are written.",
+)
+@click.option("--dry-run", is_flag=True, help="Write .eml files, send and record nothing.")
+@click.option(
+    "--shard",
+    "shard_text",
+    metavar="I/N",
+    help="Run only the I-th of N stable shares of the reports (by name), e.g. 2/4.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Every step, and every API request.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+def watch_command(
+    config_path: Path,
+    date_text: str | None,
+    report_names: tuple[str, ...],
+    state_path: Path,
+    out_dir: Path,
+    dry_run: bool,
+    shard_text: str | None,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Check each report's month so far and email its owners each alert newly due:
+    a budget threshold reached, a month-end forecast above the budget, a usage spike.
+
+    Each alert goes to each owner once (the ledger of `run` records it); one request
+    per report, no PDF. Run it daily; exit status as for `run`.
+
+    \b
+    Example:
+        reporter watch --config config/example.toml --date 2026-11-12 --dry-run
+    """
+    from reporter.jobs.watch import WatchOptions, watch
+
+    _setup_logging(verbose, quiet)
+    now = _now()
+    config = load_config(config_path)
+    selected = _select(config, report_names, str(config_path))
+    shard = parse_shard(shard_text) if shard_text else None
+    if shard is not None:
+        selected = shard.select(selected, lambda r: r.name)
+    try:
+        day = dt.date.fromisoformat(date_text) if date_text else now.date()
+    except ValueError:
+        raise UsageError(
+            f"--date {date_text!r} is not a date", hint="give a day as YYYY-MM-DD, e.g. 2026-11-12"
+        ) from None
+    api = api_settings(os.environ)
+    _warn_if_key_in_clear(api.base_url, quiet)
+    _check_out_dir(out_dir)
+    sender = None
+    if not dry_run:
+        from reporter.mail import SmtpSender
+
+        sender = SmtpSender(smtp_settings(os.environ))
+    options = WatchOptions(
+        date=day, out_dir=out_dir, templates_dir=default_templates_dir(), now=now, dry_run=dry_run
+    )
+    with (
+        stop_on_signals(),
+        MagnificClient(
+            api, retry=retry_policy(config.api), max_in_flight=config.api.max_in_flight
+        ) as client,
+        progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
+    ):
+        ledger = None if dry_run else Ledger(state_path, redact=_redactor())
         try:
-            outcomes = run(
+            outcomes = watch(
                 config,
                 selected,
                 options,
@@ -364,12 +509,41 @@ def run_command(
                 sender=sender,
                 ledger=ledger,
                 progress=_RedactedProgress(progress, _redactor()),
-                max_in_flight=max_in_flight,
+                max_in_flight=config.api.max_in_flight,
             )
         finally:
             if ledger is not None:
                 ledger.close()
-    _finish(outcomes, the_period, shard)
+    _finish(outcomes, options.month, shard)
+
+
+def _run_reports(
+    config: Config,
+    selected: list[ReportConfig],
+    options: RunOptions,
+    client: MagnificClient,
+    sender: Any,
+    state_path: Path,
+    progress: Progress,
+    max_in_flight: int,
+) -> list[Outcome]:
+    ledger = (
+        None if options.dry_run or options.preview_to else Ledger(state_path, redact=_redactor())
+    )
+    try:
+        return run(
+            config,
+            selected,
+            options,
+            client=client,
+            sender=sender,
+            ledger=ledger,
+            progress=_RedactedProgress(progress, _redactor()),
+            max_in_flight=max_in_flight,
+        )
+    finally:
+        if ledger is not None:
+            ledger.close()
 
 
 def _finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = None) -> None:
@@ -575,19 +749,22 @@ def history_command(state_path: Path, period: str | None) -> None:
             hint="pass --state with the path used by `reporter run`",
         )
     with Ledger(state_path) as ledger:
-        rows = ledger.rows(period)
+        rows = ledger.rows(period, message=None)
     if not rows:
         click.echo("No deliveries recorded" + (f" for {period}." if period else "."))
         return
-    header = ("period", "report", "recipient", "status", "updated (UTC)", "note")
-    table = [(r.period, r.report, r.recipient, r.status, r.updated_at, r.error or "") for r in rows]
-    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(5)]
+    header = ("period", "report", "message", "recipient", "status", "updated (UTC)", "note")
+    table = [
+        (r.period, r.report, r.message, r.recipient, r.status, r.updated_at, r.error or "")
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(6)]
     redact = _redactor()  # rows a run stored before their errors were redacted
     for row in [header, *table]:
         click.echo(
             redact(
-                "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:5]))
-                + ("  " + row[5] if row[5] else "")
+                "  ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row[:6]))
+                + ("  " + row[6] if row[6] else "")
             )
         )
 

@@ -31,6 +31,8 @@ from reporter.errors import ConfigError
 
 Locale = Literal["en", "es"]
 PdfVariant = Literal["pdf/ua-1", "pdf/a-3b"]
+Percent = Annotated[int, Field(ge=1, le=1000)]
+DEFAULT_THRESHOLDS = (80, 100)
 
 
 class _Model(BaseModel):
@@ -59,6 +61,12 @@ class Defaults(_Model):
     locale: Locale = "en"
     top_users: Annotated[int, Field(ge=1, le=100)] = 10
     pdf_variant: PdfVariant = "pdf/ua-1"
+    # `reporter watch`; None: the built-in default (see ReportConfig)
+    alert_thresholds: list[Percent] | None = None
+    forecast_alert: bool | None = None
+    spike_factor: Annotated[float, Field(ge=0, le=1000)] = 3.0
+    # `reporter run --recheck`: a delivered total that moved more than this is corrected
+    correction_threshold_percent: Annotated[float, Field(ge=0, le=100)] = 0.5
 
 
 class ApiOptions(_Model):
@@ -90,6 +98,11 @@ class ReportConfig(_Model):
     budget_credits: NonNegativeFloat | None = None  # per month; prorated for other periods
     locale: Locale | None = None
     top_users: Annotated[int, Field(ge=1, le=100)] | None = None
+    # `reporter watch`: each None falls back to [defaults], then to the built-in default
+    alert_thresholds: list[Percent] | None = None  # [80, 100] with a budget; [] turns off
+    forecast_alert: bool | None = None  # on with a budget
+    spike_factor: Annotated[float, Field(ge=0, le=1000)] | None = None  # 3.0; 0 turns off
+    correction_threshold_percent: Annotated[float, Field(ge=0, le=100)] | None = None
 
     @field_validator("owners")
     @classmethod
@@ -142,6 +155,33 @@ class Config(_Model):
 
     def top_users_for(self, report: ReportConfig) -> int:
         return report.top_users or self.defaults.top_users
+
+    def thresholds_for(self, report: ReportConfig) -> list[int]:
+        """Budget thresholds to alert at; none without a budget to take a share of."""
+        if not report.budget_credits:
+            return []
+        for chosen in (report.alert_thresholds, self.defaults.alert_thresholds):
+            if chosen is not None:
+                return sorted(set(chosen))
+        return list(DEFAULT_THRESHOLDS)
+
+    def forecast_alert_for(self, report: ReportConfig) -> bool:
+        if not report.budget_credits:
+            return False
+        for chosen in (report.forecast_alert, self.defaults.forecast_alert):
+            if chosen is not None:
+                return chosen
+        return True
+
+    def spike_factor_for(self, report: ReportConfig) -> float:
+        if report.spike_factor is not None:
+            return report.spike_factor
+        return self.defaults.spike_factor
+
+    def correction_threshold_for(self, report: ReportConfig) -> float:
+        if report.correction_threshold_percent is not None:
+            return report.correction_threshold_percent
+        return self.defaults.correction_threshold_percent
 
 
 def smtp_address(address: str) -> str:

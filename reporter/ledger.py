@@ -1,6 +1,10 @@
-"""The delivery ledger: which owner has been sent which report for which period.
+"""The delivery ledger: which owner has been sent which message for which period.
 
-One row per (report, period, recipient). A message moves through
+One row per (report, period, message, recipient). ``message`` says what was
+sent: ``report`` (the period's report), ``alert:threshold:80``,
+``alert:forecast``, ``alert:spike:2026-11-12`` or ``correction:<credits>``;
+every kind goes through the same claims and marks, so each is sent at most
+once. A message moves through
 ``claimed`` -> ``rendered`` -> ``sending`` -> ``committing`` -> ``sent``, or
 to ``failed`` or ``unconfirmed``. Only ``sent`` counts as delivered.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import itertools
 import logging
 import os
 import sqlite3
@@ -43,13 +48,16 @@ IN_FLIGHT = ("claimed", "rendered", "sending", "committing")
 
 # "RPTR": marks the file as ours, so a foreign SQLite file is never written to.
 APPLICATION_ID = 0x52505452
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LOCK_WAIT_SECONDS = 30.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deliveries (
+REPORT = "report"
+
+_DELIVERIES = """
+CREATE TABLE IF NOT EXISTS {name} (
     report      TEXT NOT NULL,
     period      TEXT NOT NULL,
+    message     TEXT NOT NULL DEFAULT 'report',
     recipient   TEXT NOT NULL,
     status      TEXT NOT NULL,
     message_id  TEXT,
@@ -58,9 +66,23 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts    INTEGER NOT NULL DEFAULT 0,
     updated_at  TEXT NOT NULL,
     run_id      TEXT,
-    PRIMARY KEY (report, period, recipient)
+    PRIMARY KEY (report, period, message, recipient)
 );
 """
+# The total credits a delivered report showed, so a later re-check can tell that
+# late usage changed it; updated when a correction is delivered.
+_SHOWN = """
+CREATE TABLE IF NOT EXISTS shown_totals (
+    report      TEXT NOT NULL,
+    period      TEXT NOT NULL,
+    credits     REAL NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (report, period)
+);
+"""
+_COPIED = (
+    "report, period, recipient, status, message_id, artifact, error, attempts, updated_at, run_id"
+)
 _V1_COLUMNS = {
     "report",
     "period",
@@ -94,6 +116,7 @@ class Delivery:
     attempts: int
     updated_at: str
     run_id: str | None = None
+    message: str = REPORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +215,8 @@ class Ledger:
             with self._transaction() as tx:
                 kind = self._kind(tx)  # again: another run may have created it meanwhile
                 if kind == "new":
-                    tx.execute(_SCHEMA)
+                    tx.execute(_DELIVERIES.format(name="deliveries"))
+                    tx.execute(_SHOWN)
                 elif kind == "old":
                     self._migrate(tx)
                 if kind != "current":
@@ -249,8 +273,19 @@ class Ledger:
         return {r[1] for r in db.execute("PRAGMA table_info(deliveries)")}
 
     def _migrate(self, db: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: ``run_id``. 2 -> 3: ``message`` in the primary key, which SQLite
+        cannot alter, so the table is copied (inside the caller's transaction)."""
         if "run_id" not in self._columns(db):
             db.execute("ALTER TABLE deliveries ADD COLUMN run_id TEXT")
+        if "message" not in self._columns(db):
+            db.execute(_DELIVERIES.format(name="deliveries_v3"))
+            db.execute(
+                f"INSERT INTO deliveries_v3 (message, {_COPIED})"
+                f" SELECT '{REPORT}', {_COPIED} FROM deliveries"
+            )
+            db.execute("DROP TABLE deliveries")
+            db.execute("ALTER TABLE deliveries_v3 RENAME TO deliveries")
+        db.execute(_SHOWN)
 
     def _with_lock_wait(self, action: Callable[[], T]) -> T:
         """Run ``action``; if another process holds the file locked, say so and wait a while."""
@@ -401,7 +436,15 @@ class Ledger:
                 moved[key] += count
         return moved
 
-    def claim(self, report: str, period: str, owners: Sequence[str], *, force: bool) -> Claim:
+    def claim(
+        self,
+        report: str,
+        period: str,
+        owners: Sequence[str],
+        *,
+        force: bool,
+        message: str = REPORT,
+    ) -> Claim:
         """Take the owners this run should send ``report`` to, atomically.
 
         Delivered owners are left alone (unless ``force``); owners another live run
@@ -416,14 +459,14 @@ class Ledger:
             for owner in owners:
                 row = db.execute(
                     "SELECT status, run_id FROM deliveries"
-                    " WHERE report=? AND period=? AND recipient=?",
-                    (report, period, owner.lower()),
+                    " WHERE report=? AND period=? AND message=? AND recipient=?",
+                    (report, period, message, owner.lower()),
                 ).fetchone()
                 if row is None:
                     db.execute(
-                        "INSERT INTO deliveries (report, period, recipient, status, updated_at,"
-                        " run_id) VALUES (?,?,?,'claimed',?,?)",
-                        (report, period, owner.lower(), now, run_id),
+                        "INSERT INTO deliveries (report, period, message, recipient, status,"
+                        " updated_at, run_id) VALUES (?,?,?,?,'claimed',?,?)",
+                        (report, period, message, owner.lower(), now, run_id),
                     )
                     result.mine.append(owner)
                     continue
@@ -438,22 +481,24 @@ class Ledger:
                 if holder and holder != run_id:  # a dead run's row: settle it first
                     self._settle(
                         db,
-                        "report=? AND period=? AND recipient=?",
-                        (report, period, owner.lower()),
+                        "report=? AND period=? AND message=? AND recipient=?",
+                        (report, period, message, owner.lower()),
                     )
                 db.execute(
-                    "UPDATE deliveries SET run_id=? WHERE report=? AND period=? AND recipient=?",
-                    (run_id, report, period, owner.lower()),
+                    "UPDATE deliveries SET run_id=?"
+                    " WHERE report=? AND period=? AND message=? AND recipient=?",
+                    (run_id, report, period, message, owner.lower()),
                 )
                 result.mine.append(owner)
         return result
 
     # --- reading and marking ------------------------------------------------------
 
-    def delivered(self, report: str, period: str) -> set[str]:
+    def delivered(self, report: str, period: str, message: str = REPORT) -> set[str]:
         rows = self._read(
-            "SELECT recipient FROM deliveries WHERE report=? AND period=? AND status='sent'",
-            (report, period),
+            "SELECT recipient FROM deliveries"
+            " WHERE report=? AND period=? AND message=? AND status='sent'",
+            (report, period, message),
         )
         return {r[0] for r in rows}
 
@@ -467,53 +512,84 @@ class Ledger:
         message_id: str | None = None,
         artifact: str | None = None,
         error: str | None = None,
+        message: str | Sequence[str] = REPORT,
     ) -> None:
-        """Record a state for every (report, recipient) pair this run holds, in one transaction."""
+        """Record a state for every (report, message, recipient) this run holds, in one
+        transaction; ``message`` may name several (one email carrying several alerts)."""
+        messages = [message] if isinstance(message, str) else list(message)
         now = self._now()
         bump = 1 if status == "sending" else 0
         run_id = self.start_run()
         error = None if error is None else self._redact(error)
         recipients = list(recipients)
         with self._writing() as db:
-            for report in reports:
-                for recipient in recipients:
-                    db.execute(
-                        "INSERT INTO deliveries (report, period, recipient, status, message_id,"
-                        " artifact, error, attempts, updated_at, run_id)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?)"
-                        " ON CONFLICT (report, period, recipient) DO UPDATE SET"
-                        " status=excluded.status,"
-                        " message_id=COALESCE(excluded.message_id, message_id),"
-                        " artifact=COALESCE(excluded.artifact, artifact),"
-                        " error=excluded.error, attempts=attempts+?,"
-                        " updated_at=excluded.updated_at"
-                        " WHERE run_id IS excluded.run_id",
-                        (
-                            report,
-                            period,
-                            recipient.lower(),
-                            status,
-                            message_id,
-                            artifact,
-                            error,
-                            bump,
-                            now,
-                            run_id,
-                            bump,
-                        ),
-                    )
+            for report, kind, recipient in itertools.product(reports, messages, recipients):
+                db.execute(
+                    "INSERT INTO deliveries (report, period, message, recipient, status,"
+                    " message_id, artifact, error, attempts, updated_at, run_id)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (report, period, message, recipient) DO UPDATE SET"
+                    " status=excluded.status,"
+                    " message_id=COALESCE(excluded.message_id, message_id),"
+                    " artifact=COALESCE(excluded.artifact, artifact),"
+                    " error=excluded.error, attempts=attempts+?,"
+                    " updated_at=excluded.updated_at"
+                    " WHERE run_id IS excluded.run_id",
+                    (
+                        report,
+                        period,
+                        kind,
+                        recipient.lower(),
+                        status,
+                        message_id,
+                        artifact,
+                        error,
+                        bump,
+                        now,
+                        run_id,
+                        bump,
+                    ),
+                )
 
-    def rows(self, period: str | None = None) -> list[Delivery]:
+    def rows(self, period: str | None = None, *, message: str | None = REPORT) -> list[Delivery]:
+        """Rows of one kind of message (``None``: every kind), newest period first."""
         query = (
             "SELECT report, period, recipient, status, message_id, artifact, error,"
-            " attempts, updated_at, run_id FROM deliveries"
+            " attempts, updated_at, run_id, message FROM deliveries"
         )
+        where = []
+        args: tuple[str, ...] = ()
+        if period:
+            where.append("period=?")
+            args += (period,)
+        if message is not None:
+            where.append("message=?")
+            args += (message,)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY period DESC, report, message, recipient"
+        return [Delivery(*row) for row in self._read(query, args)]
+
+    # --- what delivered reports showed (for corrections) ---------------------------
+
+    def record_shown(self, report: str, period: str, credits: float) -> None:
+        """The total a delivered report (or its correction) showed its owners."""
+        with self._writing() as db:
+            db.execute(
+                "INSERT INTO shown_totals (report, period, credits, recorded_at)"
+                " VALUES (?,?,?,?) ON CONFLICT (report, period) DO UPDATE SET"
+                " credits=excluded.credits, recorded_at=excluded.recorded_at",
+                (report, period, credits, self._now()),
+            )
+
+    def shown_totals(self, period: str | None = None) -> dict[tuple[str, str], float]:
+        """(report, period) -> the credits its owners were last shown."""
+        query = "SELECT report, period, credits FROM shown_totals"
         args: tuple[str, ...] = ()
         if period:
             query += " WHERE period=?"
             args = (period,)
-        query += " ORDER BY period DESC, report, recipient"
-        return [Delivery(*row) for row in self._read(query, args)]
+        return {(r, p): float(c) for r, p, c in self._read(query, args)}
 
     def _read(self, query: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
         try:

@@ -246,6 +246,7 @@ class SandboxData:
         self.team = team or synthetic_team()
         self._today = today
         self._months = functools.lru_cache(maxsize=64)(self._generate_month)
+        self._scripted: dict[int, dict[dt.date, int]] = {}  # group index -> credits per day
 
     @property
     def today(self) -> dt.date:
@@ -263,7 +264,30 @@ class SandboxData:
         months = pd.period_range(first, last, freq="M")
         frame = pd.concat([self._months(p.year, p.month) for p in months], ignore_index=True)
         mask = (frame["date"] >= pd.Timestamp(first)) & (frame["date"] <= pd.Timestamp(last))
-        return frame.loc[mask]
+        frame = frame.loc[mask]
+        for group, daily in self._scripted.items():
+            days = [d for d in sorted(daily) if first <= d <= last and daily[d] > 0]
+            chosen = pd.DataFrame(
+                {
+                    "date": pd.to_datetime(days),
+                    "tool": 0,
+                    "user": 0,
+                    "project": 0,
+                    "group": group,
+                    "key": 0,
+                    "uses": [max(1, daily[d] // TOOLS[0].credits_per_use) for d in days],
+                    "credits": [daily[d] for d in days],
+                }
+            )
+            frame = pd.concat([frame[frame["group"] != group], chosen], ignore_index=True)
+        return frame
+
+    def script(self, group_id: int, daily: Mapping[dt.date, int]) -> None:
+        """Give the group ``group_id`` exactly ``daily`` credits a day (one tool, one user)
+        instead of its synthetic usage, so a test knows the day a budget is crossed;
+        calling it again changes the series, as late-arriving usage does."""
+        index = [gid for gid, _ in GROUPS].index(group_id)
+        self._scripted[index] = dict(daily)
 
     def answer(
         self, body: Any, *, dates: DateForms = "both", end: EndMeaning = "inclusive"

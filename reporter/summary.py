@@ -20,8 +20,20 @@ LABELS = {
     "unconfirmed": "UNCONFIRMED",
     "taken": "taken by another run",
     "previewed": "preview sent",
+    "quiet": "no alert due",  # `reporter watch`: nothing to say about this report today
+    "unchanged": "unchanged",  # `reporter run --recheck`: the delivered total still holds
+    "not_delivered": "not delivered",  # `reporter run --recheck`: nothing sent to correct
 }
-OK = ("delivered", "already_delivered", "written", "taken", "previewed")
+OK = (
+    "delivered",
+    "already_delivered",
+    "written",
+    "taken",
+    "previewed",
+    "quiet",
+    "unchanged",
+    "not_delivered",
+)
 
 
 @dataclass

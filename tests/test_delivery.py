@@ -263,6 +263,7 @@ def test_history_prints_the_ledger(tmp_path: Path, api: SandboxServer, smtp: Smt
     assert lines[0].split() == [
         "period",
         "report",
+        "message",
         "recipient",
         "status",
         "updated",
@@ -270,4 +271,4 @@ def test_history_prints_the_ledger(tmp_path: Path, api: SandboxServer, smtp: Smt
         "note",
     ]
     assert len(lines) == 5
-    assert all(" sent " in line for line in lines[1:])
+    assert all(" report " in line and " sent " in line for line in lines[1:])

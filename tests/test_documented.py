@@ -292,7 +292,7 @@ def test_every_documented_session_is_found() -> None:
     assert any(t.startswith("MAGNIFIC_API_BASE_URL=http://127.0.0.1:8080") for t in texts)
     assert "reporter history --period 2026-10" in texts
     assert any(t.startswith("scripts/demo ") for t in texts)
-    assert set(command_names()) == {"run", "demo", "sandbox", "history"}
+    assert set(command_names()) == {"run", "demo", "sandbox", "history", "check", "watch"}
 
 
 def test_readme_command_table_matches_each_commands_options() -> None:

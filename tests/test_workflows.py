@@ -51,7 +51,7 @@ def step(job: dict[str, Any], name_start: str) -> dict[str, Any]:
 
 def test_workflows_pass_actionlint() -> None:
     files = sorted(WORKFLOWS.glob("*.yml"))
-    assert [f.name for f in files] == ["ci.yml", "monthly-report.yml"]
+    assert [f.name for f in files] == ["ci.yml", "monthly-report.yml", "watch.yml"]
     result = actionlint(*files)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -65,7 +65,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     assert 'property \\"dryrun\\" is not defined' in result.stdout
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "monthly-report.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "monthly-report.yml", "watch.yml"])
 def test_least_privilege_and_actions_pinned_by_commit(name: str) -> None:
     workflow = load(name)
     # `actions: read` lets the action find the last run's ledger artifact; nothing writes.
@@ -89,7 +89,7 @@ def test_ci_runs_the_readmes_test_command() -> None:
 def test_monthly_schedule_inputs_secrets_and_artifact_through_the_action() -> None:
     workflow = load("monthly-report.yml")
     triggers = workflow[True]  # YAML 1.1 reads the key `on` as a boolean
-    assert triggers["schedule"] == [{"cron": "0 6 1 * *"}]
+    assert triggers["schedule"] == [{"cron": "0 6 1 * *"}, {"cron": "0 6 3 * *"}]
     inputs = set(triggers["workflow_dispatch"]["inputs"])
     assert inputs == {"period", "reports", "dry_run", "shards"}
     job = workflow["jobs"]["report"]
@@ -98,6 +98,9 @@ def test_monthly_schedule_inputs_secrets_and_artifact_through_the_action() -> No
     assert reports["uses"] == "./"  # this repository's own action.yml
     assert set(reports["with"]) <= set(load_action()["inputs"])
     assert reports["with"]["shard"] == "${{ matrix.shard }}/${{ needs.plan.outputs.count }}"
+    assert reports["with"]["command"] == (
+        "${{ github.event.schedule == '0 6 3 * *' && 'run --recheck' || 'run' }}"
+    )
     for secret in ("MAGNIFIC_API_KEY", "SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD"):
         assert reports["env"][secret] == f"${{{{ secrets.{secret} }}}}"
     upload = step(job, "Upload the PDFs and CSVs")
@@ -474,9 +477,9 @@ def test_the_actions_steps_keep_the_ledger_so_a_rerun_weeks_later_sends_only_the
 @pytest.mark.parametrize(
     ("inputs", "error"),
     [
-        ({"command": "watch"}, "::error::command 'watch' comes with a later version of reporter"),
-        ({"command": "run --recheck"}, "::error::command 'run --recheck' comes with a later"),
-        ({"command": "send"}, "::error::command must be 'run', not 'send'"),
+        ({"command": "send"}, "::error::command must be 'run', 'run --recheck' or 'watch'"),
+        ({"command": "watch", "period": "2026-10"}, "::error::period is for command 'run'"),
+        ({"command": "run", "date": "2026-11-12"}, "::error::date is for command 'watch'"),
         ({"shard": "4/3"}, "::error::shard must be I/N with 1 <= I <= N"),
         ({"jobs": "two"}, "::error::jobs must be a whole number"),
         ({"dry-run": "yes"}, "::error::dry-run must be true or false, not 'yes'"),
@@ -517,14 +520,50 @@ def test_a_ledger_that_cannot_be_looked_up_stops_before_anything_is_sent(
 def test_the_readmes_quick_start_workflow_lints_and_calls_the_action(tmp_path: Path) -> None:
     quick_start = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     (block,) = re.findall(r"```yaml\n(.*?)```", quick_start, re.DOTALL)
-    assert len(block.strip().splitlines()) <= 20  # "about fifteen lines"
+    assert len(block.strip().splitlines()) <= 22  # "about fifteen lines"
     workflow = tmp_path / "reports.yml"
     workflow.write_text(block, encoding="utf-8")
     result = actionlint(workflow)
     assert result.returncode == 0, result.stdout + result.stderr
     data = yaml.safe_load(block)
     assert data["permissions"] == {"contents": "read", "actions": "read"}
-    assert data[True]["schedule"] == [{"cron": "0 6 1 * *"}]
+    crons = [c["cron"] for c in data[True]["schedule"]]
+    assert crons == ["0 6 1 * *", "0 6 3 * *", "0 7 * * *"]
     (call,) = [s for s in data["jobs"]["reports"]["steps"] if "reporter@" in s["uses"]]
     assert set(call.get("with", {})) <= set(load_action()["inputs"])
-    assert "watch" not in block  # no step that the action would refuse
+    # Each schedule picks its command: watch daily, corrections on the 3rd, else the reports.
+    command = call["with"]["command"]
+    assert "'0 7 * * *' && 'watch'" in command
+    assert "'0 6 3 * *' && 'run --recheck'" in command
+    assert command.endswith("|| 'run' }}")
+
+
+def test_the_daily_watch_calls_the_action_which_keeps_its_own_ledger(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, gh_store: Path
+) -> None:
+    workflow = load("watch.yml")
+    assert workflow[True]["schedule"] == [{"cron": "0 7 * * *"}]
+    watch = step(workflow["jobs"]["watch"], "Send the alerts due")
+    assert watch["uses"] == "./"
+    assert watch["with"]["command"] == "watch"
+    assert set(watch["with"]) <= set(load_action()["inputs"])
+
+    workspace = tmp_path / "job"
+    (workspace / "config").mkdir(parents=True)
+    write_config(
+        workspace / "config" / "reports.toml",
+        '[[reports]]\nname = "team"\nowners = ["team@company.com"]\nbudget_credits = 1000\n',
+    )
+    inputs = {"command": "watch", "date": "2026-11-20", "dry-run": "true"}
+    job = ActionRun(workspace, inputs, action_env(gh_store, api, smtp))
+    for step_id in ("inputs", "install-key", "install", "ledger"):
+        result = job.step(step_id)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert job.outputs["inputs"] == {"artifact": "reporter-ledger-watch-1-of-1"}
+    result = job.step("run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| team |" in job.summary.read_text(encoding="utf-8")
+    # A team spending far over 1,000 credits a month: the 100% alert is written, not sent.
+    (eml,) = (workspace / "out" / "2026-11" / "alerts").glob("*.eml")
+    assert b"100% of the November budget used" in eml.read_bytes()
+    assert smtp.recorder.messages == []

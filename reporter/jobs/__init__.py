@@ -91,6 +91,7 @@ def run(
                 "rendered",
                 message_id=mail.message_id,
                 artifact=str(mail.path),
+                message=mail.kinds,
             )
 
     one_per_owner = config.email.one_mail_per_owner
@@ -141,6 +142,9 @@ def run(
                 progress(name, "not confirmed by the server for " + ", ".join(sent.unconfirmed))
             if sent.delivered:
                 progress(name, "delivered to " + ", ".join(sent.delivered))
+                if ledger is not None and outcomes[name].credits is not None:
+                    # What the owners were shown, for `run --recheck` to compare later.
+                    ledger.record_shown(name, period, float(outcomes[name].credits or 0.0))
     for name, outcome in outcomes.items():
         if outcome.status == "pending":
             _settle(outcome, results.get(name, Sent()), options, plan, name)

@@ -105,9 +105,15 @@ class Composed:
 
 
 def compose_report(
-    report: ReportConfig, tables: ReportTables, config: Config, options: RunOptions
+    report: ReportConfig,
+    tables: ReportTables,
+    config: Config,
+    options: RunOptions,
+    *,
+    correction: dict[str, float] | None = None,
 ) -> Composed:
-    """Charts and HTML for one report."""
+    """Charts and HTML for one report; ``correction`` (sent and current credits) marks
+    it as correcting one delivered before (``run --recheck``)."""
     locale = config.locale_for(report)
     catalog = translations(options.templates_dir, locale)
     labels = chart_labels(catalog.gettext, tables)
@@ -164,15 +170,21 @@ def compose_report(
         source=Source(api_url=options.api_url, filters=report.filters, fetched_at=options.now),
         generated_at=options.now,
     )
+    context["correction"] = correction
     html = render_template(options.templates_dir, "report.html.j2", locale, context)
     return Composed(html, locale, context, chart_png)
 
 
 def render_report(
-    report: ReportConfig, tables: ReportTables, config: Config, options: RunOptions
+    report: ReportConfig,
+    tables: ReportTables,
+    config: Config,
+    options: RunOptions,
+    *,
+    correction: dict[str, float] | None = None,
 ) -> BuiltReport:
     """Charts, HTML and PDF for one report; writes ``<name>.pdf`` and ``<name>.csv``."""
-    composed = compose_report(report, tables, config, options)
+    composed = compose_report(report, tables, config, options, correction=correction)
     period = tables.period
     csv_bytes = csv_frame(tables.detail).to_csv(index=False).encode()
     variant = options.pdf_variant or config.defaults.pdf_variant
@@ -224,6 +236,9 @@ class MailFile:
     recipients: list[str]
     path: Path
     message_id: str
+    # The ledger's ``message`` rows it delivers: ("report",), alerts ("alert:...", ...)
+    # or a correction ("correction:<credits>",).
+    kinds: tuple[str, ...] = ("report",)
 
 
 @dataclass(frozen=True, slots=True)

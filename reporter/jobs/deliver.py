@@ -47,6 +47,7 @@ def read_message(path: Path) -> EmailMessage:
 
 def deliver(mail: MailFile, sender: SmtpSender, ledger: Ledger, period: str) -> Sent:
     """Send one message with the ledger's marks before, at the commit point, and after."""
+    kind = mail.kinds
     ledger.mark(
         mail.reports,
         period,
@@ -54,22 +55,32 @@ def deliver(mail: MailFile, sender: SmtpSender, ledger: Ledger, period: str) -> 
         "sending",
         message_id=mail.message_id,
         artifact=str(mail.path),
+        message=kind,
     )
     try:
         result = sender.send(
             read_message(mail.path),
             mail.recipients,
-            on_commit=lambda: ledger.mark(mail.reports, period, mail.recipients, "committing"),
+            on_commit=lambda: ledger.mark(
+                mail.reports, period, mail.recipients, "committing", message=kind
+            ),
         )
     except DeliveryError as exc:
-        ledger.mark(mail.reports, period, mail.recipients, "failed", error=str(exc))
+        ledger.mark(mail.reports, period, mail.recipients, "failed", error=str(exc), message=kind)
         return Sent(failed={r: str(exc) for r in mail.recipients})
     if result.unconfirmed:
-        ledger.mark(mail.reports, period, result.accepted, "unconfirmed", error=UNCONFIRMED_DETAIL)
+        ledger.mark(
+            mail.reports,
+            period,
+            result.accepted,
+            "unconfirmed",
+            error=UNCONFIRMED_DETAIL,
+            message=kind,
+        )
         return Sent(unconfirmed=list(result.accepted))
-    ledger.mark(mail.reports, period, result.accepted, "sent")
+    ledger.mark(mail.reports, period, result.accepted, "sent", message=kind)
     for recipient, why in result.refused.items():
-        ledger.mark(mail.reports, period, [recipient], "failed", error=why)
+        ledger.mark(mail.reports, period, [recipient], "failed", error=why, message=kind)
     return Sent(delivered=list(result.accepted), failed=dict(result.refused))
 
 

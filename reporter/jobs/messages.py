@@ -99,6 +99,9 @@ def compose(
             "period": period_label,
             "titles": ", ".join(p.display_title for p in pieces),
         }
+    correction = first.context.get("correction")
+    if correction:
+        subject = catalog.gettext("Corrected: %(subject)s") % {"subject": subject}
     if options.preview_to:
         subject = catalog.gettext("Preview: %(subject)s") % {"subject": subject}
     template_context = {"reports": contexts, "subject": subject}
@@ -128,7 +131,10 @@ def compose(
         recipients,
         config.email.from_,
         # Each preview is new mail: a mailbox must not drop it as a copy of the last one.
-        variant=f"preview {options.now.isoformat()}" if options.preview_to else "",
+        variant=f"preview {options.now.isoformat()}"
+        if options.preview_to
+        # A correction is new mail, not a copy of the report it corrects.
+        else (f"correction {correction['current']:.0f}" if correction else ""),
     )
     message = build_message(
         sender=config.email.from_,

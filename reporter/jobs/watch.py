@@ -1,0 +1,326 @@
+"""``reporter watch``: the month so far, and an email for each alert newly due.
+
+The stages are the monthly run's: claim (in the ledger, per alert and owner),
+fetch (one request per report: the month to date, widened by 28 days for the
+spike baseline), decide (``alerts``, pure), write the message to its ``.eml``,
+then deliver it with the ledger's write-ahead marks. No PDF: ``watch`` runs
+every day and must stay fast.
+
+An owner's alerts are claimed after the data is in, so a report whose fetch
+fails claims nothing and is simply due again on the next run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from babel import dates as babel_dates
+
+from reporter import charts
+from reporter.alerts import SPIKE_WINDOW_DAYS, Alert, AlertSettings, MonthToDate, month_to_date
+from reporter.config import Config, ReportConfig
+from reporter.errors import ApiAuthError
+from reporter.jobs.build import MailFile, Progress, quiet_progress, write_atomic
+from reporter.jobs.deliver import Sent, deliver
+from reporter.jobs.pipeline import as_reporter_error, fail
+from reporter.jobs.plan import plural
+from reporter.ledger import Ledger
+from reporter.magnific import MagnificClient, UsageQuery
+from reporter.mail import InlineImage, build_message, content_id, message_id
+from reporter.periods import Period, PeriodKind
+from reporter.render import Formatter, render_template, translations
+from reporter.summary import Outcome
+from reporter.usage import tidy_frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOptions:
+    date: dt.date  # the data is as of the end of this day
+    out_dir: Path
+    templates_dir: Path
+    now: dt.datetime
+    dry_run: bool = False
+
+    @property
+    def month(self) -> Period:
+        return month_of(self.date)
+
+
+def month_of(day: dt.date) -> Period:
+    return Period.from_pandas(pd.Period(day, freq="M"), PeriodKind.MONTH)
+
+
+def settings_for(config: Config, report: ReportConfig) -> AlertSettings:
+    return AlertSettings(
+        thresholds=config.thresholds_for(report),
+        forecast=config.forecast_alert_for(report),
+        spike_factor=config.spike_factor_for(report),
+    )
+
+
+def fetch_month(
+    client: MagnificClient, report: ReportConfig, options: WatchOptions
+) -> pd.DataFrame:
+    """One request: by day, from 28 days before the month's 1st through ``options.date``."""
+    month = options.month
+    query = UsageQuery.for_filters(
+        "day",
+        month.start - dt.timedelta(days=SPIKE_WINDOW_DAYS),
+        options.date,
+        report.filters,
+    )
+    return tidy_frame(client.fetch_usage(query))
+
+
+def watch(
+    config: Config,
+    reports: Sequence[ReportConfig],
+    options: WatchOptions,
+    *,
+    client: MagnificClient,
+    sender: Any,
+    ledger: Ledger | None,
+    progress: Progress = quiet_progress,
+    max_in_flight: int = 4,
+) -> list[Outcome]:
+    """Decide and send each report's due alerts; a failure in one never stops the others.
+
+    ``sender`` is an ``SmtpSender``, or None with ``options.dry_run``; ``ledger`` None
+    (a dry run) records nothing."""
+    if options.dry_run:
+        ledger = None
+    if ledger is not None:
+        ledger.start_run()
+        recovered = ledger.recover()
+        if any(recovered.values()):
+            log.warning("settled what an interrupted run left: %s", recovered)
+    outcomes = {r.name: Outcome(r.name, "pending") for r in reports}
+    auth_error: ApiAuthError | None = None
+    with concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(1, min(max_in_flight, len(reports))), thread_name_prefix="fetch"
+    ) as fetchers:
+        futures = {fetchers.submit(fetch_month, client, r, options): r for r in reports}
+        for future in concurrent.futures.as_completed(futures):
+            report = futures[future]
+            outcome = outcomes[report.name]
+            try:
+                tidy = future.result()
+                month = month_to_date(
+                    tidy,
+                    options.month,
+                    options.date,
+                    report.budget_credits,
+                    settings_for(config, report),
+                )
+                outcome.credits = month.used
+                _alert(report, month, config, options, sender, ledger, outcome, progress)
+            except ApiAuthError as exc:
+                auth_error = exc
+                fail(outcome, exc, progress)
+                for other in futures:
+                    other.cancel()
+            except Exception as exc:
+                fail(outcome, as_reporter_error(exc, report), progress)
+    if auth_error is not None:
+        raise auth_error
+    return [outcomes[r.name] for r in reports]
+
+
+def _alert(
+    report: ReportConfig,
+    month: MonthToDate,
+    config: Config,
+    options: WatchOptions,
+    sender: Any,
+    ledger: Ledger | None,
+    outcome: Outcome,
+    progress: Progress,
+) -> None:
+    key = month.period.key
+    owners = [str(o) for o in report.owners]
+    due: dict[str, list[Alert]] = {}  # owner -> the alerts this run sends them
+    had = 0
+    for alert in month.alerts:
+        if ledger is None:
+            mine = owners
+        else:
+            claim = ledger.claim(report.name, key, owners, force=False, message=alert.key)
+            mine = claim.mine
+            had += len(claim.done)
+        for owner in mine:
+            due.setdefault(owner, []).append(alert)
+    if not due:
+        outcome.status = "quiet" if not month.alerts else "already_delivered"
+        outcome.detail = "" if not month.alerts else "every due alert was sent before"
+        progress(report.name, outcome.line(), done=True)
+        return
+    # Owners with the same alerts due share one message (usually: all of them).
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for owner, alerts in due.items():
+        groups.setdefault(tuple(a.key for a in alerts), []).append(owner)
+    by_key = {a.key: a for a in month.alerts}
+    sent = Sent()
+    for keys, recipients in groups.items():
+        mail = compose_alert(report, month, [by_key[k] for k in keys], recipients, config, options)
+        outcome.files.append(mail.path)
+        if ledger is None or sender is None:
+            continue
+        ledger.mark(
+            [report.name],
+            key,
+            recipients,
+            "rendered",
+            message_id=mail.message_id,
+            artifact=str(mail.path),
+            message=mail.kinds,
+        )
+        sent.add(deliver(mail, sender, ledger, key))
+    names = ", ".join(
+        sorted({a.key.removeprefix("alert:") for alerts in due.values() for a in alerts})
+    )
+    if ledger is None or sender is None:
+        outcome.status = "written"
+        outcome.detail = f"dry run: {names} written, not sent"
+    elif sent.failed or sent.unconfirmed:
+        outcome.status = (
+            "partial" if sent.delivered else ("failed" if sent.failed else "unconfirmed")
+        )
+        outcome.detail = (
+            "; ".join(
+                [f"{r}: {why}" for r, why in sent.failed.items()]
+                + [f"{r}: not confirmed by the server" for r in sent.unconfirmed]
+            )
+            + "; due again on the next run"
+        )
+    else:
+        outcome.status = "delivered"
+        outcome.detail = f"{names} sent to {plural(len(sent.delivered), 'owner')}"
+    outcome.recipients = sent.delivered
+    progress(report.name, outcome.line(), done=True)
+
+
+# --- the message (pure but for writing its file) --------------------------------------
+
+
+def _month_name(period: Period, locale: str) -> str:
+    return babel_dates.format_date(period.start, "LLLL", locale=locale)  # "November"
+
+
+def headline(alert: Alert, month: Period, locale: str, gettext: Any) -> str:
+    """What an alert says in a subject line."""
+    name = _month_name(month, locale)
+    if alert.kind == "threshold":
+        return str(
+            gettext("%(pct)s%% of the %(month)s budget used")
+            % {"pct": alert.threshold, "month": name}
+        )
+    if alert.kind == "forecast":
+        return str(gettext("forecast to exceed the %(month)s budget") % {"month": name})
+    assert alert.day is not None
+    return str(gettext("usage spike on %(day)s") % {"day": Formatter(locale).day_month(alert.day)})
+
+
+def _order(alert: Alert) -> tuple[int, int]:
+    """The most pressing first: the highest threshold, then the forecast, then spikes."""
+    if alert.kind == "threshold":
+        return (0, -(alert.threshold or 0))
+    return (1, 0) if alert.kind == "forecast" else (2, 0)
+
+
+def compose_alert(
+    report: ReportConfig,
+    month: MonthToDate,
+    alerts: list[Alert],
+    recipients: list[str],
+    config: Config,
+    options: WatchOptions,
+) -> MailFile:
+    """One short message naming ``alerts``, with a chart of the month so far."""
+    locale = config.locale_for(report)
+    catalog = translations(options.templates_dir, locale)
+    gettext = catalog.gettext
+    fmt = Formatter(locale)
+    alerts = sorted(alerts, key=_order)
+    lines = [headline(a, month.period, locale, gettext) for a in alerts]
+    subject = f"{report.display_title}: " + "; ".join(lines)
+    period = month.period
+    forecast_line = None
+    if month.forecast is not None and not month.cumulative.empty:
+        forecast_line = (
+            month.through.isoformat(),
+            month.used,
+            period.end.isoformat(),
+            month.forecast,
+        )
+    spec = charts.budget_spec(
+        month.cumulative,
+        month.budget,
+        forecast_line,
+        title=gettext("Credits so far this month, against the budget"),
+        credits_label=gettext("Credits"),
+        day_label=gettext("Day"),
+    )
+    png = charts.render_png(spec, locale)
+    cid = content_id(f"{report.name}-alert", options.date.isoformat())
+    items = []
+    month_drivers_shown = False
+    for alert, text in zip(alerts, lines, strict=True):
+        # The month's top tools and users once, under the first alert about the month.
+        shown = alert.kind == "spike" or not month_drivers_shown
+        month_drivers_shown = month_drivers_shown or alert.kind != "spike"
+        items.append(
+            {
+                "kind": alert.kind,
+                "headline": text[:1].upper() + text[1:],
+                "day": fmt.date(alert.day) if alert.day else None,
+                "day_credits": alert.day_credits,
+                "typical": alert.typical,
+                "ratio": (alert.day_credits or 0) / alert.typical if alert.typical else None,
+                "tools": alert.tools if shown else [],
+                "users": alert.users if shown else [],
+            }
+        )
+    context = {
+        "subject": subject,
+        "title": report.display_title,
+        "month": fmt.period(period, gettext),
+        "as_of": fmt.date(month.through),
+        "used": month.used,
+        "budget": month.budget,
+        "used_pct": month.used / month.budget * 100 if month.budget else None,
+        "forecast": month.forecast,
+        "crossing": fmt.date(month.crossing) if month.crossing else None,
+        "alerts": items,
+        "chart_cid": cid,
+    }
+    text = render_template(options.templates_dir, "alert.txt.j2", locale, context)
+    html = render_template(options.templates_dir, "alert.html.j2", locale, context)
+    kinds = tuple(a.key for a in alerts)
+    msg_id = message_id(
+        [report.name], period.key, recipients, config.email.from_, variant=" ".join(kinds)
+    )
+    message = build_message(
+        sender=config.email.from_,
+        recipients=recipients,
+        subject=subject,
+        text=text,
+        html=html,
+        inline_images=[InlineImage(cid, png)],
+        msg_id=msg_id,
+        date=options.now,
+        reply_to=config.email.reply_to,
+    )
+    stem = f"{report.name}-alert-{options.date.isoformat()}"
+    if len(recipients) < len(report.owners):  # some owners had part of it already
+        stem += "-" + msg_id.split(".")[-1][:8]
+    path = write_atomic(options.out_dir / period.key / "alerts" / f"{stem}.eml", bytes(message))
+    return MailFile([report.name], recipients, path, msg_id, kinds=kinds)

@@ -1,0 +1,117 @@
+"""The ledger keeps every kind of message (reports, alerts, corrections) in one table,
+and ledgers written by earlier versions keep their deliveries when they are opened."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from reporter.cli import cli
+from reporter.ledger import APPLICATION_ID, SCHEMA_VERSION, Ledger
+
+_V1 = """
+CREATE TABLE deliveries (
+    report TEXT NOT NULL, period TEXT NOT NULL, recipient TEXT NOT NULL,
+    status TEXT NOT NULL, message_id TEXT, artifact TEXT, error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL,
+    PRIMARY KEY (report, period, recipient)
+)
+"""
+
+
+def _old_ledger(path: Path, version: int) -> None:
+    """A ledger as schema 1 (no application id, no run_id) or 2 wrote it."""
+    with sqlite3.connect(path) as db:
+        db.execute(_V1)
+        if version == 2:
+            db.execute("ALTER TABLE deliveries ADD COLUMN run_id TEXT")
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute("PRAGMA user_version=2")
+        db.execute(
+            "INSERT INTO deliveries (report, period, recipient, status, message_id, attempts,"
+            " updated_at) VALUES ('marketing', '2026-10', 'ann@company.com', 'sent', '<m1@x>',"
+            " 1, '2026-11-01T07:00:00+00:00')"
+        )
+        db.execute(
+            "INSERT INTO deliveries (report, period, recipient, status, attempts, updated_at)"
+            " VALUES ('marketing', '2026-10', 'bob@company.com', 'failed', 1,"
+            " '2026-11-01T07:00:00+00:00')"
+        )
+
+
+def test_schema_1_and_2_ledgers_migrate_keeping_every_delivery(tmp_path: Path) -> None:
+    for version in (1, 2):
+        path = tmp_path / f"v{version}.sqlite3"
+        _old_ledger(path, version)
+        with Ledger(path) as ledger:
+            rows = ledger.rows(message=None)
+            assert [(r.recipient, r.status, r.message) for r in rows] == [
+                ("ann@company.com", "sent", "report"),
+                ("bob@company.com", "failed", "report"),
+            ]
+            assert rows[0].message_id == "<m1@x>"
+            assert ledger.delivered("marketing", "2026-10") == {"ann@company.com"}
+            # Ann has the report; an alert to her for the same period is a new message.
+            claim = ledger.claim(
+                "marketing", "2026-10", ["ann@company.com"], force=False, message="alert:forecast"
+            )
+            assert claim.mine == ["ann@company.com"]
+            again = ledger.claim("marketing", "2026-10", ["ann@company.com"], force=False)
+            assert again.done == ["ann@company.com"]
+        with sqlite3.connect(path) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+            pk = [r[1] for r in db.execute("PRAGMA table_info(deliveries)") if r[5]]
+            assert pk == ["report", "period", "message", "recipient"]
+
+
+def test_an_alert_is_delivered_once_per_owner_beside_the_report(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    owners = ["ann@company.com", "bob@company.com"]
+    kind = "alert:threshold:80"
+    with Ledger(path) as ledger:
+        claim = ledger.claim("marketing", "2026-11", owners, force=False, message=kind)
+        assert claim.mine == owners
+        ledger.mark(["marketing"], "2026-11", owners[:1], "sent", message=kind)
+        ledger.mark(["marketing"], "2026-11", owners[1:], "failed", error="550", message=kind)
+        assert ledger.delivered("marketing", "2026-11", kind) == {"ann@company.com"}
+        assert ledger.delivered("marketing", "2026-11") == set()  # the report: not sent
+        assert ledger.rows("2026-11") == []  # rows() reads reports unless told otherwise
+        assert {r.message for r in ledger.rows("2026-11", message=None)} == {kind}
+    with Ledger(path) as ledger:
+        claim = ledger.claim("marketing", "2026-11", owners, force=False, message=kind)
+        assert claim.done == ["ann@company.com"]
+        assert claim.mine == ["bob@company.com"]  # the failed one is due again
+
+
+def test_the_totals_a_report_showed_are_kept_and_updated(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with Ledger(path) as ledger:
+        assert ledger.shown_totals() == {}
+        ledger.record_shown("marketing", "2026-10", 1200.5)
+        ledger.record_shown("sales", "2026-10", 10.0)
+        ledger.record_shown("marketing", "2026-10", 1300.0)
+    with Ledger(path) as ledger:
+        assert ledger.shown_totals("2026-10") == {
+            ("marketing", "2026-10"): 1300.0,
+            ("sales", "2026-10"): 10.0,
+        }
+        assert ledger.shown_totals("2026-09") == {}
+
+
+def test_history_lists_alerts_beside_reports(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.claim("marketing", "2026-11", ["ann@company.com"], force=False)
+        ledger.mark(["marketing"], "2026-11", ["ann@company.com"], "sent")
+        ledger.mark(
+            ["marketing"], "2026-11", ["ann@company.com"], "sent", message="alert:spike:2026-11-12"
+        )
+    result = CliRunner().invoke(cli, ["history", "--state", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:4] == ["period", "report", "message", "recipient"]
+    kinds = sorted(line.split()[2] for line in lines[1:])
+    assert kinds == ["alert:spike:2026-11-12", "report"]
