@@ -816,7 +816,7 @@ def check_command(
 
     \b
     Example:
-        reporter check --config config/reports.toml
+        reporter check --config config/example.toml
     """
     from reporter.check import exit_status, run_checks, summary_line
 
