@@ -1,0 +1,245 @@
+"""The ``reporter`` command line: the only place errors become exit statuses.
+
+Exit status: 0 every report delivered (or already had been); 1 some reports
+failed or are unconfirmed (the others were still delivered); 2 bad usage,
+config, environment or ledger, or a rejected API key; 130 and 143 stopped by
+SIGINT and SIGTERM.
+
+This module holds the group and what every command shares (errors, redaction,
+logging, the summary); the commands live in ``reports`` (run, watch) and
+``tools`` (check, demo, sandbox, history).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from reporter import __version__
+from reporter.config import ApiOptions, Config, ReportConfig
+from reporter.environment import sends_key_in_clear
+from reporter.errors import ReporterError, UsageError
+from reporter.jobs import Progress
+from reporter.lifetime import Interrupted, exit_now
+from reporter.magnific import RetryPolicy
+from reporter.periods import Period, last_complete_month, parse_period
+from reporter.redact import Redactor
+from reporter.render import default_templates_dir
+from reporter.shards import Shard
+from reporter.summary import Outcome, markdown_summary, text_summary
+
+log = logging.getLogger("reporter")
+
+DEFAULT_STATE = Path(".reporter/state.sqlite3")
+
+
+class _Cli(click.Group):
+    """Turns ``ReporterError`` into ``Error: ...`` plus a hint, and the right exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        redact = ctx.meta[_REDACT] = Redactor.from_environ(os.environ)
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option: one line and a hint, like our own errors
+            click.echo(redact(f"Error: {exc.format_message()}"), err=True)
+            command = exc.ctx.command_path if exc.ctx else "reporter"
+            click.echo(f"Hint: see '{command} --help'", err=True)
+            ctx.exit(exc.exit_code)
+        except ReporterError as exc:
+            click.echo(redact(f"Error: {exc.message}"), err=True)
+            if exc.hint:
+                click.echo(redact(f"Hint: {exc.hint}"), err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            code = exc.exit_code if isinstance(exc, Interrupted) else 130
+            name = f" by {exc}" if isinstance(exc, Interrupted) else ""
+            click.echo(
+                f"Interrupted{name}: delivered reports are recorded and will not be sent again;"
+                " run again to finish the rest.",
+                err=True,
+            )
+            exit_now(code)
+
+
+_REDACT = "reporter.redact"  # the invocation's Redactor, in click's shared ctx.meta
+
+
+def redactor() -> Redactor:
+    """The one Redactor of this invocation: every printed or stored text goes through it."""
+    redact = click.get_current_context().meta.get(_REDACT)
+    return redact if isinstance(redact, Redactor) else Redactor.from_environ(os.environ)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """No log line may carry a secret, whatever code wrote it, tracebacks included."""
+
+    def __init__(self, fmt: str, redact: Redactor) -> None:
+        super().__init__(fmt)
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+class RedactedProgress:
+    """Progress lines carry servers' error texts, which may quote a secret."""
+
+    def __init__(self, progress: Progress, redact: Redactor) -> None:
+        self.progress, self.redact = progress, redact
+
+    def __call__(self, report: str, message: str, /, *, done: bool = False) -> None:
+        self.progress(report, self.redact(message), done=done)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now, so warnings print above a live progress
+    bar (which redirects it) instead of through it."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING)
+    handler = _StderrHandler()
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s", redactor()))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("reporter").setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("fontTools", "weasyprint"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="reporter")
+def cli() -> None:
+    """Magnific API credit usage as PDF reports in each manager's inbox.
+
+    \b
+    Example:
+        reporter run --config config/example.toml --period 2026-10
+    """
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def resolve_period(text: str | None, now: dt.datetime) -> Period:
+    return parse_period(text, today=now.date()) if text else last_complete_month(now.date())
+
+
+def select_reports(config: Config, names: Sequence[str], source: str) -> list[ReportConfig]:
+    if not names:
+        return list(config.reports)
+    known = {r.name for r in config.reports}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(
+            f"no report named {', '.join(map(repr, unknown))} in {source}",
+            hint=f"reports in the config: {', '.join(sorted(known))}",
+        )
+    return [config.report(n) for n in dict.fromkeys(names)]
+
+
+def preview_address(text: str) -> str:
+    """The ``--to`` address, checked like an owner's."""
+    import email_validator
+
+    try:
+        return email_validator.validate_email(text, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        raise UsageError(
+            f"--to {text!r} is not an email address: {exc}",
+            hint="give one address, e.g. --to me@company.com",
+        ) from None
+
+
+def templates_from_option(path: Path | None) -> Path:
+    if path is None:
+        return default_templates_dir()
+    if not (path / "report.html.j2").is_file():
+        raise UsageError(
+            f"--templates {path} has no report.html.j2",
+            hint="copy the package's templates/ directory and point --templates at the copy",
+        )
+    return path
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Before any API call: fetching reports with nowhere to write them is wasted work,
+    and would fail each report with an error that does not name --out."""
+    if out_dir.exists() and not out_dir.is_dir():
+        reason = "it is a file, not a directory"
+    else:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".reporter-probe."):
+                return
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    raise UsageError(
+        f"--out {out_dir}: cannot write reports there: {reason}",
+        hint="pass --out with a directory you can create and write to",
+    )
+
+
+def warn_if_key_in_clear(base_url: str, quiet: bool) -> None:
+    if sends_key_in_clear(base_url) and not quiet:
+        host = httpx.URL(base_url).host
+        click.echo(
+            f"Warning: MAGNIFIC_API_BASE_URL is plain http:// to {host}:"
+            " the API key travels in clear text; use https://",
+            err=True,
+        )
+
+
+def finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = None) -> None:
+    """Print the summary (and write GitHub's job summary); exit 1 if any report failed."""
+    shard_text = str(shard) if shard else ""
+    redact = redactor()
+    click.echo(redact(text_summary(outcomes, period.key, shard_text)))
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        try:
+            with open(step_summary, "a", encoding="utf-8") as summary:
+                summary.write(redact(markdown_summary(outcomes, period.key, shard_text)))
+        except OSError as exc:
+            log.warning("could not write the job summary to %s: %s", step_summary, exc.strerror)
+    if not all(o.ok for o in outcomes):
+        sys.exit(1)
+
+
+def retry_policy(options: ApiOptions) -> RetryPolicy:
+    """The config's [api] table as the client's retry policy."""
+    return RetryPolicy(
+        attempts=options.max_attempts,
+        initial_wait=options.initial_wait_seconds,
+        max_wait=options.max_wait_seconds,
+        total_timeout=options.total_timeout_seconds,
+        connect_timeout=options.connect_timeout_seconds,
+        read_timeout=options.read_timeout_seconds,
+        max_response_bytes=options.max_response_mb * 1024 * 1024,
+        date_format=options.date_format,
+        end_inclusive=options.end_inclusive,
+    )
+
+
+def main() -> None:
+    cli(prog_name="reporter")

@@ -1,0 +1,375 @@
+"""The commands that send: ``run`` (monthly reports, previews, corrections) and ``watch``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reporter.cli.app import (
+    DEFAULT_STATE,
+    RedactedProgress,
+    check_out_dir,
+    cli,
+    finish,
+    now_utc,
+    preview_address,
+    redactor,
+    resolve_period,
+    retry_policy,
+    select_reports,
+    setup_logging,
+    templates_from_option,
+    warn_if_key_in_clear,
+)
+from reporter.config import Config, ReportConfig, load_config
+from reporter.environment import api_settings, smtp_settings
+from reporter.errors import UsageError
+from reporter.jobs import Progress, RunOptions, run
+from reporter.ledger import Ledger
+from reporter.lifetime import stop_on_signals
+from reporter.magnific import ENDPOINT, MagnificClient
+from reporter.progress import progress_for
+from reporter.render import default_templates_dir
+from reporter.shards import parse_shard
+from reporter.summary import Outcome
+
+
+@cli.command("run")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="TOML config with [email] and [[reports]].",
+)
+@click.option(
+    "--period", help="2026-10 (month), 2026-W43, 2026-Q3 or 2026. Default: last complete month."
+)
+@click.option(
+    "--report",
+    "report_names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this report (repeatable). Default: all.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Where PDFs, CSVs and .eml files are written.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Delivery ledger (SQLite).",
+)
+@click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending.")
+@click.option("--force", is_flag=True, help="Send again even if already delivered.")
+@click.option(
+    "--recheck",
+    is_flag=True,
+    help="Re-fetch the period's delivered reports and send owners a corrected report where"
+    " late usage moved the total by more than correction_threshold_percent.",
+)
+@click.option(
+    "--to",
+    "preview_to",
+    metavar="ADDRESS",
+    help="Preview: send the reports to this address only, marked Preview; the ledger is"
+    " untouched, so the real run still mails every owner.",
+)
+@click.option(
+    "--templates",
+    "templates_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A customised copy of the templates directory.",
+)
+@click.option(
+    "--pdf-variant",
+    type=click.Choice(["pdf/ua-1", "pdf/a-3b"]),
+    help="Accessible PDF/UA-1 (default) or archival PDF/A-3b with the CSV embedded.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(1, 32),
+    help="API requests in flight at once. Default: [api] max_in_flight, or 4.",
+)
+@click.option(
+    "--shard",
+    "shard_text",
+    metavar="I/N",
+    help="Run only the I-th of N stable shares of the reports (by name), e.g. 2/4.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes that render reports.",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Every step of every report, and every API request."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+def run_command(
+    config_path: Path,
+    period: str | None,
+    report_names: tuple[str, ...],
+    out_dir: Path,
+    state_path: Path,
+    dry_run: bool,
+    force: bool,
+    recheck: bool,
+    preview_to: str | None,
+    templates_dir: Path | None,
+    pdf_variant: str | None,
+    max_in_flight: int | None,
+    shard_text: str | None,
+    jobs: int,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Fetch usage, build each report's PDF and email it to the report's owners.
+
+    Reads MAGNIFIC_API_KEY (and MAGNIFIC_API_BASE_URL) and, unless --dry-run,
+    SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD and SMTP_SECURITY.
+    With GITHUB_STEP_SUMMARY set (GitHub Actions), appends a table of the
+    reports to that file. SIGINT or SIGTERM stops the run within seconds
+    (exit 130 or 143); what was delivered stays recorded.
+
+    \b
+    Examples:
+        reporter run --config config/example.toml --period 2026-10 --dry-run
+        reporter run --config config/example.toml --to me@company.com
+        reporter run --config config/example.toml --period 2026-10 --recheck
+    """
+    setup_logging(verbose, quiet)
+    now = now_utc()
+    config = load_config(config_path)
+    selected = select_reports(config, report_names, str(config_path))
+    shard = parse_shard(shard_text) if shard_text else None
+    if shard is not None:
+        selected = shard.select(selected, lambda r: r.name)
+    the_period = resolve_period(period, now)
+    templates = templates_from_option(templates_dir)
+    if preview_to is not None:
+        preview_to = preview_address(preview_to)
+        if dry_run:
+            raise UsageError("--to sends a preview; --dry-run sends nothing", hint="drop one")
+    if recheck and (preview_to is not None or force):
+        raise UsageError(
+            f"--recheck corrects what was delivered; it cannot be used with"
+            f" {'--to' if preview_to is not None else '--force'}",
+            hint="run --recheck on its own",
+        )
+    if recheck and not state_path.exists():
+        # Nothing was ever delivered from this ledger, so there is nothing to correct.
+        finish(
+            [
+                Outcome(r.name, "not_delivered", f"no delivery ledger at {state_path}")
+                for r in selected
+            ],
+            the_period,
+            shard,
+        )
+        return
+    api = api_settings(os.environ)
+    warn_if_key_in_clear(api.base_url, quiet)
+    check_out_dir(out_dir)
+    sender = None
+    if not dry_run:
+        from reporter.mail import SmtpSender
+
+        sender = SmtpSender(smtp_settings(os.environ))
+    options = RunOptions(
+        period=the_period,
+        out_dir=out_dir,
+        templates_dir=templates,
+        now=now,
+        dry_run=dry_run,
+        force=force,
+        pdf_variant=pdf_variant,
+        api_url=redactor()(f"{api.base_url}{ENDPOINT}"),  # printed in every PDF
+        jobs=jobs,
+        preview_to=preview_to,
+    )
+    max_in_flight = max_in_flight or config.api.max_in_flight
+    with (
+        stop_on_signals(),
+        MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client,
+        progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
+    ):
+        if recheck:
+            from reporter.jobs.recheck import recheck as recheck_run
+
+            with Ledger(state_path, redact=redactor()) as state:
+                outcomes = recheck_run(
+                    config,
+                    selected,
+                    options,
+                    client=client,
+                    sender=sender,
+                    ledger=state,
+                    progress=RedactedProgress(progress, redactor()),
+                )
+        else:
+            outcomes = run_reports(
+                config, selected, options, client, sender, state_path, progress, max_in_flight
+            )
+    finish(outcomes, the_period, shard)
+
+
+@cli.command("watch")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="TOML config with [email] and [[reports]].",
+)
+@click.option(
+    "--date",
+    "date_text",
+    metavar="YYYY-MM-DD",
+    help="Watch the month containing this day, with data through it. Default: today (UTC).",
+)
+@click.option(
+    "--report",
+    "report_names",
+    multiple=True,
+    metavar="NAME",
+    help="Only this report (repeatable). Default: all.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Delivery ledger (SQLite), shared with `run`.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Where the alerts' .eml files are written.",
+)
+@click.option("--dry-run", is_flag=True, help="Write .eml files, send and record nothing.")
+@click.option(
+    "--shard",
+    "shard_text",
+    metavar="I/N",
+    help="Run only the I-th of N stable shares of the reports (by name), e.g. 2/4.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Every step, and every API request.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
+def watch_command(
+    config_path: Path,
+    date_text: str | None,
+    report_names: tuple[str, ...],
+    state_path: Path,
+    out_dir: Path,
+    dry_run: bool,
+    shard_text: str | None,
+    verbose: bool,
+    quiet: bool,
+) -> None:
+    """Check each report's month so far and email its owners each alert newly due:
+    a budget threshold reached, a month-end forecast above the budget, a usage spike.
+
+    Each alert goes to each owner once (the ledger of `run` records it); one request
+    per report, no PDF. Run it daily; exit status as for `run`.
+
+    \b
+    Example:
+        reporter watch --config config/example.toml --date 2026-11-12 --dry-run
+    """
+    from reporter.jobs.watch import WatchOptions, watch
+
+    setup_logging(verbose, quiet)
+    now = now_utc()
+    config = load_config(config_path)
+    selected = select_reports(config, report_names, str(config_path))
+    shard = parse_shard(shard_text) if shard_text else None
+    if shard is not None:
+        selected = shard.select(selected, lambda r: r.name)
+    try:
+        day = dt.date.fromisoformat(date_text) if date_text else now.date()
+    except ValueError:
+        raise UsageError(
+            f"--date {date_text!r} is not a date", hint="give a day as YYYY-MM-DD, e.g. 2026-11-12"
+        ) from None
+    api = api_settings(os.environ)
+    warn_if_key_in_clear(api.base_url, quiet)
+    check_out_dir(out_dir)
+    sender = None
+    if not dry_run:
+        from reporter.mail import SmtpSender
+
+        sender = SmtpSender(smtp_settings(os.environ))
+    options = WatchOptions(
+        date=day, out_dir=out_dir, templates_dir=default_templates_dir(), now=now, dry_run=dry_run
+    )
+    with (
+        stop_on_signals(),
+        MagnificClient(
+            api, retry=retry_policy(config.api), max_in_flight=config.api.max_in_flight
+        ) as client,
+        progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
+    ):
+        ledger = None if dry_run else Ledger(state_path, redact=redactor())
+        try:
+            outcomes = watch(
+                config,
+                selected,
+                options,
+                client=client,
+                sender=sender,
+                ledger=ledger,
+                progress=RedactedProgress(progress, redactor()),
+                max_in_flight=config.api.max_in_flight,
+            )
+        finally:
+            if ledger is not None:
+                ledger.close()
+    finish(outcomes, options.month, shard)
+
+
+def run_reports(
+    config: Config,
+    selected: list[ReportConfig],
+    options: RunOptions,
+    client: MagnificClient,
+    sender: Any,
+    state_path: Path,
+    progress: Progress,
+    max_in_flight: int,
+) -> list[Outcome]:
+    ledger = (
+        None if options.dry_run or options.preview_to else Ledger(state_path, redact=redactor())
+    )
+    try:
+        return run(
+            config,
+            selected,
+            options,
+            client=client,
+            sender=sender,
+            ledger=ledger,
+            progress=RedactedProgress(progress, redactor()),
+            max_in_flight=max_in_flight,
+        )
+    finally:
+        if ledger is not None:
+            ledger.close()
