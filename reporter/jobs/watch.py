@@ -236,6 +236,17 @@ def _order(alert: Alert) -> tuple[int, int]:
     return (1, 0) if alert.kind == "forecast" else (2, 0)
 
 
+def _subject_lines(alerts: list[Alert], lines: list[str]) -> list[str]:
+    """The subject names the highest threshold passed; the body lists the lower ones too
+    ("100% of the budget used" says that 50% and 80% were)."""
+    first_threshold = next((a for a in alerts if a.kind == "threshold"), None)
+    return [
+        line
+        for alert, line in zip(alerts, lines, strict=True)
+        if alert.kind != "threshold" or alert is first_threshold
+    ]
+
+
 def compose_alert(
     report: ReportConfig,
     month: MonthToDate,
@@ -251,7 +262,7 @@ def compose_alert(
     fmt = Formatter(locale)
     alerts = sorted(alerts, key=_order)
     lines = [headline(a, month.period, locale, gettext) for a in alerts]
-    subject = f"{report.display_title}: " + "; ".join(lines)
+    subject = f"{report.display_title}: " + "; ".join(_subject_lines(alerts, lines))
     period = month.period
     forecast_line = None
     if month.forecast is not None and not month.cumulative.empty:
