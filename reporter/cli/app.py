@@ -17,9 +17,9 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import httpx
@@ -243,3 +243,53 @@ def retry_policy(options: ApiOptions) -> RetryPolicy:
 
 def main() -> None:
     cli(prog_name="reporter")
+
+
+# --- options several commands share ------------------------------------------------------
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def config_option() -> Callable[[_F], _F]:
+    return click.option(
+        "--config",
+        "config_path",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="TOML config with [email] and [[reports]].",
+    )
+
+
+def report_option(help: str = "Only this report (repeatable). Default: all.") -> Callable[[_F], _F]:
+    return click.option("--report", "report_names", multiple=True, metavar="NAME", help=help)
+
+
+def out_option(help: str) -> Callable[[_F], _F]:
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path),
+        default=Path("out"),
+        show_default=True,
+        help=help,
+    )
+
+
+def state_option(help: str = "Delivery ledger (SQLite).") -> Callable[[_F], _F]:
+    return click.option(
+        "--state",
+        "state_path",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_STATE,
+        show_default=True,
+        help=help,
+    )
+
+
+def shard_option() -> Callable[[_F], _F]:
+    return click.option(
+        "--shard",
+        "shard_text",
+        metavar="I/N",
+        help="Run only the I-th of N stable shares of the reports (by name), e.g. 2/4.",
+    )

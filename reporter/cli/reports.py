@@ -10,18 +10,22 @@ from typing import Any
 import click
 
 from reporter.cli.app import (
-    DEFAULT_STATE,
     RedactedProgress,
     check_out_dir,
     cli,
+    config_option,
     finish,
     now_utc,
+    out_option,
     preview_address,
     redactor,
+    report_option,
     resolve_period,
     retry_policy,
     select_reports,
     setup_logging,
+    shard_option,
+    state_option,
     templates_from_option,
     warn_if_key_in_clear,
 )
@@ -39,39 +43,13 @@ from reporter.summary import Outcome
 
 
 @cli.command("run")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="TOML config with [email] and [[reports]].",
-)
+@config_option()
 @click.option(
     "--period", help="2026-10 (month), 2026-W43, 2026-Q3 or 2026. Default: last complete month."
 )
-@click.option(
-    "--report",
-    "report_names",
-    multiple=True,
-    metavar="NAME",
-    help="Only this report (repeatable). Default: all.",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("out"),
-    show_default=True,
-    help="Where PDFs, CSVs and .eml files are written.",
-)
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_STATE,
-    show_default=True,
-    help="Delivery ledger (SQLite).",
-)
+@report_option()
+@out_option("Where PDFs, CSVs and .eml files are written.")
+@state_option("Delivery ledger (SQLite).")
 @click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending.")
 @click.option("--force", is_flag=True, help="Send again even if already delivered.")
 @click.option(
@@ -103,12 +81,7 @@ from reporter.summary import Outcome
     type=click.IntRange(1, 32),
     help="API requests in flight at once. Default: [api] max_in_flight, or 4.",
 )
-@click.option(
-    "--shard",
-    "shard_text",
-    metavar="I/N",
-    help="Run only the I-th of N stable shares of the reports (by name), e.g. 2/4.",
-)
+@shard_option()
 @click.option(
     "--jobs",
     type=click.IntRange(1, 64),
@@ -229,49 +202,18 @@ def run_command(
 
 
 @cli.command("watch")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="TOML config with [email] and [[reports]].",
-)
+@config_option()
 @click.option(
     "--date",
     "date_text",
     metavar="YYYY-MM-DD",
     help="Watch the month containing this day, with data through it. Default: today (UTC).",
 )
-@click.option(
-    "--report",
-    "report_names",
-    multiple=True,
-    metavar="NAME",
-    help="Only this report (repeatable). Default: all.",
-)
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_STATE,
-    show_default=True,
-    help="Delivery ledger (SQLite), shared with `run`.",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("out"),
-    show_default=True,
-    help="Where the alerts' .eml files are written.",
-)
+@report_option()
+@state_option("Delivery ledger (SQLite), shared with `run`.")
+@out_option("Where the alerts' .eml files are written.")
 @click.option("--dry-run", is_flag=True, help="Write .eml files, send and record nothing.")
-@click.option(
-    "--shard",
-    "shard_text",
-    metavar="I/N",
-    help="Run only the I-th of N stable shares of the reports (by name), e.g. 2/4.",
-)
+@shard_option()
 @click.option("-v", "--verbose", is_flag=True, help="Every step, and every API request.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary.")
 def watch_command(

@@ -14,13 +14,17 @@ from reporter.cli.app import (
     DEFAULT_STATE,
     check_out_dir,
     cli,
+    config_option,
     finish,
     now_utc,
+    out_option,
     redactor,
+    report_option,
     resolve_period,
     retry_policy,
     select_reports,
     setup_logging,
+    state_option,
 )
 from reporter.config import load_config
 from reporter.errors import UsageError
@@ -224,36 +228,10 @@ def history_command(state_path: Path, period: str | None) -> None:
 
 
 @cli.command("check")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="TOML config with [email] and [[reports]].",
-)
-@click.option(
-    "--report",
-    "report_names",
-    multiple=True,
-    metavar="NAME",
-    help="Only this report's filters (repeatable). Default: all.",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(path_type=Path),
-    default=Path("out"),
-    show_default=True,
-    help="The output directory `run` will use.",
-)
-@click.option(
-    "--state",
-    "state_path",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_STATE,
-    show_default=True,
-    help="The delivery ledger `run` will use.",
-)
+@config_option()
+@report_option("Only this report's filters (repeatable). Default: all.")
+@out_option("The output directory `run` will use.")
+@state_option("The delivery ledger `run` will use.")
 @click.option("-v", "--verbose", is_flag=True, help="Every API request.")
 def check_command(
     config_path: Path,
