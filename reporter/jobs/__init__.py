@@ -126,9 +126,9 @@ def run(
         return [outcomes[r.name] for r in reports]
 
     results: dict[str, Sent] = {}
+    # A stored message goes out even when this run could not rebuild the same report for
+    # its other owners: it does not depend on this run's data.
     for mail in [*plan.stored, *new_mails]:
-        if any(outcomes[name].status == "failed" for name in mail.reports):
-            continue
         sent = (
             deliver(mail, sender, ledger, period)
             if ledger is not None
