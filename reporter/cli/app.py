@@ -26,7 +26,7 @@ import httpx
 
 from reporter import __version__
 from reporter.config import ApiOptions, Config, ReportConfig
-from reporter.environment import sends_key_in_clear
+from reporter.environment import ApiSettings, api_settings, sends_key_in_clear, smtp_settings
 from reporter.errors import ReporterError, UsageError
 from reporter.jobs import Progress
 from reporter.lifetime import Interrupted, exit_now
@@ -34,7 +34,7 @@ from reporter.magnific import RetryPolicy
 from reporter.periods import Period, last_complete_month, parse_period
 from reporter.redact import Redactor
 from reporter.render import default_templates_dir
-from reporter.shards import Shard
+from reporter.shards import Shard, parse_shard
 from reporter.summary import Outcome, markdown_summary, text_summary
 
 log = logging.getLogger("reporter")
@@ -135,6 +135,30 @@ def cli() -> None:
     Example:
         reporter run --config config/example.toml --period 2026-10
     """
+
+
+def sharded_reports(
+    config: Config, names: Sequence[str], shard_text: str | None, source: str
+) -> tuple[list[ReportConfig], Shard | None]:
+    """The reports named (all by default), narrowed to this runner's ``--shard``."""
+    selected = select_reports(config, names, source)
+    shard = parse_shard(shard_text) if shard_text else None
+    if shard is not None:
+        selected = shard.select(selected, lambda r: r.name)
+    return selected, shard
+
+
+def sending_edges(out_dir: Path, *, dry_run: bool, quiet: bool) -> tuple[ApiSettings, Any]:
+    """The API settings and the mail sender (None for a dry run), read from the environment
+    once the output directory is known to be writable: all before any request."""
+    api = api_settings(os.environ)
+    warn_if_key_in_clear(api.base_url, quiet)
+    check_out_dir(out_dir)
+    if dry_run:
+        return api, None
+    from reporter.mail import SmtpSender
+
+    return api, SmtpSender(smtp_settings(os.environ))
 
 
 def now_utc() -> dt.datetime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,6 @@ import click
 
 from reporter.cli.app import (
     RedactedProgress,
-    check_out_dir,
     cli,
     config_option,
     finish,
@@ -22,15 +20,14 @@ from reporter.cli.app import (
     report_option,
     resolve_period,
     retry_policy,
-    select_reports,
+    sending_edges,
     setup_logging,
     shard_option,
+    sharded_reports,
     state_option,
     templates_from_option,
-    warn_if_key_in_clear,
 )
 from reporter.config import Config, ReportConfig, load_config
-from reporter.environment import api_settings, smtp_settings
 from reporter.errors import UsageError
 from reporter.jobs import Progress, RunOptions, run
 from reporter.ledger import Ledger
@@ -38,7 +35,6 @@ from reporter.lifetime import stop_on_signals
 from reporter.magnific import ENDPOINT, MagnificClient
 from reporter.progress import progress_for
 from reporter.render import default_templates_dir
-from reporter.shards import parse_shard
 from reporter.summary import Outcome
 
 
@@ -128,10 +124,7 @@ def run_command(
     setup_logging(verbose, quiet)
     now = now_utc()
     config = load_config(config_path)
-    selected = select_reports(config, report_names, str(config_path))
-    shard = parse_shard(shard_text) if shard_text else None
-    if shard is not None:
-        selected = shard.select(selected, lambda r: r.name)
+    selected, shard = sharded_reports(config, report_names, shard_text, str(config_path))
     the_period = resolve_period(period, now)
     templates = templates_from_option(templates_dir)
     if preview_to is not None:
@@ -155,14 +148,7 @@ def run_command(
             shard,
         )
         return
-    api = api_settings(os.environ)
-    warn_if_key_in_clear(api.base_url, quiet)
-    check_out_dir(out_dir)
-    sender = None
-    if not dry_run:
-        from reporter.mail import SmtpSender
-
-        sender = SmtpSender(smtp_settings(os.environ))
+    api, sender = sending_edges(out_dir, dry_run=dry_run, quiet=quiet)
     options = RunOptions(
         period=the_period,
         out_dir=out_dir,
@@ -242,24 +228,14 @@ def watch_command(
     setup_logging(verbose, quiet)
     now = now_utc()
     config = load_config(config_path)
-    selected = select_reports(config, report_names, str(config_path))
-    shard = parse_shard(shard_text) if shard_text else None
-    if shard is not None:
-        selected = shard.select(selected, lambda r: r.name)
+    selected, shard = sharded_reports(config, report_names, shard_text, str(config_path))
     try:
         day = dt.date.fromisoformat(date_text) if date_text else now.date()
     except ValueError:
         raise UsageError(
             f"--date {date_text!r} is not a date", hint="give a day as YYYY-MM-DD, e.g. 2026-11-12"
         ) from None
-    api = api_settings(os.environ)
-    warn_if_key_in_clear(api.base_url, quiet)
-    check_out_dir(out_dir)
-    sender = None
-    if not dry_run:
-        from reporter.mail import SmtpSender
-
-        sender = SmtpSender(smtp_settings(os.environ))
+    api, sender = sending_edges(out_dir, dry_run=dry_run, quiet=quiet)
     options = WatchOptions(
         date=day, out_dir=out_dir, templates_dir=default_templates_dir(), now=now, dry_run=dry_run
     )
