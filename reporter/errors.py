@@ -19,6 +19,12 @@ one ``Error: ...`` line and an exit status; nothing else prints tracebacks.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """Text from a server or a user folded to one line: an error stays one readable line,
+    and a header can carry no CR/LF (header injection)."""
+    return " ".join(text.split())
+
+
 class ReporterError(Exception):
     """Base of every error the CLI reports as one readable line."""
 

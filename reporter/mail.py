@@ -30,7 +30,7 @@ from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
 import tenacity
 
 from reporter.environment import SmtpSettings
-from reporter.errors import DeliveryError
+from reporter.errors import DeliveryError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ class InlineImage:
     cid: str  # without angle brackets
     content: bytes
     mime_type: str = "image/png"
-
-
-def one_line(text: str) -> str:
-    """Header-safe text: no CR/LF (header injection), runs of spaces folded."""
-    return " ".join(text.split())
 
 
 def message_id(
@@ -396,8 +391,7 @@ class SmtpSender:
 
 def _reply_text(reply: bytes | str) -> str:
     """A server's reply on one line: smtplib joins a multi-line reply's lines with "\\n"."""
-    text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-    return " ".join(text.split())
+    return one_line(reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply))
 
 
 def _dot_stuff(data: bytes) -> bytes:

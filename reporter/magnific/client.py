@@ -23,6 +23,7 @@ from reporter.errors import (
     ApiRequestError,
     ApiResponseError,
     ApiUnavailableError,
+    one_line,
 )
 from reporter.magnific.probe import PROBE_DAYS, EndProbe, decide_end, probe_day, usage_days
 from reporter.magnific.query import (
@@ -540,16 +541,12 @@ def _api_message(body: bytes) -> str:
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _one_line(body.decode("utf-8", "replace"))[:200]
+        return one_line(body.decode("utf-8", "replace"))[:200]
     if isinstance(payload, dict):
         for key in ("message", "detail", "error", "title"):
             value = payload.get(key)
             if isinstance(value, str) and value:
-                return _one_line(value)[:200]
+                return one_line(value)[:200]
             if isinstance(value, dict | list) and value:
                 return json.dumps(value)[:200]
     return ""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
