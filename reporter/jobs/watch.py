@@ -184,9 +184,8 @@ def _alert(
             message=mail.kinds,
         )
         sent.add(deliver(mail, sender, ledger, key))
-    names = ", ".join(
-        sorted({a.key.removeprefix("alert:") for alerts in due.values() for a in alerts})
-    )
+    sent_alerts = {a.key: a for alerts in due.values() for a in alerts}.values()
+    names = ", ".join(a.key.removeprefix("alert:") for a in sorted(sent_alerts, key=_order))
     if ledger is None or sender is None:
         outcome.status = "written"
         outcome.detail = f"dry run: {names} written, not sent"
