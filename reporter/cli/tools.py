@@ -170,7 +170,7 @@ def sandbox_command(
         try:
             server.inject(*parse_fault(spec))
         except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            raise UsageError(str(exc), hint="see 'reporter sandbox --help' for --fault") from None
     try:
         server.start()
     except OSError as exc:
