@@ -69,7 +69,7 @@ class MonthToDate:
     used: float
     budget: float | None
     forecast: float | None  # month-end at the run rate so far; None once the month is over
-    crossing: dt.date | None  # the day the run rate reaches the budget, if in the month
+    crossing: dt.date | None  # the day the budget was passed, or the run rate reaches it
     cumulative: pd.DataFrame  # date, credits (cumulative), for the chart
     alerts: list[Alert]
 
@@ -103,7 +103,7 @@ def month_to_date(
     if budget:
         status = budget_status(used, budget, period, through + dt.timedelta(days=1))
         forecast = status.forecast
-        crossing = _crossing(used, budget, period, through)
+        crossing = _crossing(month, used, budget, period, through)
         tools, users = _drivers(in_month)
         for threshold in sorted(set(settings.thresholds)):
             if used >= budget * threshold / 100:
@@ -122,8 +122,15 @@ def _per_day(tidy: pd.DataFrame, start: dt.date, end: dt.date) -> pd.Series:
     return tidy.groupby("date")["credits"].sum().reindex(days, fill_value=0.0).astype(float)
 
 
-def _crossing(used: float, budget: float, period: Period, through: dt.date) -> dt.date | None:
-    """The day the run rate so far reaches ``budget``; None if it does not within the month."""
+def _crossing(
+    month: pd.Series, used: float, budget: float, period: Period, through: dt.date
+) -> dt.date | None:
+    """The day the budget was passed, once it has been; until then, the day the run rate so
+    far reaches it, or None if it does not within the month."""
+    if used >= budget:
+        running = month.cumsum()
+        first: pd.Timestamp = running[running >= budget].index[0]
+        return first.date()
     elapsed = (through - period.start).days + 1
     if used <= 0 or elapsed <= 0:
         return None

@@ -90,6 +90,19 @@ def test_a_day_with_too_little_history_raises_no_spike() -> None:
     assert month_to_date(tidy, NOVEMBER, dt.date(2026, 11, 12), None, strict).alerts == []
 
 
+def test_a_budget_already_passed_names_the_day_it_was_passed() -> None:
+    through = dt.date(2026, 11, 30)  # 3,300 used: the run rate would say the 28th
+    upto = {d: c for d, c in SERIES.items() if d <= through}
+    month = month_to_date(_tidy(upto), NOVEMBER, through, 3000.0, DEFAULT)
+    assert month.used >= 3000.0
+    running = 0.0
+    for day in sorted(d for d in upto if d >= NOVEMBER.start):
+        running += upto[day]
+        if running >= 3000.0:
+            break
+    assert month.crossing == day  # the day the cumulative credits first reached it
+
+
 def test_a_run_rate_far_below_the_budget_crosses_no_day() -> None:
     through = dt.date(2026, 11, 1)
     month = month_to_date(_tidy({through: 1.0}), NOVEMBER, through, 1e12, DEFAULT)

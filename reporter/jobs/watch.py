@@ -309,6 +309,7 @@ def compose_alert(
         "used_pct": month.used / month.budget * 100 if month.budget else None,
         "forecast": month.forecast,
         "crossing": fmt.date(month.crossing) if month.crossing else None,
+        "crossed": month.budget is not None and month.used >= month.budget,
         "alerts": items,
         "chart_cid": cid,
     }
