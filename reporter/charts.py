@@ -72,8 +72,6 @@ class ChartLabels:
 
     daily_title: str
     history_title: str
-    tools_title: str
-    users_title: str
     credits: str
     tool: str
     day: str
@@ -113,7 +111,9 @@ def _base(
             symbolType="square",
         )
         .configure_view(stroke=None)
-        .to_dict()
+        # Not validated here: validation against the Vega-Lite schema costs more than
+        # drawing the chart, and every spec shape is validated once in the tests.
+        .to_dict(validate=False)
     )
     return spec
 
@@ -192,37 +192,6 @@ def history_spec(
         text=alt.Text("forecast:Q", format=",.0f")
     )
     return _base(alt.LayerChart(layer=[bars, outline, value]), title, 500, 170)
-
-
-def tools_spec(
-    tools_table: pd.DataFrame, tools: Sequence[str], labels: ChartLabels
-) -> dict[str, Any]:
-    """Credits per tool, largest first, in each tool's own colour."""
-    data = tools_table[["key", "credits"]].rename(columns={"key": "tool"})
-    bars = (
-        alt.Chart(data)
-        .mark_bar()
-        .encode(
-            y=alt.Y("tool:N", sort="-x", title=None, axis=alt.Axis(labelLimit=170)),
-            x=alt.X("credits:Q", title=labels.credits, axis=alt.Axis(format=",.0f")),
-            color=alt.Color("tool:N", scale=_colour_scale(tools), legend=None),
-        )
-    )
-    return _base(bars, labels.tools_title, 330, max(60, 20 * len(data)))
-
-
-def users_spec(users_table: pd.DataFrame, labels: ChartLabels) -> dict[str, Any]:
-    """Credits of the top users (named users only), largest first."""
-    data = users_table[["key", "credits"]].rename(columns={"key": "user"})
-    bars = (
-        alt.Chart(data)
-        .mark_bar(color="#332288")
-        .encode(
-            y=alt.Y("user:N", sort="-x", title=None, axis=alt.Axis(labelLimit=200)),
-            x=alt.X("credits:Q", title=labels.credits, axis=alt.Axis(format=",.0f")),
-        )
-    )
-    return _base(bars, labels.users_title, 300, max(60, 18 * len(data)))
 
 
 def render_svg(spec: dict[str, Any], locale: str) -> str:

@@ -8,6 +8,7 @@ unattributed, periods) are made here once.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +45,6 @@ def chart_labels(gettext: Callable[[str], str], tables: ReportTables) -> ChartLa
         if detail == "day"
         else gettext("Credits per month, by tool"),
         history_title=gettext("Credits per period, last six periods"),
-        tools_title=gettext("Credits per tool"),
-        users_title=gettext("Top users by credits"),
         credits=gettext("Credits"),
         tool=gettext("Tool"),
         day=gettext("Day") if detail == "day" else gettext("Month"),
@@ -163,8 +162,10 @@ def _rows(
     others_count: int = 0,
     fmt: Formatter | None = None,
 ) -> list[dict[str, Any]]:
+    records = list(table.records())
+    largest = max((r.share for r in records if math.isfinite(r.share)), default=0.0)
     rows = []
-    for record in table.records():
+    for record in records:
         if record.key is None:
             label, kind = gettext("Not attributed to a user"), "unattributed"
         elif record.key == OTHERS:
@@ -181,6 +182,11 @@ def _rows(
                 "uses": record.uses,
                 "credits": record.credits,
                 "share": record.share,
+                # The in-table bar's length, as a percentage of the longest (the largest
+                # row fills its track): the bar chart this table once sat beside, drawn by CSS.
+                "bar": round(100 * record.share / largest, 1)
+                if largest > 0 and math.isfinite(record.share)
+                else 0.0,
                 "previous": record.previous_credits,
                 "change": record.change_pct,
                 "colour": (tool_colour(label) if kind == "named" else UNATTRIBUTED_COLOUR)

@@ -373,7 +373,7 @@ def test_matching_span(
 
 
 def test_the_history_spec_draws_the_period_in_progress_lighter_with_its_forecast() -> None:
-    labels = ChartLabels(*["x"] * 9, in_progress="so far, and forecast")
+    labels = ChartLabels(*["x"] * 7, in_progress="so far, and forecast")
     history = pd.DataFrame(
         {"period": ["2026-10", "2026-11"], "tool": ["A", "A"], "credits": [90.0, 40.0]}
     )

@@ -25,7 +25,7 @@ from reporter.render import default_templates_dir, render_template, translations
 from reporter.report import Figure, Source, build_context
 from reporter.sandbox import SandboxServer
 from reporter.usage import ReportTables, budget_status
-from tests.conftest import API_KEY, TODAY, write_config
+from tests.conftest import API_KEY, TODAY, raw_usage, write_config
 
 NOW = dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.UTC)
 OCTOBER = parse_period("2026-10", today=TODAY)
@@ -94,7 +94,7 @@ def _context(tables: ReportTables) -> dict[str, Any]:
         CONFIG.reports[0],
         tables,
         [],
-        dict.fromkeys(["daily", "history", "tools", "users"], Figure("data:,", "a chart")),
+        dict.fromkeys(["daily", "history"], Figure("data:,", "a chart")),
         locale="en",
         gettext=catalog.gettext,
         ngettext=catalog.ngettext,
@@ -157,3 +157,46 @@ def test_budget_card_is_green_below_90_amber_from_90_and_red_past_100(
     )
     (shown,) = re.findall(r"color:(#[0-9a-f]{6});\">" + re.escape(f"{used_pct}"), mail)
     assert shown == email_colour
+
+
+# --- in-table bars ---------------------------------------------------------------
+
+
+def _bars(html: str, heading: str) -> dict[str, float]:
+    """Each row's label and its bar's width (percent of its track) in the table after
+    ``heading``."""
+    section = html.split(f"<h2>{heading}</h2>", 1)[1].split("</table>", 1)[0]
+    body = section.split("<tbody>", 1)[1]
+    rows = re.findall(
+        r'<th scope="row"[^>]*>(?:<span class="swatch"[^>]*></span>)?([^<]+)</th>.*?'
+        r'<span class="bar"><span style="width: ([\d.]+)%',
+        body,
+    )
+    return {label: float(width) for label, width in rows}
+
+
+def test_each_table_row_has_a_bar_as_long_as_its_credits_against_the_largest_row(
+    october: ReportTables, api: SandboxServer
+) -> None:
+    """The bar charts beside the tool and user tables became bars in the tables: each
+    row's bar against the longest, which is the table's largest row."""
+    html = render_template(default_templates_dir(), "report.html.j2", "en", _context(october))
+    month = {"start_date": "2026-10-01", "end_date": "2026-10-31", "granularity": "month"}
+    payload = raw_usage(api, month)
+    per_tool: dict[str, float] = {}
+    for bucket in payload["data"]:
+        for usage in bucket["consumptions"]:
+            per_tool[usage["tool"]] = per_tool.get(usage["tool"], 0.0) + usage["user_credits"]
+    largest = max(per_tool.values())
+    bars = _bars(html, "Credits by tool")
+    assert bars == pytest.approx(
+        {tool: 100 * credits / largest for tool, credits in per_tool.items()}, abs=0.06
+    )
+    assert max(bars.values()) == 100.0
+    users = _bars(html, "Top users")
+    assert users, "the users table has bars"
+    assert max(users.values()) == 100.0
+    named = [width for label, width in users.items() if "@" in label]
+    assert named == sorted(named, reverse=True)
+    # The page has two charts left: the tables carry their own bars.
+    assert html.count("<figure") == 2

@@ -135,19 +135,9 @@ def compose_report(
         specs["daily"] = charts.daily_spec(
             tables.daily, tables.tool_order, labels, granularity=period.detail_granularity
         )
-        specs["tools"] = charts.tools_spec(
-            tables.tools.rows[tables.tools.rows["key"].notna()], tables.tool_order, labels
-        )
-        named = tables.users.rows[
-            tables.users.rows["key"].notna() & (tables.users.rows["key"] != "__others__")
-        ]
-        if not named.empty:
-            specs["users"] = charts.users_spec(named, labels)
     titles = {
         "daily": labels.daily_title,
         "history": labels.history_title,
-        "tools": labels.tools_title,
-        "users": labels.users_title,
     }
     # As <img> data URLs, not inline markup: the HTML parser and the style cascade then
     # never see the charts' hundreds of SVG nodes, and each figure gets its alt text.
