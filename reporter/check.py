@@ -255,6 +255,59 @@ def smtp_finding(make_sender: Callable[[], Verifier]) -> Finding:
     return Finding("ok", "SMTP", f"{detail}; nothing sent")
 
 
+def chat_findings(
+    channels: Mapping[str, Sequence[str]], environ: Mapping[str, str]
+) -> list[Finding]:
+    """Each webhook variable the reports name is set to an https URL, and a Slack upload has
+    its token; nothing is posted (a test message would land in a real channel).
+    ``channels``: report -> its chat recipients (``Config.chat_channels_for``)."""
+    users: dict[str, list[str]] = {}
+    for report, recipients in channels.items():
+        for recipient in recipients:
+            users.setdefault(recipient, []).append(report)
+    findings = []
+    for recipient, reports in users.items():
+        kind, _, name = recipient.partition(":")
+        named_by = f"reports {', '.join(reports)}" if len(reports) > 1 else f"report {reports[0]}"
+        if kind == "slack-upload":
+            item = f"Slack upload to {name}"
+            if environ.get("SLACK_BOT_TOKEN", "").strip():
+                findings.append(Finding("ok", item, "SLACK_BOT_TOKEN is set; nothing posted"))
+            else:
+                findings.append(
+                    Finding(
+                        "FAIL",
+                        item,
+                        f"SLACK_BOT_TOKEN is not set ({named_by}, slack_channel)",
+                        hint="set SLACK_BOT_TOKEN to a bot token with files:write",
+                    )
+                )
+            continue
+        item = f"{'Slack' if kind == 'slack' else 'Teams'} webhook {name}"
+        url = environ.get(name, "").strip()
+        if not url:
+            findings.append(
+                Finding(
+                    "FAIL",
+                    item,
+                    f"not set ({named_by}, {kind}_webhook_env)",
+                    hint=f"set {name} to the channel's webhook URL",
+                )
+            )
+        elif url.startswith("https://"):
+            findings.append(Finding("ok", item, "set to an https URL; nothing posted"))
+        else:
+            findings.append(
+                Finding(
+                    "FAIL",
+                    item,
+                    f"does not hold an https URL ({named_by})",
+                    hint=f"set {name} to the webhook URL the platform gave you (https://...)",
+                )
+            )
+    return findings
+
+
 def api_findings(
     client: MagnificClient,
     reports: Sequence[ReportConfig],
@@ -340,8 +393,9 @@ def run_checks(
     out_dir: Path,
     state_path: Path,
     today: dt.date,
+    channels: Mapping[str, Sequence[str]] | None = None,
 ) -> list[Finding]:
-    """Every item, in the order a user fixes them: API, mail, disk."""
+    """Every item, in the order a user fixes them: API, mail, chat, disk."""
     findings: list[Finding] = []
     try:
         api = api_settings(environ)
@@ -355,6 +409,7 @@ def run_checks(
                 client, reports, configured, base_url=api.base_url, today=today
             )
     findings.append(smtp_finding(lambda: SmtpSender(smtp_settings(environ))))
+    findings.extend(chat_findings(channels or {}, environ))
     findings.append(out_finding(out_dir))
     findings.append(ledger_finding(state_path))
     return findings

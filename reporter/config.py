@@ -31,6 +31,11 @@ from reporter.errors import ConfigError
 
 Locale = Literal["en", "es"]
 PdfVariant = Literal["pdf/ua-1", "pdf/a-3b"]
+# The NAME of an environment variable holding a webhook URL: the URL is a secret and
+# never lives in the config file.
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+# A Slack channel id (C0123ABCD), which files.completeUploadExternal takes; not "#name".
+SlackChannel = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,32}$")]
 Percent = Annotated[int, Field(ge=1, le=1000)]
 DEFAULT_THRESHOLDS = (80, 100)
 
@@ -67,6 +72,10 @@ class Defaults(_Model):
     spike_factor: Annotated[float, Field(ge=0, le=1000)] = 3.0
     # `reporter run --recheck`: a delivered total that moved more than this is corrected
     correction_threshold_percent: Annotated[float, Field(ge=0, le=100)] = 0.5
+    # chat channels beside email; each report may override them
+    slack_webhook_env: EnvName | None = None
+    teams_webhook_env: EnvName | None = None
+    slack_channel: SlackChannel | None = None
 
 
 class ApiOptions(_Model):
@@ -103,6 +112,10 @@ class ReportConfig(_Model):
     forecast_alert: bool | None = None  # on with a budget
     spike_factor: Annotated[float, Field(ge=0, le=1000)] | None = None  # 3.0; 0 turns off
     correction_threshold_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    # chat channels beside email; None falls back to [defaults]
+    slack_webhook_env: EnvName | None = None
+    teams_webhook_env: EnvName | None = None
+    slack_channel: SlackChannel | None = None
 
     @field_validator("owners")
     @classmethod
@@ -177,6 +190,22 @@ class Config(_Model):
         if report.spike_factor is not None:
             return report.spike_factor
         return self.defaults.spike_factor
+
+    def chat_channels_for(self, report: ReportConfig) -> list[str]:
+        """The report's chat channels as ledger recipients: ``slack:<VARIABLE>``,
+        ``teams:<VARIABLE>`` (the variable's name, never its URL) and
+        ``slack-upload:<channel id>`` for the PDF upload."""
+        slack = report.slack_webhook_env or self.defaults.slack_webhook_env
+        teams = report.teams_webhook_env or self.defaults.teams_webhook_env
+        channel = report.slack_channel or self.defaults.slack_channel
+        channels = []
+        if slack:
+            channels.append(f"slack:{slack}")
+        if teams:
+            channels.append(f"teams:{teams}")
+        if channel:
+            channels.append(f"slack-upload:{channel}")
+        return channels
 
     def correction_threshold_for(self, report: ReportConfig) -> float:
         if report.correction_threshold_percent is not None:
@@ -254,6 +283,11 @@ def _describe(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if kind == "string_pattern_mismatch" and loc and loc[-1] == "name":
         message = "must be a lowercase slug: a-z, 0-9, '-' and '_', starting with a letter or digit"
+    if kind == "string_pattern_mismatch" and loc and str(loc[-1]).endswith("_webhook_env"):
+        # Not echoed: a webhook URL pasted here by mistake is a secret.
+        return f"{where}: must be the NAME of an environment variable that holds the webhook URL"
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "slack_channel":
+        message = "must be a Slack channel id such as C0123ABCD (not #name)"
     if not loc:
         return message
     value = error.get("input")

@@ -13,7 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 REDACTED = "[redacted]"
-SECRET_VARIABLES = ("MAGNIFIC_API_KEY", "SMTP_PASSWORD")
+SECRET_VARIABLES = ("MAGNIFIC_API_KEY", "SMTP_PASSWORD", "SLACK_BOT_TOKEN")
+# A chat webhook's URL is its own credential. The variables the config names are added
+# once it is read (``Redactor.also``); these names are covered even before that.
+WEBHOOK_NAME_PARTS = ("WEBHOOK",)
 # Shorter values would black out ordinary words and digits, and protect nothing.
 MIN_SECRET_LENGTH = 4
 
@@ -34,11 +37,19 @@ class Redactor:
     def from_environ(cls, environ: Mapping[str, str]) -> Redactor:
         """MAGNIFIC_API_KEY, SMTP_PASSWORD, and the password of any URL in the environment
         (``MAGNIFIC_API_BASE_URL=http://user:pass@host``), as written and percent-decoded."""
-        secrets = [environ.get(name, "").strip() for name in SECRET_VARIABLES]
-        secrets += [environ.get(name, "") for name in SECRET_VARIABLES]
+        names = [*SECRET_VARIABLES]
+        names += [n for n in environ if any(part in n.upper() for part in WEBHOOK_NAME_PARTS)]
+        secrets = [environ.get(name, "").strip() for name in names]
+        secrets += [environ.get(name, "") for name in names]
         for value in environ.values():
             secrets += _url_passwords(value)
         return cls.of(secrets)
+
+    def also(self, environ: Mapping[str, str], names: Iterable[str]) -> Redactor:
+        """This redactor plus the values of the variables ``names`` (the webhook variables
+        a config names), as written and stripped."""
+        values = [environ.get(n, "") for n in names]
+        return Redactor.of([*self.secrets, *values, *(v.strip() for v in values)])
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:

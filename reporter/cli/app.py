@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx
@@ -37,9 +37,13 @@ from reporter.render import default_templates_dir
 from reporter.shards import Shard, parse_shard
 from reporter.summary import Outcome, markdown_summary, text_summary
 
+if TYPE_CHECKING:
+    from reporter.chat.post import ChatSender
+
 log = logging.getLogger("reporter")
 
 DEFAULT_STATE = Path(".reporter/state.sqlite3")
+WEBHOOKS = ("slack:", "teams:")  # chat recipients whose variable holds a secret URL
 
 
 class _Cli(click.Group):
@@ -111,6 +115,33 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass
+
+
+def redact_variables(names: Sequence[str]) -> None:
+    """Add the values of ``names`` (the webhook variables the config names) to what this
+    invocation redacts, in printed text and in log lines alike."""
+    ctx = click.get_current_context()
+    redact = redactor().also(os.environ, names)
+    ctx.meta[_REDACT] = redact
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, _RedactingFormatter):
+            handler.formatter.redact = redact
+
+
+def chat_edge(
+    config: Config, reports: Sequence[ReportConfig], *, dry_run: bool, preview: bool
+) -> ChatSender | None:
+    """The chat sender for the reports' channels, every webhook variable read now, before
+    any request; None when nothing is to be posted (a dry run, a preview, no channel)."""
+    channels = {r.name: config.chat_channels_for(r) for r in reports}
+    redact_variables(
+        [c.partition(":")[2] for cs in channels.values() for c in cs if c.startswith(WEBHOOKS)]
+    )
+    if dry_run or preview or not any(channels.values()):
+        return None
+    from reporter.chat.post import ChatSender, chat_settings
+
+    return ChatSender(chat_settings(channels, os.environ), retry=retry_policy(config.api))
 
 
 def setup_logging(verbose: bool, quiet: bool) -> None:

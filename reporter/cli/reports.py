@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 
+from reporter.chat.message import run_url
+from reporter.chat.post import ChatSender
 from reporter.cli.app import (
     RedactedProgress,
+    chat_edge,
     cli,
     config_option,
     finish,
@@ -149,6 +154,7 @@ def run_command(
         )
         return
     api, sender = sending_edges(out_dir, dry_run=dry_run, quiet=quiet)
+    chat = chat_edge(config, selected, dry_run=dry_run or recheck, preview=preview_to is not None)
     options = RunOptions(
         period=the_period,
         out_dir=out_dir,
@@ -160,12 +166,14 @@ def run_command(
         api_url=redactor()(f"{api.base_url}{ENDPOINT}"),  # printed in every PDF
         jobs=jobs,
         preview_to=preview_to,
+        run_url=run_url(os.environ),
     )
     max_in_flight = max_in_flight or config.api.max_in_flight
     with (
         stop_on_signals(),
         MagnificClient(api, retry=retry_policy(config.api), max_in_flight=max_in_flight) as client,
         progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
+        chat or nullcontext(),
     ):
         if recheck:
             from reporter.jobs.recheck import recheck as recheck_run
@@ -182,7 +190,7 @@ def run_command(
                 )
         else:
             outcomes = run_reports(
-                config, selected, options, client, sender, state_path, progress, max_in_flight
+                config, selected, options, client, sender, state_path, progress, max_in_flight, chat
             )
     finish(outcomes, the_period, shard)
 
@@ -236,8 +244,14 @@ def watch_command(
             f"--date {date_text!r} is not a date", hint="give a day as YYYY-MM-DD, e.g. 2026-11-12"
         ) from None
     api, sender = sending_edges(out_dir, dry_run=dry_run, quiet=quiet)
+    chat = chat_edge(config, selected, dry_run=dry_run, preview=False)
     options = WatchOptions(
-        date=day, out_dir=out_dir, templates_dir=default_templates_dir(), now=now, dry_run=dry_run
+        date=day,
+        out_dir=out_dir,
+        templates_dir=default_templates_dir(),
+        now=now,
+        dry_run=dry_run,
+        run_url=run_url(os.environ),
     )
     with (
         stop_on_signals(),
@@ -245,6 +259,7 @@ def watch_command(
             api, retry=retry_policy(config.api), max_in_flight=config.api.max_in_flight
         ) as client,
         progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
+        chat or nullcontext(),
     ):
         ledger = None if dry_run else Ledger(state_path, redact=redactor())
         try:
@@ -257,6 +272,7 @@ def watch_command(
                 ledger=ledger,
                 progress=RedactedProgress(progress, redactor()),
                 max_in_flight=config.api.max_in_flight,
+                chat=chat,
             )
         finally:
             if ledger is not None:
@@ -273,6 +289,7 @@ def run_reports(
     state_path: Path,
     progress: Progress,
     max_in_flight: int,
+    chat: ChatSender | None = None,
 ) -> list[Outcome]:
     ledger = (
         None if options.dry_run or options.preview_to else Ledger(state_path, redact=redactor())
@@ -287,6 +304,7 @@ def run_reports(
             ledger=ledger,
             progress=RedactedProgress(progress, redactor()),
             max_in_flight=max_in_flight,
+            chat=chat,
         )
     finally:
         if ledger is not None:

@@ -241,7 +241,8 @@ def check_command(
     verbose: bool,
 ) -> None:
     """Check the API key, the API's date form and end_date, each report's filters,
-    the SMTP login, --out and the ledger, sending nothing: one line per item.
+    the SMTP login, the chat webhook variables, --out and the ledger, sending
+    nothing: one line per item.
 
     Exit status: 0 all good, 1 something needs attention, 2 cannot start (bad
     config, options or report name). Reads the same environment as `run`.
@@ -263,6 +264,7 @@ def check_command(
         out_dir=out_dir,
         state_path=state_path,
         today=now_utc().date(),
+        channels={r.name: config.chat_channels_for(r) for r in selected},
     )
     for finding in findings:
         click.echo(finding.line())

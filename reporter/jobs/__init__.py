@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from reporter.chat.post import ChatSender
 from reporter.config import Config, ReportConfig
 from reporter.errors import ReporterError
 from reporter.jobs.build import (
@@ -28,6 +29,8 @@ from reporter.jobs.build import (
     render_report,
     write_atomic,
 )
+from reporter.jobs.chat import UNCONFIRMED_DETAIL as CHAT_UNCONFIRMED
+from reporter.jobs.chat import ChatFile, deliver_chat
 from reporter.jobs.deliver import UNCONFIRMED_DETAIL, Sent, deliver, send_preview
 from reporter.jobs.messages import per_owner_mails
 from reporter.jobs.pipeline import build_all, fail
@@ -61,8 +64,10 @@ def run(
     ledger: Ledger | None,
     progress: Progress = quiet_progress,
     max_in_flight: int = 4,
+    chat: ChatSender | None = None,
 ) -> list[Outcome]:
-    """Build and deliver ``reports``; a failure in one never stops the others."""
+    """Build and deliver ``reports``; a failure in one never stops the others, and a chat
+    channel that fails never stops email. ``chat`` None (a dry run) posts nothing."""
     period = options.period.key
     if options.dry_run or options.preview_to:
         ledger = None
@@ -70,6 +75,7 @@ def run(
     outcomes = plan.outcomes
 
     new_mails: list[MailFile] = []
+    chat_files: list[ChatFile] = []
 
     def written(item: Written) -> None:
         outcome = outcomes[item.report]
@@ -77,6 +83,21 @@ def run(
         outcome.credits = item.credits
         if item.mail is not None:
             record(item.mail)
+        for file in item.chat:
+            if file.recipient not in plan.chat.get(item.report, []):
+                continue  # posted before, or another run's
+            chat_files.append(file)
+            if file.path not in outcome.files:
+                outcome.files.append(file.path)
+            if ledger is not None:
+                ledger.mark(
+                    [item.report],
+                    period,
+                    [file.recipient],
+                    "rendered",
+                    artifact=str(file.path),
+                    message=file.kinds,
+                )
 
     def record(mail: MailFile) -> None:
         """A message on disk is recorded at once: a crash after this resends that file."""
@@ -117,12 +138,11 @@ def run(
                     fail(outcomes[item.report], exc, progress)
 
     if options.dry_run or sender is None:
-        for mail in new_mails:
-            for name in mail.reports:
-                if outcomes[name].status == "pending":
-                    outcomes[name].status = "written"
-                    outcomes[name].detail = "dry run: message written, not sent"
-                    progress(name, outcomes[name].line(), done=True)
+        for name in [n for m in new_mails for n in m.reports] + [f.report for f in chat_files]:
+            if outcomes[name].status == "pending":
+                outcomes[name].status = "written"
+                outcomes[name].detail = "dry run: message written, not sent"
+                progress(name, outcomes[name].line(), done=True)
         return [outcomes[r.name] for r in reports]
 
     results: dict[str, Sent] = {}
@@ -145,24 +165,48 @@ def run(
                 if ledger is not None and outcomes[name].credits is not None:
                     # What the owners were shown, for `run --recheck` to compare later.
                     ledger.record_shown(name, period, float(outcomes[name].credits or 0.0))
+    # After email: a channel that fails or hangs never holds a report's mail back.
+    posted: dict[str, Sent] = {}
+    for file in chat_files:
+        if chat is None or ledger is None:
+            break
+        result = deliver_chat(file, chat, ledger, period)
+        posted.setdefault(file.report, Sent()).add(result)
+        for recipient, why in result.failed.items():
+            progress(file.report, f"not posted to {recipient}: {why}")
+        if result.unconfirmed:
+            progress(file.report, f"not confirmed by {file.recipient}")
+        if result.delivered:
+            progress(file.report, f"posted to {file.recipient}")
     for name, outcome in outcomes.items():
         if outcome.status == "pending":
-            _settle(outcome, results.get(name, Sent()), options, plan, name)
+            _settle(outcome, results.get(name, Sent()), options, plan, name, posted.get(name))
             progress(name, outcome.line(), done=True)
     return [outcomes[r.name] for r in reports]
 
 
-def _settle(outcome: Outcome, sent: Sent, options: RunOptions, plan: Plan, name: str) -> None:
-    """A report's final status from what its mails achieved; only "sent" is delivered."""
-    outcome.recipients = sent.delivered
-    problems = [f"{r}: {why}" for r, why in sent.failed.items()]
+def _settle(
+    outcome: Outcome,
+    sent: Sent,
+    options: RunOptions,
+    plan: Plan,
+    name: str,
+    posted: Sent | None = None,
+) -> None:
+    """A report's final status from what its mails (and chat posts) achieved; only "sent"
+    is delivered."""
+    posted = posted or Sent()
+    outcome.recipients = sent.delivered + posted.delivered
+    problems = [f"{r}: {why}" for r, why in {**sent.failed, **posted.failed}.items()]
     if sent.unconfirmed:
         problems.append(f"{', '.join(sent.unconfirmed)}: {UNCONFIRMED_DETAIL}")
+    if posted.unconfirmed:
+        problems.append(f"{', '.join(posted.unconfirmed)}: {CHAT_UNCONFIRMED}")
     if problems:
-        if sent.delivered:
+        if outcome.recipients:
             outcome.status = "partial"
         else:
-            outcome.status = "failed" if sent.failed else "unconfirmed"
+            outcome.status = "failed" if sent.failed or posted.failed else "unconfirmed"
         outcome.detail = "; ".join(problems)
         return
     if options.preview_to:
@@ -171,6 +215,9 @@ def _settle(outcome: Outcome, sent: Sent, options: RunOptions, plan: Plan, name:
         return
     outcome.status = "delivered"
     outcome.detail = f"sent to {plural(len(sent.delivered), 'owner')}"
+    if posted.delivered:
+        posts = f"posted to {', '.join(posted.delivered)}"
+        outcome.detail = f"{outcome.detail}, {posts}" if sent.delivered else posts
     if name in plan.resent:
         outcome.detail += ", the message a previous run wrote"
     if plan.taken.get(name):

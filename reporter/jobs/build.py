@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reporter import charts
 from reporter.config import Config, ReportConfig
@@ -23,6 +23,9 @@ from reporter.periods import Period
 from reporter.render import Formatter, html_to_pdf, render_template, translations
 from reporter.report import Figure, Source, build_context, chart_labels
 from reporter.usage import ReportTables, build_tables, csv_frame, tidy_frame
+
+if TYPE_CHECKING:
+    from reporter.jobs.chat import ChatFile
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ class RunOptions:
     api_url: str = ""
     jobs: int = 1  # processes that render reports
     preview_to: str | None = None  # --to: send every report to this address only, no ledger
+    run_url: str | None = None  # the CI run with the PDFs, linked from chat messages
 
 
 @dataclass
@@ -241,3 +245,4 @@ class Written:
     csv_path: Path
     mail: MailFile | None  # its own message; None when its owners get one mail each
     piece_path: Path | None  # its part of the owners' mails, with one_mail_per_owner
+    chat: tuple[ChatFile, ...] = ()  # its payloads for its chat channels

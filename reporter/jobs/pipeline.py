@@ -28,6 +28,7 @@ from reporter.jobs.build import (
     render_report,
     write_atomic,
 )
+from reporter.jobs.chat import report_chat_files
 from reporter.jobs.messages import compose, email_piece, mail_path
 from reporter.lifetime import worker_init
 from reporter.magnific import MagnificClient
@@ -60,14 +61,16 @@ def produce(
     piece = email_piece(built)
     mail = None
     piece_path = None
-    if pieces_dir is None:
+    chat = tuple(report_chat_files(built, config, options))
+    # No recipients: every owner has the report and only its chat channels are due.
+    if recipients and pieces_dir is None:
         mail = compose([piece], recipients, config, options, mail_path(options, report.name))
-    else:
+    elif recipients and pieces_dir is not None:
         piece_path = write_atomic(
             pieces_dir / f"{report.name}.pickle", pickle.dumps(piece, pickle.HIGHEST_PROTOCOL)
         )
     return Written(
-        report.name, tables.totals.credits, built.pdf_path, built.csv_path, mail, piece_path
+        report.name, tables.totals.credits, built.pdf_path, built.csv_path, mail, piece_path, chat
     )
 
 

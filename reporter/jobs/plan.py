@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 class Plan:
     outcomes: dict[str, Outcome]
     pending: dict[str, list[str]] = field(default_factory=dict)  # report -> owners to send to
+    chat: dict[str, list[str]] = field(default_factory=dict)  # report -> channels to post to
     taken: dict[str, dict[str, int]] = field(default_factory=dict)  # report -> owner -> pid
     to_build: list[ReportConfig] = field(default_factory=list)
     stored: list[MailFile] = field(default_factory=list)  # written earlier, sent as they are
@@ -60,16 +61,20 @@ def plan_run(
             rows = ledger.rows(period)
     for report in reports:
         owners = [str(o) for o in report.owners]
+        # A preview never posts to chat; channels are claimed like owners.
+        channels = [] if options.preview_to else config.chat_channels_for(report)
         if options.preview_to:
-            pending = [options.preview_to]
+            pending, chat = [options.preview_to], []
         elif ledger is None:
-            pending = owners
+            pending, chat = owners, channels
         else:
-            claim = ledger.claim(report.name, period, owners, force=options.force)
-            pending = claim.mine
+            claim = ledger.claim(report.name, period, owners + channels, force=options.force)
+            pending = [o for o in claim.mine if o in owners]
+            chat = [c for c in claim.mine if c in channels]
             plan.taken[report.name] = claim.taken
         plan.pending[report.name] = pending
-        if not pending:
+        plan.chat[report.name] = chat
+        if not pending and not chat:
             taken = plan.taken.get(report.name)
             outcome = (
                 Outcome(report.name, "taken", taken_detail(taken))
@@ -92,13 +97,13 @@ def plan_run(
         for owner in mail.recipients
     }
     for report in reports:
-        if not plan.pending[report.name]:
+        if not plan.pending[report.name] and not plan.chat[report.name]:
             continue
         rest = [o for o in plan.pending[report.name] if (report.name, o.lower()) not in again]
         if len(rest) < len(plan.pending[report.name]):
             progress(report.name, "sending the message a previous run wrote")
             plan.resent.add(report.name)
         plan.pending[report.name] = rest
-        if rest:
+        if rest or plan.chat[report.name]:
             plan.to_build.append(report)
     return plan

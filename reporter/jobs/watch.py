@@ -25,9 +25,12 @@ from babel import dates as babel_dates
 
 from reporter import charts
 from reporter.alerts import SPIKE_WINDOW_DAYS, Alert, AlertSettings, MonthToDate, month_to_date
+from reporter.chat.message import alert_message
+from reporter.chat.post import ChatSender
 from reporter.config import Config, ReportConfig
 from reporter.errors import ApiAuthError
 from reporter.jobs.build import MailFile, Progress, quiet_progress, write_atomic
+from reporter.jobs.chat import deliver_chat, write_chat_files
 from reporter.jobs.deliver import Sent, deliver
 from reporter.jobs.pipeline import as_reporter_error, fail
 from reporter.jobs.plan import plural
@@ -49,6 +52,7 @@ class WatchOptions:
     templates_dir: Path
     now: dt.datetime
     dry_run: bool = False
+    run_url: str | None = None  # the CI run, linked from chat messages
 
     @property
     def month(self) -> Period:
@@ -91,11 +95,12 @@ def watch(
     ledger: Ledger | None,
     progress: Progress = quiet_progress,
     max_in_flight: int = 4,
+    chat: ChatSender | None = None,
 ) -> list[Outcome]:
     """Decide and send each report's due alerts; a failure in one never stops the others.
 
     ``sender`` is an ``SmtpSender``, or None with ``options.dry_run``; ``ledger`` None
-    (a dry run) records nothing."""
+    (a dry run) records nothing; ``chat`` posts the alerts to the reports' channels."""
     if options.dry_run:
         ledger = None
     if ledger is not None:
@@ -123,6 +128,7 @@ def watch(
                 )
                 outcome.credits = month.used
                 _alert(report, month, config, options, sender, ledger, outcome, progress)
+                _post_alerts(report, month, config, options, chat, ledger, outcome, progress)
             except ApiAuthError as exc:
                 auth_error = exc
                 fail(outcome, exc, progress)
@@ -205,6 +211,96 @@ def _alert(
         outcome.detail = f"{names} sent to {plural(len(sent.delivered), 'owner')}"
     outcome.recipients = sent.delivered
     progress(report.name, outcome.line(), done=True)
+
+
+def _post_alerts(
+    report: ReportConfig,
+    month: MonthToDate,
+    config: Config,
+    options: WatchOptions,
+    chat: ChatSender | None,
+    ledger: Ledger | None,
+    outcome: Outcome,
+    progress: Progress,
+) -> None:
+    """The same alerts to the report's chat channels, each alert once per channel; a
+    channel that fails makes the report's outcome fail, after its mail went out."""
+    channels = config.chat_channels_for(report)
+    if not channels or not month.alerts:
+        return
+    key = month.period.key
+    due: dict[str, list[Alert]] = {}  # channel -> alerts this run posts there
+    for alert in month.alerts:
+        mine = channels
+        if ledger is not None:
+            mine = ledger.claim(report.name, key, channels, force=False, message=alert.key).mine
+        for channel in mine:
+            due.setdefault(channel, []).append(alert)
+    if not due:
+        return
+    locale = config.locale_for(report)
+    gettext = translations(options.templates_dir, locale).gettext
+    fmt = Formatter(locale)
+    posted = Sent()
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for channel, alerts in due.items():
+        groups.setdefault(tuple(a.key for a in sorted(alerts, key=_order)), []).append(channel)
+    by_key = {a.key: a for a in month.alerts}
+    for keys, group in groups.items():
+        alerts = [by_key[k] for k in keys]
+        message = alert_message(
+            title=report.display_title,
+            headlines=[headline(a, month.period, locale, gettext) for a in alerts],
+            month=fmt.period(month.period, gettext),
+            as_of=fmt.date(month.through),
+            used=month.used,
+            budget=month.budget,
+            forecast=month.forecast,
+            locale=locale,
+            gettext=gettext,
+            link=options.run_url,
+        )
+        stem = f"{report.name}-alert-{options.date.isoformat()}"
+        if len(groups) > 1:
+            stem += "-" + "-".join(sorted(c.partition(":")[0] for c in group))
+        files = write_chat_files(
+            report.name, group, message, options.out_dir / key / "alerts", stem, kinds=keys
+        )
+        outcome.files += sorted({f.path for f in files})
+        if ledger is None or chat is None:
+            continue
+        for file in files:
+            if file.recipient.startswith("slack-upload:"):
+                continue  # an alert has no PDF to upload
+            ledger.mark([report.name], key, [file.recipient], "rendered", message=keys)
+            posted.add(deliver_chat(file, chat, ledger, key))
+    _settle_posts(outcome, posted, progress)
+
+
+def _settle_posts(outcome: Outcome, posted: Sent, progress: Progress) -> None:
+    """Fold what the channels got into the report's outcome, which the mail settled."""
+    for recipient, why in posted.failed.items():
+        progress(outcome.report, f"not posted to {recipient}: {why}")
+    if posted.delivered:
+        progress(outcome.report, "posted to " + ", ".join(posted.delivered))
+    problems = [f"{r}: {why}" for r, why in posted.failed.items()]
+    problems += [f"{r}: not confirmed by the platform" for r in posted.unconfirmed]
+    if not problems:
+        if posted.delivered:
+            if outcome.status == "already_delivered":
+                outcome.status, outcome.detail = "delivered", ""
+            posts = "posted to " + ", ".join(posted.delivered)
+            outcome.detail = f"{outcome.detail}, {posts}" if outcome.detail else posts
+        return
+    some_delivered = outcome.status in ("delivered", "already_delivered", "partial")
+    if some_delivered or posted.delivered:
+        outcome.status = "partial"
+    elif outcome.status != "failed":
+        outcome.status = "failed" if posted.failed else "unconfirmed"
+    earlier = outcome.detail.removesuffix("; due again on the next run")
+    earlier = "" if outcome.status == "partial" and not outcome.recipients else earlier
+    outcome.detail = "; ".join([*([earlier] if earlier else []), *problems])
+    outcome.detail += "; due again on the next run"
 
 
 # --- the message (pure but for writing its file) --------------------------------------

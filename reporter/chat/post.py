@@ -1,0 +1,332 @@
+"""Posting to chat: the webhooks and Slack's three-step file upload, with retries. The edge.
+
+Retries reuse the API client's policy ([api] in the config) through tenacity: a 429
+waits what ``Retry-After`` says, 5xx and failures to connect back off with jitter,
+and any other 4xx (a revoked or mistyped webhook) fails that channel at once.
+
+Exactly once, as far as HTTP allows: a request whose body was sent but whose answer
+never came (the connection dropped, or the answer timed out) may have been posted.
+It is not retried in this run; it is recorded ``unconfirmed`` and posted again by the
+next run. Chat has no Message-ID for the platform to drop a copy by, so in that one
+case a channel may show the message twice; a lost report is worse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+import tenacity
+
+from reporter import __version__
+from reporter.errors import DeliveryError, UsageError, one_line
+from reporter.magnific import RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+SLACK_API_URL = "https://slack.com/api"
+_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+_ERROR_TEXT_LIMIT = 200
+PLATFORMS = {"slack": "Slack webhook", "teams": "Teams webhook", "slack-upload": "Slack upload"}
+
+Posted = Literal["sent", "unconfirmed"]
+
+
+class ChatPostError(DeliveryError):
+    """A chat platform did not take the message; it fails that channel only."""
+
+    def __init__(self, message: str, *, recipient: str, hint: str | None = None) -> None:
+        super().__init__(message, transient=False, hint=hint)
+        self.recipient = recipient
+
+
+class _Again(Exception):
+    """An attempt that did not reach the platform, or that it asked us to repeat."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _Unanswered(Exception):
+    """The request went out and no answer came back: it may have been posted."""
+
+
+@dataclass
+class _Wait(tenacity.wait.wait_base):
+    """The platform's Retry-After when it gave one, else exponential backoff with jitter."""
+
+    policy: RetryPolicy
+    _backoff: tenacity.wait.wait_base = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._backoff = tenacity.wait_random_exponential(
+            multiplier=self.policy.initial_wait, max=self.policy.max_wait
+        )
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Again) and exc.retry_after is not None:
+            return min(exc.retry_after, self.policy.max_wait)
+        return float(self._backoff(retry_state))
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    """What posting needs from the environment: each channel's webhook URL (secret),
+    the Slack bot token (secret) and the Slack Web API's address."""
+
+    webhooks: Mapping[str, str] = field(repr=False)  # recipient -> URL
+    bot_token: str | None = field(default=None, repr=False)
+    slack_api_url: str = SLACK_API_URL
+
+
+def chat_settings(channels: Mapping[str, list[str]], environ: Mapping[str, str]) -> ChatSettings:
+    """Read each report's channels' variables, before any request: one unset is a config
+    error naming the report and the variable. ``channels``: report -> recipients."""
+    webhooks: dict[str, str] = {}
+    token = environ.get("SLACK_BOT_TOKEN", "").strip() or None
+    for report, recipients in channels.items():
+        for recipient in recipients:
+            kind, _, name = recipient.partition(":")
+            if kind == "slack-upload":
+                if token is None:
+                    raise UsageError(
+                        f"report {report!r}: slack_channel = {name!r} needs SLACK_BOT_TOKEN,"
+                        " which is not set",
+                        hint="set SLACK_BOT_TOKEN to a bot token with files:write, or remove"
+                        " slack_channel",
+                    )
+                continue
+            setting = f"{kind}_webhook_env"
+            url = environ.get(name, "").strip()
+            if not url:
+                raise UsageError(
+                    f"report {report!r}: {setting} = {name!r}, but the environment variable"
+                    f" {name} is not set",
+                    hint=f"set {name} to the channel's webhook URL, or remove {setting}",
+                )
+            if not url.startswith(("https://", "http://")):
+                raise UsageError(
+                    f"report {report!r}: the environment variable {name} ({setting}) does"
+                    " not hold an http(s) URL",
+                    hint=f"set {name} to the webhook URL the platform gave you",
+                )
+            webhooks[recipient] = url
+    base = environ.get("SLACK_API_URL", "").strip().rstrip("/") or SLACK_API_URL
+    return ChatSettings(webhooks, token, base)
+
+
+class ChatSender:
+    """Posts payloads to the configured channels; safe to reuse for a whole run."""
+
+    def __init__(
+        self,
+        settings: ChatSettings,
+        *,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._http = httpx.Client(
+            transport=transport,
+            timeout=httpx.Timeout(self._retry.read_timeout, connect=self._retry.connect_timeout),
+            headers={"user-agent": f"reporter/{__version__}"},
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ChatSender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- webhooks --------------------------------------------------------------
+
+    def post(
+        self,
+        recipient: str,
+        payload: dict[str, Any],
+        *,
+        pdf: Path | None = None,
+        on_commit: Callable[[], None] = lambda: None,
+    ) -> Posted:
+        """Deliver ``payload`` to ``recipient``; ``on_commit`` runs just before the request
+        that may make it visible. Raises ``ChatPostError`` when the channel refused it."""
+        if recipient.startswith("slack-upload:"):
+            assert pdf is not None, "an upload needs its PDF"
+            return self._upload(recipient, pdf, str(payload.get("text", "")), on_commit)
+        url = self._settings.webhooks[recipient]
+        on_commit()
+        try:
+            self._with_retries(
+                recipient, lambda: self._attempt(recipient, "POST", url, json=payload)
+            )
+        except _Unanswered:
+            return "unconfirmed"
+        return "sent"
+
+    def _attempt(self, recipient: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _Again(f"cannot connect ({type(exc).__name__})") from None
+        except (httpx.WriteError, httpx.WriteTimeout) as exc:
+            # The body did not get out whole: the platform cannot have posted it.
+            raise _Again(f"the connection failed while sending ({type(exc).__name__})") from None
+        except (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError) as exc:
+            log.warning(
+                "%s: no answer after the message was sent (%s)", recipient, type(exc).__name__
+            )
+            raise _Unanswered() from None
+        except httpx.TransportError as exc:
+            raise _Again(type(exc).__name__) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return response
+        if status in _RETRYABLE:
+            raise _Again(
+                f"HTTP {status}", retry_after=parse_retry_after(response.headers.get("retry-after"))
+            )
+        raise _refused(recipient, status, response.text)
+
+    def _with_retries(
+        self, recipient: str, attempt: Callable[[], httpx.Response]
+    ) -> httpx.Response:
+        started = time.monotonic()
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Again),
+            wait=_Wait(self._retry),
+            stop=tenacity.stop_after_attempt(self._retry.attempts)
+            | tenacity.stop_before_delay(self._retry.total_timeout),
+            sleep=self._sleep,
+            before_sleep=lambda state: log.info(
+                "%s: attempt %d failed (%s); retrying",
+                recipient,
+                state.attempt_number,
+                getattr(state.outcome.exception() if state.outcome else None, "reason", "?"),
+            ),
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            for step in retrying:
+                with step:
+                    attempts += 1
+                    return attempt()
+        except _Again as exc:
+            raise ChatPostError(
+                f"{_describe(recipient)} did not take the message: {exc.reason} (gave up after"
+                f" {attempts} attempt{'s' if attempts != 1 else ''}"
+                f" in {time.monotonic() - started:.1f}s)",
+                recipient=recipient,
+                hint="the platform may be down or rate-limiting; run again later (channels"
+                " that have the message are not posted to twice)",
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # --- Slack's file upload ------------------------------------------------------
+
+    def _upload(
+        self, recipient: str, pdf: Path, comment: str, on_commit: Callable[[], None]
+    ) -> Posted:
+        """files.getUploadURLExternal, POST the bytes, files.completeUploadExternal: the
+        file appears in the channel only at the last step, the commit point."""
+        channel = recipient.partition(":")[2]
+        content = pdf.read_bytes()
+        try:
+            ticket = self._slack_api(
+                recipient,
+                "files.getUploadURLExternal",
+                data={"filename": pdf.name, "length": str(len(content))},
+            )
+            upload_url, file_id = str(ticket["upload_url"]), str(ticket["file_id"])
+            self._with_retries(
+                recipient,
+                lambda: self._attempt(
+                    recipient,
+                    "POST",
+                    upload_url,
+                    content=content,
+                    headers={"content-type": "application/octet-stream"},
+                ),
+            )
+        except _Unanswered:
+            # Nothing is in the channel before the last step: a clean failure, run again.
+            raise ChatPostError(
+                f"{_describe(recipient)}: no answer while uploading the PDF",
+                recipient=recipient,
+                hint="run again; nothing was posted",
+            ) from None
+        on_commit()
+        try:
+            self._slack_api(
+                recipient,
+                "files.completeUploadExternal",
+                json={
+                    "files": [{"id": file_id, "title": pdf.name}],
+                    "channel_id": channel,
+                    "initial_comment": comment,
+                },
+            )
+        except _Unanswered:
+            return "unconfirmed"
+        return "sent"
+
+    def _slack_api(self, recipient: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        """One Web API call; Slack answers errors as 200 with ``"ok": false``."""
+        url = f"{self._settings.slack_api_url}/{method}"
+        headers = {"authorization": f"Bearer {self._settings.bot_token or ''}"}
+        response = self._with_retries(
+            recipient, lambda: self._attempt(recipient, "POST", url, headers=headers, **kwargs)
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("ok") is not True:
+            error = body.get("error") if isinstance(body, dict) else None
+            raise ChatPostError(
+                f"{_describe(recipient)}: Slack refused {method}: {error or 'not a JSON answer'}",
+                recipient=recipient,
+                hint="check SLACK_BOT_TOKEN (scope files:write), that the bot is in the"
+                " channel, and slack_channel",
+            )
+        return body
+
+
+def _describe(recipient: str) -> str:
+    """``the Slack webhook in SLACK_WEBHOOK_MARKETING``: names the variable, never the URL."""
+    kind, _, name = recipient.partition(":")
+    if kind == "slack-upload":
+        return f"the Slack upload to channel {name}"
+    return f"the {PLATFORMS.get(kind, kind)} in {name}"
+
+
+def _refused(recipient: str, status: int, text: str) -> ChatPostError:
+    said = one_line(text)[:_ERROR_TEXT_LIMIT]
+    kind, _, name = recipient.partition(":")
+    hint = (
+        f"the webhook may have been revoked or deleted: create a new one and set {name}"
+        if status in (403, 404, 410)
+        else "check the channel's settings"
+    )
+    if kind == "slack-upload":
+        hint = "check SLACK_BOT_TOKEN and slack_channel"
+    return ChatPostError(
+        f"{_describe(recipient)} refused the message (HTTP {status}{': ' + said if said else ''})",
+        recipient=recipient,
+        hint=hint,
+    )
