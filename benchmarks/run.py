@@ -30,7 +30,8 @@ from reporter.config import load_config
 from reporter.jobs import RunOptions, compose_report, fetch_tables
 from reporter.magnific import MagnificClient
 from reporter.periods import last_complete_month, parse_period
-from reporter.render import default_templates_dir, html_to_pdf
+from reporter.printer import html_to_pdf
+from reporter.render import default_templates_dir
 from reporter.sandbox import API_KEYS, GROUPS, PROJECTS, SandboxData, SandboxServer, synthetic_team
 
 REPORTER = Path(sys.executable).parent / "reporter"

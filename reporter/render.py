@@ -1,4 +1,4 @@
-"""Jinja -> HTML (pure) and HTML -> PDF (WeasyPrint), with Babel doing the locale.
+"""Jinja -> HTML (pure), with Babel doing the locale; ``reporter.printer`` prints it.
 
 Templates are plain Jinja and CSS under a templates directory that users can
 copy and restyle (``--templates DIR``). Translations live beside them as
@@ -13,12 +13,10 @@ import functools
 import io
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 import jinja2
 from babel import Locale, dates, numbers, support
@@ -303,71 +301,3 @@ def sentence(
             "share": fmt.share(v["share"])
         }
     raise RenderError(f"no sentence for insight {insight.kind!r}")
-
-
-# --- PDF ---------------------------------------------------------------------
-
-
-def html_to_pdf(
-    html: str,
-    *,
-    templates_dir: Path,
-    variant: str = "pdf/ua-1",
-    attachments: Sequence[tuple[str, bytes, str]] = (),
-    identifier: str | None = None,
-) -> bytes:
-    """Print HTML to PDF; only files under ``templates_dir`` and data: URLs may be loaded."""
-    import weasyprint  # Imported here: it takes ~0.3 s and not every command needs it.
-
-    fetcher = _local_fetcher(weasyprint, templates_dir)
-    document = weasyprint.HTML(
-        string=html,
-        base_url=templates_dir.resolve().as_uri() + "/",
-        url_fetcher=fetcher,
-    )
-    files = [
-        weasyprint.Attachment(
-            string=content,
-            name=name,
-            description=description,
-            url_fetcher=fetcher,
-            relationship="Data",
-        )
-        for name, content, description in attachments
-    ]
-    try:
-        pdf: bytes = document.write_pdf(
-            pdf_variant=variant,
-            attachments=files or None,
-            pdf_identifier=identifier.encode() if identifier else None,
-            pdf_tags=True,
-            custom_metadata=True,
-        )
-    except Exception as exc:  # WeasyPrint raises many kinds; the report alone fails
-        raise RenderError(f"could not print the PDF: {type(exc).__name__}: {exc}") from exc
-    return pdf
-
-
-@functools.cache
-def _fetcher_class(weasyprint: Any) -> type:
-    class LocalOnlyFetcher(weasyprint.urls.URLFetcher):  # type: ignore[misc]
-        """Refuses the network and any file outside the templates directory."""
-
-        def __init__(self, root: Path) -> None:
-            super().__init__(allowed_protocols=("file", "data"))
-            self.root = root.resolve()
-
-        def fetch(self, url: str, headers: Any = None) -> Any:
-            if url.startswith("file:"):
-                path = Path(url2pathname(urlparse(url).path)).resolve()
-                if not path.is_relative_to(self.root):
-                    raise ValueError(f"refusing to read {path}: outside {self.root}")
-            elif not url.startswith("data:"):
-                raise ValueError(f"refusing to fetch {url}: reports load no remote resources")
-            return super().fetch(url, headers)
-
-    return LocalOnlyFetcher
-
-
-def _local_fetcher(weasyprint: Any, root: Path) -> Any:
-    return _fetcher_class(weasyprint)(root)

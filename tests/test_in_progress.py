@@ -381,10 +381,10 @@ def test_the_history_spec_draws_the_period_in_progress_lighter_with_its_forecast
     spec = history_spec(*args, in_progress=True, forecast=120.0)
     bars, outline, value = spec["layer"]
     assert bars["encoding"]["opacity"]["condition"] == {
-        "test": "(datum.label === 'Nov')",
+        "test": 'datum.label === "Nov"',
         "value": 0.4,
     }
-    assert spec["datasets"][outline["data"]["name"]] == [{"label": "Nov", "forecast": 120.0}]
+    assert outline["data"]["values"] == [{"label": "Nov", "forecast": 120.0}]
     assert outline["mark"]["strokeDash"] == [4, 3]
     assert value["encoding"]["text"]["field"] == "forecast"
     assert spec["title"]["subtitle"] == "so far, and forecast"

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from reporter.cli import cli
 from reporter.periods import parse_period
-from reporter.render import default_templates_dir, html_to_pdf, translations
+from reporter.printer import html_to_pdf
+from reporter.render import default_templates_dir, translations
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import (
     API_KEY,

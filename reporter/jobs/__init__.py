@@ -17,6 +17,7 @@ from pathlib import Path
 from reporter.chat.post import ChatSender
 from reporter.config import Config, ReportConfig
 from reporter.errors import ReporterError
+from reporter.files import write_atomic
 from reporter.jobs.build import (
     BuiltReport,
     MailFile,
@@ -27,7 +28,6 @@ from reporter.jobs.build import (
     fetch_tables,
     quiet_progress,
     render_report,
-    write_atomic,
 )
 from reporter.jobs.chat import UNCONFIRMED_DETAIL as CHAT_UNCONFIRMED
 from reporter.jobs.chat import ChatFile, deliver_chat

@@ -1,26 +1,26 @@
 """Building a report: fetch its usage, print its PDF, write its CSV and its message.
 
 Everything a report produces is on disk before anything is sent, and what
-comes back to the run is a small record of paths: a worker process hands
-back no frames or bytes, and the run keeps nothing of a report it has written.
+comes back to the run is a small record of paths: a printer process hands
+back no bytes, and the run keeps nothing of a report it has written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from reporter import charts
 from reporter.config import Config, ReportConfig
+from reporter.files import write_atomic
 from reporter.insights import find_insights
 from reporter.magnific import MagnificClient, UsageQuery
 from reporter.periods import Period
-from reporter.render import Formatter, html_to_pdf, render_template, translations
+from reporter.printer import PrintJob, print_job
+from reporter.render import Formatter, render_template, translations
 from reporter.report import Figure, Source, build_context, chart_labels
 from reporter.usage import ReportTables, build_tables, csv_frame, tidy_frame
 
@@ -169,6 +169,41 @@ def compose_report(
     return Composed(html, locale, context, chart_png)
 
 
+def prepare_report(
+    report: ReportConfig,
+    tables: ReportTables,
+    config: Config,
+    options: RunOptions,
+    *,
+    correction: dict[str, float] | None = None,
+) -> tuple[BuiltReport, PrintJob]:
+    """Everything but the printing: charts, HTML and ``<name>.csv`` on disk, and the job
+    that prints ``<name>.pdf`` (here, or in a printer process)."""
+    composed = compose_report(report, tables, config, options, correction=correction)
+    period = tables.period
+    csv_bytes = csv_frame(tables.detail).to_csv(index=False).encode()
+    variant = options.pdf_variant or config.defaults.pdf_variant
+    attachments = (
+        ((f"{report.name}-{period.key}.csv", csv_bytes, "Usage rows behind this report"),)
+        if variant == "pdf/a-3b"
+        else ()
+    )
+    folder = options.out_dir / period.key
+    job = PrintJob(
+        composed.html,
+        options.templates_dir,
+        folder / f"{report.name}.pdf",
+        variant=variant,
+        attachments=attachments,
+        identifier=f"{report.name}/{period.key}",
+    )
+    csv_path = write_atomic(folder / f"{report.name}.csv", csv_bytes)
+    built = BuiltReport(
+        report, composed.locale, tables, composed.context, job.path, csv_path, composed.chart_png
+    )
+    return built, job
+
+
 def render_report(
     report: ReportConfig,
     tables: ReportTables,
@@ -177,46 +212,11 @@ def render_report(
     *,
     correction: dict[str, float] | None = None,
 ) -> BuiltReport:
-    """Charts, HTML and PDF for one report; writes ``<name>.pdf`` and ``<name>.csv``."""
-    composed = compose_report(report, tables, config, options, correction=correction)
-    period = tables.period
-    csv_bytes = csv_frame(tables.detail).to_csv(index=False).encode()
-    variant = options.pdf_variant or config.defaults.pdf_variant
-    attachments = (
-        [(f"{report.name}-{period.key}.csv", csv_bytes, "Usage rows behind this report")]
-        if variant == "pdf/a-3b"
-        else []
-    )
-    pdf = html_to_pdf(
-        composed.html,
-        templates_dir=options.templates_dir,
-        variant=variant,
-        attachments=attachments,
-        identifier=f"{report.name}/{period.key}",
-    )
-    folder = options.out_dir / period.key
-    pdf_path = write_atomic(folder / f"{report.name}.pdf", pdf)
-    csv_path = write_atomic(folder / f"{report.name}.csv", csv_bytes)
-    return BuiltReport(
-        report,
-        composed.locale,
-        tables,
-        composed.context,
-        pdf_path,
-        csv_path,
-        composed.chart_png,
-    )
-
-
-def write_atomic(path: Path, content: bytes) -> Path:
-    """Write via a temporary file and rename: a killed run never leaves half a PDF."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(content)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-    return path
+    """Charts, HTML and PDF for one report, printed in this process; writes
+    ``<name>.pdf`` and ``<name>.csv``."""
+    built, job = prepare_report(report, tables, config, options, correction=correction)
+    print_job(job)
+    return built
 
 
 # --- the record a run keeps -----------------------------------------------------

@@ -20,7 +20,8 @@ from reporter.chat.post import ChatPostError, ChatSender
 from reporter.chat.slack import slack_payload
 from reporter.chat.teams import teams_payload
 from reporter.config import Config
-from reporter.jobs.build import BuiltReport, RunOptions, write_atomic
+from reporter.files import write_atomic
+from reporter.jobs.build import BuiltReport, RunOptions
 from reporter.jobs.deliver import Sent
 from reporter.ledger import Ledger
 from reporter.render import translations

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from reporter.config import Config
-from reporter.jobs.build import BuiltReport, MailFile, RunOptions, Written, write_atomic
+from reporter.files import write_atomic
+from reporter.jobs.build import BuiltReport, MailFile, RunOptions, Written
 from reporter.mail import Attachment, InlineImage, build_message, content_id, message_id
 from reporter.render import render_template, translations
 

@@ -29,7 +29,8 @@ from reporter.chat.message import alert_message
 from reporter.chat.post import ChatSender
 from reporter.config import Config, ReportConfig
 from reporter.errors import ApiAuthError
-from reporter.jobs.build import MailFile, Progress, quiet_progress, write_atomic
+from reporter.files import write_atomic
+from reporter.jobs.build import MailFile, Progress, quiet_progress
 from reporter.jobs.chat import deliver_chat, write_chat_files
 from reporter.jobs.deliver import Sent, deliver
 from reporter.jobs.pipeline import as_reporter_error, fail

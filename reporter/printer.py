@@ -1,0 +1,204 @@
+"""HTML -> PDF (WeasyPrint), in this process or in printer processes beside it.
+
+Printing is over half of a report's time and needs none of the data: a run
+composes each report's charts and HTML in its own process and hands the HTML
+to printers started when the run begins, which import WeasyPrint and set up
+its fonts while the run is still fetching. This module imports no pandas, so a
+printer is ready in about half a second.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import functools
+import multiprocessing
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
+
+from reporter.errors import RenderError, ReporterError
+from reporter.files import write_atomic
+from reporter.lifetime import worker_init
+
+# Printing leaves memory behind in the native libraries (measured: about 0.6 MiB a report,
+# so 300 MiB over 500 reports). A printer is replaced after this many reports, so a long
+# run's memory stays flat.
+PRINTS_PER_PROCESS = 50
+
+
+def html_to_pdf(
+    html: str,
+    *,
+    templates_dir: Path,
+    variant: str = "pdf/ua-1",
+    attachments: Sequence[tuple[str, bytes, str]] = (),
+    identifier: str | None = None,
+) -> bytes:
+    """Print HTML to PDF; only files under ``templates_dir`` and data: URLs may be loaded."""
+    import weasyprint  # Imported here: it takes ~0.3 s and not every command needs it.
+
+    fonts, images = _shared(weasyprint)
+    fetcher = _local_fetcher(weasyprint, templates_dir)
+    document = weasyprint.HTML(
+        string=html,
+        base_url=templates_dir.resolve().as_uri() + "/",
+        url_fetcher=fetcher,
+    )
+    files = [
+        weasyprint.Attachment(
+            string=content,
+            name=name,
+            description=description,
+            url_fetcher=fetcher,
+            relationship="Data",
+        )
+        for name, content, description in attachments
+    ]
+    try:
+        pdf: bytes = document.write_pdf(
+            pdf_variant=variant,
+            attachments=files or None,
+            pdf_identifier=identifier.encode() if identifier else None,
+            pdf_tags=True,
+            custom_metadata=True,
+            font_config=fonts,
+            cache=images,
+        )
+    except Exception as exc:  # WeasyPrint raises many kinds; the report alone fails
+        raise RenderError(f"could not print the PDF: {type(exc).__name__}: {exc}") from exc
+    return pdf
+
+
+@functools.cache
+def _shared(weasyprint: Any) -> tuple[Any, dict[str, Any]]:
+    """One font configuration and one image cache for every report a process prints:
+    fontconfig is set up once, and the logo is read and parsed once."""
+    from weasyprint.text.fonts import FontConfiguration
+
+    return FontConfiguration(), {}
+
+
+@functools.cache
+def _fetcher_class(weasyprint: Any) -> type:
+    class LocalOnlyFetcher(weasyprint.urls.URLFetcher):  # type: ignore[misc]
+        """Refuses the network and any file outside the templates directory."""
+
+        def __init__(self, root: Path) -> None:
+            super().__init__(allowed_protocols=("file", "data"))
+            self.root = root.resolve()
+
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            if url.startswith("file:"):
+                path = Path(url2pathname(urlparse(url).path)).resolve()
+                if not path.is_relative_to(self.root):
+                    raise ValueError(f"refusing to read {path}: outside {self.root}")
+            elif not url.startswith("data:"):
+                raise ValueError(f"refusing to fetch {url}: reports load no remote resources")
+            return super().fetch(url, headers)
+
+    return LocalOnlyFetcher
+
+
+def _local_fetcher(weasyprint: Any, root: Path) -> Any:
+    return _fetcher_class(weasyprint)(root)
+
+
+# --- printers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrintJob:
+    """One report's page, ready to print: what a printer process is sent."""
+
+    html: str
+    templates_dir: Path
+    path: Path  # where the PDF goes
+    variant: str = "pdf/ua-1"
+    attachments: tuple[tuple[str, bytes, str], ...] = ()
+    identifier: str | None = None
+
+
+# A failure comes back from a printer as (message, hint): it pickles cleanly across
+# processes, where exceptions with keyword arguments do not.
+Printed = Path | tuple[str, str | None]
+
+
+def print_job(job: PrintJob) -> Path:
+    """Print and write one PDF; the caller gets its path, never its bytes."""
+    pdf = html_to_pdf(
+        job.html,
+        templates_dir=job.templates_dir,
+        variant=job.variant,
+        attachments=job.attachments,
+        identifier=job.identifier,
+    )
+    return write_atomic(job.path, pdf)
+
+
+def print_safely(job: PrintJob) -> Printed:
+    try:
+        return print_job(job)
+    except ReporterError as exc:
+        return (exc.message, exc.hint)
+    except Exception as exc:  # a bug costs one report, not the run
+        return (f"internal error: {type(exc).__name__}: {exc}", "report it")
+
+
+WARM_UP = "<!DOCTYPE html><html lang=en><title>-</title><p style='font-family: DejaVu Sans'>0"
+
+
+def printer_init(parent: int, templates_dir: Path) -> None:
+    """In each printer: die with the run, then get WeasyPrint and its fonts ready while
+    the run fetches, so the first report prints warm."""
+    worker_init(parent)
+    # A failure here is left to the real print, which says what is wrong, per report.
+    with contextlib.suppress(Exception):
+        html_to_pdf(WARM_UP, templates_dir=templates_dir)
+
+
+def start_printers(workers: int, templates_dir: Path) -> concurrent.futures.ProcessPoolExecutor:
+    """Printer processes, started now: they warm up while the caller goes on.
+
+    A process pool starts its processes only as work arrives; one no-op task each makes
+    them start at once, so the first real print finds a warm printer."""
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=printer_init,
+        initargs=(os.getpid(), templates_dir),
+        max_tasks_per_child=PRINTS_PER_PROCESS,
+    )
+    with _main_script_hidden():
+        for _ in range(workers):
+            pool.submit(_ready)
+    return pool
+
+
+def _ready() -> None:
+    """The task that starts a printer early: all its work is in ``printer_init``."""
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start processes without running the ``reporter`` script in them first.
+
+    A spawned process re-runs its parent's main script before anything else, and ours
+    imports the whole CLI (pandas included, about a second); a printer needs only this
+    module. Hiding the script's path while the processes start skips that. (Printers
+    that replace worn-out ones later start the ordinary way.)"""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield  # run as ``python -m ...``: the module is found by name, and that is fine
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
