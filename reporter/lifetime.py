@@ -11,15 +11,18 @@ SIGKILL, so none is ever left rendering for nobody.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -86,3 +89,57 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(1)
+
+
+def worker_pool(
+    workers: int,
+    *,
+    setup: Callable[..., None] | None = None,
+    setup_args: tuple[Any, ...] = (),
+    max_tasks_per_child: int | None = None,
+) -> concurrent.futures.ProcessPoolExecutor:
+    """Worker processes that die with this one, started now rather than on first use.
+
+    A process pool starts its processes only as work arrives; one no-op task each makes
+    them start at once, so they import and run ``setup`` while this process goes on."""
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), setup, setup_args),
+        max_tasks_per_child=max_tasks_per_child,
+    )
+    with _main_script_hidden():
+        for _ in range(workers):
+            pool.submit(_ready)
+    return pool
+
+
+def _start_worker(parent: int, setup: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
+    worker_init(parent)
+    if setup is not None:
+        setup(*args)
+
+
+def _ready() -> None:
+    """The task that starts a worker early: its work is all in its start-up."""
+
+
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start processes without running the ``reporter`` script in them first.
+
+    A spawned process re-runs its parent's main script before anything else, and ours
+    imports the whole CLI (pandas included, about a second) where a printer needs only
+    its own module. Hiding the script's path while the processes start skips that.
+    (Processes that replace worn-out ones later start the ordinary way.)"""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None or getattr(main, "__spec__", None) is not None:
+        yield  # run as ``python -m ...``: the module is found by name, and that is fine
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path

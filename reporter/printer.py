@@ -12,10 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-import multiprocessing
-import os
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from urllib.request import url2pathname
 
 from reporter.errors import RenderError, ReporterError
 from reporter.files import write_atomic
-from reporter.lifetime import worker_init
+from reporter.lifetime import worker_pool
 
 # Printing leaves memory behind in the native libraries (measured: about 0.6 MiB a report,
 # so 300 MiB over 500 reports). A printer is replaced after this many reports, so a long
@@ -153,52 +150,19 @@ def print_safely(job: PrintJob) -> Printed:
 WARM_UP = "<!DOCTYPE html><html lang=en><title>-</title><p style='font-family: DejaVu Sans'>0"
 
 
-def printer_init(parent: int, templates_dir: Path) -> None:
-    """In each printer: die with the run, then get WeasyPrint and its fonts ready while
-    the run fetches, so the first report prints warm."""
-    worker_init(parent)
-    # A failure here is left to the real print, which says what is wrong, per report.
+def warm_up(templates_dir: Path) -> None:
+    """In each printer, before its first report: WeasyPrint imported and its fonts set
+    up while the run fetches, so the first report prints warm. A failure here is left to
+    the real print, which says what is wrong, per report."""
     with contextlib.suppress(Exception):
         html_to_pdf(WARM_UP, templates_dir=templates_dir)
 
 
 def start_printers(workers: int, templates_dir: Path) -> concurrent.futures.ProcessPoolExecutor:
-    """Printer processes, started now: they warm up while the caller goes on.
-
-    A process pool starts its processes only as work arrives; one no-op task each makes
-    them start at once, so the first real print finds a warm printer."""
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=printer_init,
-        initargs=(os.getpid(), templates_dir),
+    """Printer processes, started now: they warm up while the caller goes on."""
+    return worker_pool(
+        workers,
+        setup=warm_up,
+        setup_args=(templates_dir,),
         max_tasks_per_child=PRINTS_PER_PROCESS,
     )
-    with _main_script_hidden():
-        for _ in range(workers):
-            pool.submit(_ready)
-    return pool
-
-
-def _ready() -> None:
-    """The task that starts a printer early: all its work is in ``printer_init``."""
-
-
-@contextlib.contextmanager
-def _main_script_hidden() -> Iterator[None]:
-    """Start processes without running the ``reporter`` script in them first.
-
-    A spawned process re-runs its parent's main script before anything else, and ours
-    imports the whole CLI (pandas included, about a second); a printer needs only this
-    module. Hiding the script's path while the processes start skips that. (Printers
-    that replace worn-out ones later start the ordinary way.)"""
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if main is None or path is None or getattr(main, "__spec__", None) is not None:
-        yield  # run as ``python -m ...``: the module is found by name, and that is fine
-        return
-    del main.__file__
-    try:
-        yield
-    finally:
-        main.__file__ = path

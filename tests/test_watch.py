@@ -4,7 +4,10 @@ server: each alert reaches the right owners once, on the day it became due."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -13,12 +16,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reporter.cli import cli
+from reporter.jobs.watch import PARALLEL_FROM
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import API_KEY, SmtpServer, write_config
 
 NOVEMBER = [dt.date(2026, 11, day) for day in range(1, 31)]
 OCTOBER = [dt.date(2026, 10, day) for day in range(1, 32)]
 OWNERS = ["lead@company.com", "finance@company.com"]
+REPORTER = Path(sys.executable).parent / "reporter"
 
 # Marketing (group 20) spends 100 credits a day, 400 on Nov 12, against 3,000 a month:
 # 1,500 (50%) through the 12th, 2,400 (80%) through the 21st, 3,000 (100%) on the 27th;
@@ -180,3 +185,46 @@ def test_alerts_are_in_the_reports_locale(
     text = received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "Datos hasta el final del 12 nov 2026 (UTC)." in text
     assert "Créditos usados: 1.500 de un presupuesto de 3.000" in text
+
+
+def test_many_reports_are_decided_and_written_in_worker_processes_each_alert_once(
+    tmp_path: Path, month_api: SandboxServer, smtp: SmtpServer
+) -> None:
+    """From ``PARALLEL_FROM`` reports, alerts are decided and written in worker processes
+    (a real ``reporter`` process here, as a scheduler runs it): each report's owners get
+    their one message, and the next day nothing again."""
+    count = PARALLEL_FROM + 2
+    config = write_config(
+        tmp_path / "many.toml",
+        "".join(
+            f'[[reports]]\nname = "team-{i}"\ntitle = "Team {i}"\n'
+            f'owners = ["lead{i}@company.com"]\ngroup_ids = [20]\nbudget_credits = 3000\n'
+            "alert_thresholds = [50, 80, 100]\n"
+            for i in range(count)
+        ),
+    )
+    env = {
+        **os.environ,
+        "MAGNIFIC_API_KEY": API_KEY,
+        "MAGNIFIC_API_BASE_URL": month_api.url,
+        **smtp.env(),
+    }
+    for day in (dt.date(2026, 11, 12), dt.date(2026, 11, 13)):
+        args = ["watch", "--config", str(config), "--date", day.isoformat(), "-q"]
+        args += ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state.sqlite3")]
+        done = subprocess.run(
+            [str(REPORTER), *args],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr
+    by_owner = {r.recipients[0]: r.message for r in smtp.recorder.messages}
+    assert len(smtp.recorder.messages) == count
+    assert sorted(by_owner) == sorted(f"lead{i}@company.com" for i in range(count))
+    for i in range(count):
+        subject = str(by_owner[f"lead{i}@company.com"]["Subject"])
+        assert subject.startswith(f"Team {i}: ")
+        assert set(subject.removeprefix(f"Team {i}: ").split("; ")) == DUE[dt.date(2026, 11, 12)]

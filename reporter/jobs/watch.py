@@ -15,8 +15,9 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import logging
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from reporter.jobs.deliver import Sent, deliver
 from reporter.jobs.pipeline import as_reporter_error, fail
 from reporter.jobs.plan import plural
 from reporter.ledger import Ledger
+from reporter.lifetime import worker_pool
 from reporter.magnific import MagnificClient, UsageQuery
 from reporter.mail import InlineImage, build_message, content_id, message_id
 from reporter.periods import Period, PeriodKind
@@ -111,107 +113,202 @@ def watch(
             log.warning("settled what an interrupted run left: %s", recovered)
     outcomes = {r.name: Outcome(r.name, "pending") for r in reports}
     auth_error: ApiAuthError | None = None
-    with concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(1, min(max_in_flight, len(reports))), thread_name_prefix="fetch"
-    ) as fetchers:
-        futures = {fetchers.submit(fetch_month, client, r, options): r for r in reports}
-        for future in concurrent.futures.as_completed(futures):
-            report = futures[future]
-            outcome = outcomes[report.name]
-            try:
-                tidy = future.result()
-                month = month_to_date(
-                    tidy,
-                    options.month,
-                    options.date,
-                    report.budget_credits,
-                    settings_for(config, report),
-                )
-                outcome.credits = month.used
-                _alert(report, month, config, options, sender, ledger, outcome, progress)
-                _post_alerts(report, month, config, options, chat, ledger, outcome, progress)
-            except ApiAuthError as exc:
-                auth_error = exc
-                fail(outcome, exc, progress)
-                for other in futures:
-                    other.cancel()
-            except Exception as exc:
-                fail(outcome, as_reporter_error(exc, report), progress)
+    fetch_slots = max(1, min(max_in_flight, len(reports)))
+    fetchers = concurrent.futures.ThreadPoolExecutor(
+        max_workers=fetch_slots, thread_name_prefix="fetch"
+    )
+    workers = _workers(len(reports))
+    fetching = {fetchers.submit(fetch_month, client, r, options): r for r in reports}
+    deciding: dict[concurrent.futures.Future[MonthToDate], ReportConfig] = {}
+    writing: dict[concurrent.futures.Future[MailFile], _Alerting] = {}
+    finished = False
+    try:
+        while fetching or deciding or writing:
+            busy: list[concurrent.futures.Future[Any]] = [*fetching, *deciding, *writing]
+            done, _ = concurrent.futures.wait(busy, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                if future in writing:
+                    alerting = writing.pop(future)
+                    alerting.written(future, sender, ledger)
+                    if alerting.left == 0:
+                        alerting.settle(ledger is None or sender is None, progress)
+                        _post_alerts(
+                            alerting.report,
+                            alerting.month,
+                            config,
+                            options,
+                            chat,
+                            ledger,
+                            alerting.outcome,
+                            progress,
+                        )
+                    continue
+                if future in deciding:
+                    report = deciding.pop(future)
+                    outcome = outcomes[report.name]
+                    try:
+                        month = future.result()
+                        outcome.credits = month.used
+                        claimed = _claim(report, month, ledger, outcome, progress)
+                        if claimed is None:
+                            _post_alerts(
+                                report, month, config, options, chat, ledger, outcome, progress
+                            )
+                            continue
+                        for alerts, recipients in claimed.groups:
+                            message = workers.submit(
+                                compose_alert, report, month, alerts, recipients, config, options
+                            )
+                            writing[message] = claimed
+                    except Exception as exc:
+                        fail(outcome, as_reporter_error(exc, report), progress)
+                    continue
+                report = fetching.pop(future)
+                try:
+                    tidy = future.result()
+                    decision = workers.submit(
+                        month_to_date,
+                        tidy,
+                        options.month,
+                        options.date,
+                        report.budget_credits,
+                        settings_for(config, report),
+                    )
+                    deciding[decision] = report
+                except ApiAuthError as exc:
+                    auth_error = exc
+                    fail(outcomes[report.name], exc, progress)
+                    for other in fetching:
+                        other.cancel()
+                except Exception as exc:
+                    fail(outcomes[report.name], as_reporter_error(exc, report), progress)
+        finished = True
+    finally:
+        # Interrupted: wait neither for a hanging API nor for workers mid-message.
+        fetchers.shutdown(wait=finished, cancel_futures=True)
+        workers.shutdown(wait=finished, cancel_futures=True)
     if auth_error is not None:
         raise auth_error
     return [outcomes[r.name] for r in reports]
 
 
-def _alert(
+# Deciding a report's alerts and writing its message is CPU work (pandas, and a chart
+# drawn for each message). From this many reports, on a machine with more than one CPU,
+# it is done in worker processes, one a CPU, while this process fetches and sends;
+# below it, starting the processes would cost more than they save.
+PARALLEL_FROM = 8
+
+
+def _workers(reports: int) -> concurrent.futures.Executor:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if reports < PARALLEL_FROM or (cpus or 1) < 2:
+        return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="alerts")
+    return worker_pool(min(cpus or 1, reports))
+
+
+@dataclass
+class _Alerting:
+    """One report's alerts on their way: the messages being written, what they achieved."""
+
+    report: ReportConfig
+    month: MonthToDate
+    outcome: Outcome
+    groups: list[tuple[list[Alert], list[str]]]  # alerts, and the owners they go to
+    left: int = 0  # messages still being written
+    sent: Sent = field(default_factory=Sent)
+    error: Exception | None = None
+
+    def __post_init__(self) -> None:
+        self.left = len(self.groups)
+
+    def written(
+        self, future: concurrent.futures.Future[MailFile], sender: Any, ledger: Ledger | None
+    ) -> None:
+        """A message is on disk: record it and send it (unless a dry run)."""
+        self.left -= 1
+        try:
+            mail = future.result()
+        except Exception as exc:
+            self.error = exc
+            return
+        self.outcome.files.append(mail.path)
+        if ledger is None or sender is None:
+            return
+        key = self.month.period.key
+        ledger.mark(
+            [self.report.name],
+            key,
+            mail.recipients,
+            "rendered",
+            message_id=mail.message_id,
+            artifact=str(mail.path),
+            message=mail.kinds,
+        )
+        self.sent.add(deliver(mail, sender, ledger, key))
+
+    def settle(self, dry_run: bool, progress: Progress) -> None:
+        """The report's outcome, once all its messages are written (and sent)."""
+        outcome, sent = self.outcome, self.sent
+        if self.error is not None:
+            fail(outcome, as_reporter_error(self.error, self.report), progress)
+            return
+        due = {a.key: a for alerts, _ in self.groups for a in alerts}.values()
+        names = ", ".join(a.key.removeprefix("alert:") for a in sorted(due, key=_order))
+        if dry_run:
+            outcome.status = "written"
+            outcome.detail = f"dry run: {names} written, not sent"
+        elif sent.failed or sent.unconfirmed:
+            outcome.status = (
+                "partial" if sent.delivered else ("failed" if sent.failed else "unconfirmed")
+            )
+            outcome.detail = (
+                "; ".join(
+                    [f"{r}: {why}" for r, why in sent.failed.items()]
+                    + [f"{r}: not confirmed by the server" for r in sent.unconfirmed]
+                )
+                + "; due again on the next run"
+            )
+        else:
+            outcome.status = "delivered"
+            outcome.detail = f"{names} sent to {plural(len(sent.delivered), 'owner')}"
+        outcome.recipients = sent.delivered
+        progress(self.report.name, outcome.line(), done=True)
+
+
+def _claim(
     report: ReportConfig,
     month: MonthToDate,
-    config: Config,
-    options: WatchOptions,
-    sender: Any,
     ledger: Ledger | None,
     outcome: Outcome,
     progress: Progress,
-) -> None:
+) -> _Alerting | None:
+    """Claim each due alert for each owner; None (the outcome settled) when none is due."""
     key = month.period.key
     owners = [str(o) for o in report.owners]
     due: dict[str, list[Alert]] = {}  # owner -> the alerts this run sends them
-    had = 0
     for alert in month.alerts:
         if ledger is None:
             mine = owners
         else:
-            claim = ledger.claim(report.name, key, owners, force=False, message=alert.key)
-            mine = claim.mine
-            had += len(claim.done)
+            mine = ledger.claim(report.name, key, owners, force=False, message=alert.key).mine
         for owner in mine:
             due.setdefault(owner, []).append(alert)
     if not due:
         outcome.status = "quiet" if not month.alerts else "already_delivered"
         outcome.detail = "" if not month.alerts else "every due alert was sent before"
         progress(report.name, outcome.line(), done=True)
-        return
+        return None
     # Owners with the same alerts due share one message (usually: all of them).
     groups: dict[tuple[str, ...], list[str]] = {}
     for owner, alerts in due.items():
         groups.setdefault(tuple(a.key for a in alerts), []).append(owner)
     by_key = {a.key: a for a in month.alerts}
-    sent = Sent()
-    for keys, recipients in groups.items():
-        mail = compose_alert(report, month, [by_key[k] for k in keys], recipients, config, options)
-        outcome.files.append(mail.path)
-        if ledger is None or sender is None:
-            continue
-        ledger.mark(
-            [report.name],
-            key,
-            recipients,
-            "rendered",
-            message_id=mail.message_id,
-            artifact=str(mail.path),
-            message=mail.kinds,
-        )
-        sent.add(deliver(mail, sender, ledger, key))
-    sent_alerts = {a.key: a for alerts in due.values() for a in alerts}.values()
-    names = ", ".join(a.key.removeprefix("alert:") for a in sorted(sent_alerts, key=_order))
-    if ledger is None or sender is None:
-        outcome.status = "written"
-        outcome.detail = f"dry run: {names} written, not sent"
-    elif sent.failed or sent.unconfirmed:
-        outcome.status = (
-            "partial" if sent.delivered else ("failed" if sent.failed else "unconfirmed")
-        )
-        outcome.detail = (
-            "; ".join(
-                [f"{r}: {why}" for r, why in sent.failed.items()]
-                + [f"{r}: not confirmed by the server" for r in sent.unconfirmed]
-            )
-            + "; due again on the next run"
-        )
-    else:
-        outcome.status = "delivered"
-        outcome.detail = f"{names} sent to {plural(len(sent.delivered), 'owner')}"
-    outcome.recipients = sent.delivered
-    progress(report.name, outcome.line(), done=True)
+    return _Alerting(
+        report,
+        month,
+        outcome,
+        [([by_key[k] for k in keys], recipients) for keys, recipients in groups.items()],
+    )
 
 
 def _post_alerts(
