@@ -163,7 +163,10 @@ def _rows(
     fmt: Formatter | None = None,
 ) -> list[dict[str, Any]]:
     records = list(table.records())
-    largest = max((r.share for r in records if math.isfinite(r.share)), default=0.0)
+    # Bars compare named rows (tools, users, projects) with each other, as the bar charts
+    # these tables replaced did; "everyone else" and unattributed usage get none.
+    named = [r.share for r in records if r.key not in (None, OTHERS) and math.isfinite(r.share)]
+    largest = max(named, default=0.0)
     rows = []
     for record in records:
         if record.key is None:
@@ -182,11 +185,11 @@ def _rows(
                 "uses": record.uses,
                 "credits": record.credits,
                 "share": record.share,
-                # The in-table bar's length, as a percentage of the longest (the largest
-                # row fills its track): the bar chart this table once sat beside, drawn by CSS.
+                # The in-table bar's length, as a percentage of its track, which the largest
+                # named row fills: the bar chart this table once sat beside, drawn by CSS.
                 "bar": round(100 * record.share / largest, 1)
-                if largest > 0 and math.isfinite(record.share)
-                else 0.0,
+                if kind == "named" and largest > 0 and math.isfinite(record.share)
+                else None,
                 "previous": record.previous_credits,
                 "change": record.change_pct,
                 "colour": (tool_colour(label) if kind == "named" else UNATTRIBUTED_COLOUR)

@@ -175,11 +175,12 @@ def _bars(html: str, heading: str) -> dict[str, float]:
     return {label: float(width) for label, width in rows}
 
 
-def test_each_table_row_has_a_bar_as_long_as_its_credits_against_the_largest_row(
+def test_each_named_row_has_a_bar_as_long_as_its_credits_against_the_largest(
     october: ReportTables, api: SandboxServer
 ) -> None:
     """The bar charts beside the tool and user tables became bars in the tables: each
-    row's bar against the longest, which is the table's largest row."""
+    named row's bar against the longest, the largest named row's; "everyone else" and
+    unattributed usage, which the charts never drew, get none."""
     html = render_template(default_templates_dir(), "report.html.j2", "en", _context(october))
     month = {"start_date": "2026-10-01", "end_date": "2026-10-31", "granularity": "month"}
     payload = raw_usage(api, month)
@@ -195,8 +196,10 @@ def test_each_table_row_has_a_bar_as_long_as_its_credits_against_the_largest_row
     assert max(bars.values()) == 100.0
     users = _bars(html, "Top users")
     assert users, "the users table has bars"
+    assert all("@" in label for label in users), users  # named users only
     assert max(users.values()) == 100.0
-    named = [width for label, width in users.items() if "@" in label]
-    assert named == sorted(named, reverse=True)
+    assert list(users.values()) == sorted(users.values(), reverse=True)
+    others = html.split("<h2>Top users</h2>", 1)[1].split("</table>", 1)[0]
+    assert others.count('<span class="bar none"></span>') == 2  # everyone else, unattributed
     # The page has two charts left: the tables carry their own bars.
     assert html.count("<figure") == 2
