@@ -88,7 +88,7 @@ from reporter.summary import Outcome
     type=click.IntRange(1, 64),
     default=1,
     show_default=True,
-    help="Processes that render reports.",
+    help="Printer processes: each prints PDFs while the run composes the next reports.",
 )
 @click.option(
     "-v", "--verbose", is_flag=True, help="Every step of every report, and every API request."
