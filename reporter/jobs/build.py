@@ -177,14 +177,13 @@ def prepare_report(
     *,
     correction: dict[str, float] | None = None,
 ) -> tuple[BuiltReport, PrintJob]:
-    """Everything but the printing: charts, HTML and ``<name>.csv`` on disk, and the job
-    that prints ``<name>.pdf`` (here, or in a printer process)."""
+    """Everything the printing needs: charts, HTML, and the job that prints
+    ``<name>.pdf`` (here, or in a printer process). ``write_csv`` writes the CSV."""
     composed = compose_report(report, tables, config, options, correction=correction)
     period = tables.period
-    csv_bytes = csv_frame(tables.detail).to_csv(index=False).encode()
     variant = options.pdf_variant or config.defaults.pdf_variant
     attachments = (
-        ((f"{report.name}-{period.key}.csv", csv_bytes, "Usage rows behind this report"),)
+        ((f"{report.name}-{period.key}.csv", _csv_bytes(tables), "Usage rows behind this report"),)
         if variant == "pdf/a-3b"
         else ()
     )
@@ -197,11 +196,26 @@ def prepare_report(
         attachments=attachments,
         identifier=f"{report.name}/{period.key}",
     )
-    csv_path = write_atomic(folder / f"{report.name}.csv", csv_bytes)
     built = BuiltReport(
-        report, composed.locale, tables, composed.context, job.path, csv_path, composed.chart_png
+        report,
+        composed.locale,
+        tables,
+        composed.context,
+        job.path,
+        folder / f"{report.name}.csv",
+        composed.chart_png,
     )
     return built, job
+
+
+def write_csv(built: BuiltReport) -> None:
+    """``<name>.csv``: the usage rows behind the report. Written while a printer prints
+    the PDF (a big team's million rows take about a second)."""
+    write_atomic(built.csv_path, _csv_bytes(built.tables))
+
+
+def _csv_bytes(tables: ReportTables) -> bytes:
+    return csv_frame(tables.detail).to_csv(index=False).encode()
 
 
 def render_report(
@@ -216,6 +230,7 @@ def render_report(
     ``<name>.pdf`` and ``<name>.csv``."""
     built, job = prepare_report(report, tables, config, options, correction=correction)
     print_job(job)
+    write_csv(built)
     return built
 
 

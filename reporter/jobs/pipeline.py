@@ -32,6 +32,7 @@ from reporter.jobs.build import (
     Written,
     fetch_tables,
     prepare_report,
+    write_csv,
 )
 from reporter.jobs.chat import report_chat_files
 from reporter.jobs.messages import compose, email_piece, mail_path
@@ -109,9 +110,17 @@ def build_all(
     def submit_print(report: ReportConfig, tables: ReportTables) -> None:
         try:
             built, job = prepare_report(report, tables, config, options)
-            printing[printers.submit(print_safely, job)] = built
+            future = printers.submit(print_safely, job)
         except Exception as exc:  # a chart or template failed, or the printers are gone
             fail(outcomes[report.name], as_reporter_error(exc, report), progress)
+            return
+        try:
+            write_csv(built)  # while the printer prints
+        except Exception as exc:
+            future.cancel()
+            fail(outcomes[report.name], as_reporter_error(exc, report), progress)
+            return
+        printing[future] = built
 
     def printed(built: BuiltReport, result: Printed) -> None:
         report = built.report
