@@ -6,7 +6,10 @@ sent: ``report`` (the period's report), ``alert:threshold:80``,
 every kind goes through the same claims and marks, so each is sent at most
 once. A message moves through
 ``claimed`` -> ``rendered`` -> ``sending`` -> ``committing`` -> ``sent``, or
-to ``failed`` or ``unconfirmed``. Only ``sent`` counts as delivered.
+to ``failed`` or ``unconfirmed``. Only ``sent`` counts as delivered. A recipient is
+an email address (stored in lower case) or a chat channel (``slack:<VARIABLE>``,
+``teams:<VARIABLE>``, ``slack-upload:<channel>``, stored as written): see
+``recipient_key``.
 
 ``sending`` is written before the SMTP transaction and ``committing`` just
 before the final "." of DATA (see ``mail.py``). A message the server never

@@ -11,7 +11,9 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -137,6 +139,8 @@ class Platforms:
     faults: dict[str, list[Any]] = field(default_factory=dict)  # path -> answers, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    hanging: threading.Event = field(default_factory=threading.Event)  # a "hang" is held
+    release: threading.Event = field(default_factory=threading.Event)
 
     def to(self, prefix: str) -> list[Post]:
         return [p for p in self.posts if p.path.startswith(prefix)]
@@ -165,14 +169,23 @@ def _handler(platforms: Platforms) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
             path = self.path
             with platforms.lock:
                 faults = platforms.faults.get(path.split("/")[1], [])
                 fault = faults.pop(0) if faults else None
+            if fault == "drop-early":  # gone before the body is even read
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
             if isinstance(fault, int):
                 headers = {"retry-after": "1"} if fault == 429 else {}
                 self.answer(fault, b"no_service" if fault == 404 else b"busy", headers)
+                return
+            if isinstance(fault, tuple):  # (status, body, headers): any answer at all
+                status, text, headers = fault
+                url = f"{platforms.url}{path}"
+                self.answer(status, text.format(url=url, path=path).encode(), headers)
                 return
             post = Post(path, body, {k.lower(): v for k, v in self.headers.items()})
             with platforms.lock:
@@ -185,6 +198,11 @@ def _handler(platforms: Platforms) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
+            if fault == "hang":  # taken; the answer waits until the test releases it
+                platforms.hanging.set()
+                platforms.release.wait(60)
+            if isinstance(fault, float):  # taken; answered after this many seconds
+                time.sleep(fault)
             if path.startswith("/slack/"):
                 self.answer(200, b"ok")
             elif path.startswith("/teams/"):
@@ -212,6 +230,13 @@ def _handler(platforms: Platforms) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def platforms() -> Iterator[Platforms]:
+    with serve_platforms() as state:
+        yield state
+
+
+@contextmanager
+def serve_platforms() -> Iterator[Platforms]:
+    """The stand-in platforms on a loopback port, checking every payload they take."""
     state = Platforms()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -220,6 +245,7 @@ def platforms() -> Iterator[Platforms]:
     try:
         yield state
     finally:
+        state.release.set()
         server.shutdown()
         server.server_close()
     assert state.problems == []

@@ -92,8 +92,10 @@ def deliver_chat(file: ChatFile, sender: ChatSender, ledger: Ledger, period: str
             on_commit=lambda: ledger.mark(reports, period, recipients, "committing", message=kind),
         )
     except ChatPostError as exc:
-        ledger.mark(reports, period, recipients, "failed", error=str(exc), message=kind)
-        return Sent(failed={file.recipient: str(exc)})
+        # The hint goes with it: a chat failure is a line in the summary, not an Error line.
+        why = f"{exc}; {exc.hint}" if exc.hint else str(exc)
+        ledger.mark(reports, period, recipients, "failed", error=why, message=kind)
+        return Sent(failed={file.recipient: why})
     except (OSError, ValueError) as exc:  # the payload file went missing or was damaged
         why = f"cannot read {file.path.name}: {exc}"
         ledger.mark(reports, period, recipients, "failed", error=why, message=kind)
