@@ -6,7 +6,10 @@ sent: ``report`` (the period's report), ``alert:threshold:80``,
 every kind goes through the same claims and marks, so each is sent at most
 once. A message moves through
 ``claimed`` -> ``rendered`` -> ``sending`` -> ``committing`` -> ``sent``, or
-to ``failed`` or ``unconfirmed``. Only ``sent`` counts as delivered.
+to ``failed`` or ``unconfirmed``. Only ``sent`` counts as delivered. A recipient is
+an email address (stored in lower case) or a chat channel (``slack:<VARIABLE>``,
+``teams:<VARIABLE>``, ``slack-upload:<channel>``, stored as written): see
+``recipient_key``.
 
 ``sending`` is written before the SMTP transaction and ``committing`` just
 before the final "." of DATA (see ``mail.py``). A message the server never
@@ -52,6 +55,18 @@ SCHEMA_VERSION = 3
 LOCK_WAIT_SECONDS = 30.0
 
 REPORT = "report"
+# Chat channels are ledger recipients beside email owners (see ``reporter.chat``).
+CHAT_PREFIXES = ("slack:", "teams:", "slack-upload:")
+_IS_CHAT = " OR ".join(f"recipient LIKE '{p}%'" for p in CHAT_PREFIXES)
+
+_UNCONFIRMED_MAIL = (
+    "interrupted after the message was handed over, before the server confirmed it;"
+    " will be sent again with the same Message-ID"
+)
+_UNCONFIRMED_CHAT = (
+    "interrupted while posting, before the platform answered: the post may or may not"
+    " have appeared; the next run posts it again (chat has no Message-ID to drop a copy by)"
+)
 
 _DELIVERIES = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -94,6 +109,20 @@ _V1_COLUMNS = {
     "attempts",
     "updated_at",
 }
+
+
+def is_chat(recipient: str) -> bool:
+    return recipient.startswith(CHAT_PREFIXES)
+
+
+def recipient_key(recipient: str) -> str:
+    """How the ledger stores and compares a recipient: an email address in lower case
+    (mailboxes ignore case, so ``Ann@X`` and ``ann@x`` are one owner), a chat channel as
+    written (environment variable names and Slack channel ids are case-sensitive).
+
+    Ledgers written before chat recipients kept their case hold them lower-cased;
+    ``Ledger.claim`` adopts such a row (see ``_adopt_lowered``)."""
+    return recipient if is_chat(recipient) else recipient.lower()
 
 
 class LedgerError(UsageError):
@@ -406,13 +435,13 @@ class Ledger:
             f" WHERE status='sending' AND {where}",
             (now, *args),
         ).rowcount
-        unconfirmed = db.execute(
-            "UPDATE deliveries SET status='unconfirmed', run_id=NULL, updated_at=?,"
-            " error='interrupted after the message was handed over, before the server"
-            " confirmed it; will be sent again with the same Message-ID'"
-            f" WHERE status='committing' AND {where}",
-            (now, *args),
-        ).rowcount
+        unconfirmed = 0
+        for note, chat in ((_UNCONFIRMED_MAIL, "NOT"), (_UNCONFIRMED_CHAT, "")):
+            unconfirmed += db.execute(
+                "UPDATE deliveries SET status='unconfirmed', run_id=NULL, updated_at=?,"
+                f" error=? WHERE status='committing' AND {chat} ({_IS_CHAT}) AND {where}",
+                (now, note, *args),
+            ).rowcount
         db.execute(f"UPDATE deliveries SET run_id=NULL WHERE {where}", args)
         return {"failed": failed, "unconfirmed": unconfirmed}
 
@@ -457,16 +486,20 @@ class Ledger:
         now = self._now()
         with self._writing() as db:
             for owner in owners:
+                key = recipient_key(owner)
+                where = (report, period, message, key)
                 row = db.execute(
                     "SELECT status, run_id FROM deliveries"
                     " WHERE report=? AND period=? AND message=? AND recipient=?",
-                    (report, period, message, owner.lower()),
+                    where,
                 ).fetchone()
+                if row is None:
+                    row = self._adopt_lowered(db, where)
                 if row is None:
                     db.execute(
                         "INSERT INTO deliveries (report, period, message, recipient, status,"
                         " updated_at, run_id) VALUES (?,?,?,?,'claimed',?,?)",
-                        (report, period, message, owner.lower(), now, run_id),
+                        (*where, now, run_id),
                     )
                     result.mine.append(owner)
                     continue
@@ -479,18 +512,37 @@ class Ledger:
                     result.done.append(owner)
                     continue
                 if holder and holder != run_id:  # a dead run's row: settle it first
-                    self._settle(
-                        db,
-                        "report=? AND period=? AND message=? AND recipient=?",
-                        (report, period, message, owner.lower()),
-                    )
+                    self._settle(db, "report=? AND period=? AND message=? AND recipient=?", where)
                 db.execute(
                     "UPDATE deliveries SET run_id=?"
                     " WHERE report=? AND period=? AND message=? AND recipient=?",
-                    (run_id, report, period, message, owner.lower()),
+                    (run_id, *where),
                 )
                 result.mine.append(owner)
         return result
+
+    @staticmethod
+    def _adopt_lowered(
+        db: sqlite3.Connection, where: tuple[str, str, str, str]
+    ) -> tuple[str, str | None] | None:
+        """A chat row an earlier version stored lower-cased (``slack:slack_webhook_x``)
+        takes the channel's name as written, keeping its status: posted stays posted."""
+        report, period, message, key = where
+        if not is_chat(key) or key == key.lower():
+            return None
+        found = db.execute(
+            "SELECT status, run_id FROM deliveries"
+            " WHERE report=? AND period=? AND message=? AND recipient=?",
+            (report, period, message, key.lower()),
+        ).fetchone()
+        if found is None:
+            return None
+        db.execute(
+            "UPDATE deliveries SET recipient=?"
+            " WHERE report=? AND period=? AND message=? AND recipient=?",
+            (key, report, period, message, key.lower()),
+        )
+        return (str(found[0]), found[1])
 
     # --- reading and marking ------------------------------------------------------
 
@@ -539,7 +591,7 @@ class Ledger:
                         report,
                         period,
                         kind,
-                        recipient.lower(),
+                        recipient_key(recipient),
                         status,
                         message_id,
                         artifact,

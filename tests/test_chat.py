@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +28,7 @@ from reporter.chat.slack import MAX_BLOCKS, MAX_SECTION, slack_payload
 from reporter.chat.teams import teams_payload
 from reporter.check import chat_findings
 from reporter.cli import cli
+from reporter.ledger import Ledger
 from reporter.magnific import RetryPolicy
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import API_KEY, SmtpServer, raw_usage, total_credits, write_config
@@ -133,6 +139,8 @@ class Platforms:
     faults: dict[str, list[Any]] = field(default_factory=dict)  # path -> answers, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    hanging: threading.Event = field(default_factory=threading.Event)  # a "hang" is held
+    release: threading.Event = field(default_factory=threading.Event)
 
     def to(self, prefix: str) -> list[Post]:
         return [p for p in self.posts if p.path.startswith(prefix)]
@@ -161,14 +169,23 @@ def _handler(platforms: Platforms) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
             path = self.path
             with platforms.lock:
                 faults = platforms.faults.get(path.split("/")[1], [])
                 fault = faults.pop(0) if faults else None
+            if fault == "drop-early":  # gone before the body is even read
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
             if isinstance(fault, int):
                 headers = {"retry-after": "1"} if fault == 429 else {}
                 self.answer(fault, b"no_service" if fault == 404 else b"busy", headers)
+                return
+            if isinstance(fault, tuple):  # (status, body, headers): any answer at all
+                status, text, headers = fault
+                url = f"{platforms.url}{path}"
+                self.answer(status, text.format(url=url, path=path).encode(), headers)
                 return
             post = Post(path, body, {k.lower(): v for k, v in self.headers.items()})
             with platforms.lock:
@@ -181,6 +198,11 @@ def _handler(platforms: Platforms) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
+            if fault == "hang":  # taken; the answer waits until the test releases it
+                platforms.hanging.set()
+                platforms.release.wait(60)
+            if isinstance(fault, float):  # taken; answered after this many seconds
+                time.sleep(fault)
             if path.startswith("/slack/"):
                 self.answer(200, b"ok")
             elif path.startswith("/teams/"):
@@ -208,6 +230,13 @@ def _handler(platforms: Platforms) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def platforms() -> Iterator[Platforms]:
+    with serve_platforms() as state:
+        yield state
+
+
+@contextmanager
+def serve_platforms() -> Iterator[Platforms]:
+    """The stand-in platforms on a loopback port, checking every payload they take."""
     state = Platforms()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -216,6 +245,7 @@ def platforms() -> Iterator[Platforms]:
     try:
         yield state
     finally:
+        state.release.set()
         server.shutdown()
         server.server_close()
     assert state.problems == []
@@ -297,8 +327,8 @@ def test_a_run_posts_once_per_report_and_channel_and_a_rerun_posts_nothing(
 
     rows = ledger_rows(tmp_path)
     for report in ("marketing", "design"):
-        assert rows[(report, "report", "slack:slack_webhook_reports")] == "sent"
-        assert rows[(report, "report", "teams:teams_webhook_reports")] == "sent"
+        assert rows[(report, "report", "slack:SLACK_WEBHOOK_REPORTS")] == "sent"
+        assert rows[(report, "report", "teams:TEAMS_WEBHOOK_REPORTS")] == "sent"
 
     again = run(tmp_path, api, smtp, platforms)
     assert again.exit_code == 0, again.output
@@ -340,7 +370,7 @@ def test_a_revoked_webhook_fails_only_its_channel_and_never_the_email(
     assert TEAMS_SECRET not in result.output
     assert "/teams/" not in result.output
     rows = ledger_rows(tmp_path)
-    assert rows[("marketing", "report", "teams:teams_webhook_reports")] == "failed"
+    assert rows[("marketing", "report", "teams:TEAMS_WEBHOOK_REPORTS")] == "failed"
     assert rows[("marketing", "report", "manager@company.com")] == "sent"
 
     # Once the webhook is fixed, the next run posts to Teams only.
@@ -382,7 +412,7 @@ def test_a_dropped_connection_is_unconfirmed_and_the_next_run_posts_again(
     assert "UNCONFIRMED" in result.stdout or "PARTLY FAILED" in result.stdout
     assert "the next run posts it again" in result.stdout
     assert len(platforms.to("/slack/")) == 1  # it did arrive; not retried in this run
-    assert ledger_rows(tmp_path)[("design", "report", "slack:slack_webhook_reports")] == (
+    assert ledger_rows(tmp_path)[("design", "report", "slack:SLACK_WEBHOOK_REPORTS")] == (
         "unconfirmed"
     )
     again = run(tmp_path, api, smtp, platforms, "--report", "design")
@@ -474,7 +504,7 @@ def test_the_pdf_is_uploaded_with_the_summary_as_its_comment(
     assert sent["channel_id"] == "C0123ABCD"
     assert sent["files"] == [{"id": "F0001", "title": "marketing.pdf"}]
     assert sent["initial_comment"].startswith("Marketing Campaign — credit usage, October 2026")
-    assert ledger_rows(tmp_path)[("marketing", "report", "slack-upload:c0123abcd")] == "sent"
+    assert ledger_rows(tmp_path)[("marketing", "report", "slack-upload:C0123ABCD")] == "sent"
 
     again = run(
         tmp_path,
@@ -510,8 +540,8 @@ def test_secrets_never_reach_output_ledger_or_files(
     history = CliRunner().invoke(
         cli, ["history", "--state", str(tmp_path / "state.sqlite3")], env=platforms.env(bot=True)
     )
-    assert "slack:slack_webhook_reports" in history.output  # channels beside owners
-    assert "teams:teams_webhook_reports" in history.output
+    assert "slack:SLACK_WEBHOOK_REPORTS" in history.output  # channels beside owners
+    assert "teams:TEAMS_WEBHOOK_REPORTS" in history.output
     outputs.append(history.output)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     blobs = [p.read_bytes() for p in files] + [o.encode() for o in outputs]
@@ -555,7 +585,7 @@ def test_a_watch_alert_is_posted_once_to_each_channel(
     assert "Marketing &amp; &lt;Growth&gt;" in slack.json()["text"]
     assert "Marketing & <Growth>" in teams.body.decode()
     rows = ledger_rows(tmp_path)
-    assert rows[("marketing", "alert:threshold:80", "slack:slack_webhook_reports")] == "sent"
+    assert rows[("marketing", "alert:threshold:80", "slack:SLACK_WEBHOOK_REPORTS")] == "sent"
 
 
 # --- the payloads (pure) -------------------------------------------------------------------
@@ -642,3 +672,291 @@ def test_check_reports_each_webhook_variable_and_posts_nothing() -> None:
         "FAIL  Teams webhook HOOK_C: not set (report design, teams_webhook_env)"
         " Hint: set HOOK_C to the channel's webhook URL",
     ]
+
+
+# --- the ledger's recipients ---------------------------------------------------------------
+
+
+def test_recipient_key_keeps_chat_channels_as_written_and_folds_email_case() -> None:
+    from reporter.ledger import recipient_key
+
+    assert recipient_key("Ann.Lee@Company.COM") == "ann.lee@company.com"
+    assert recipient_key("slack:SLACK_WEBHOOK_MARKETING") == "slack:SLACK_WEBHOOK_MARKETING"
+    assert recipient_key("teams:Teams_Hook") == "teams:Teams_Hook"
+    assert recipient_key("slack-upload:C0123ABCD") == "slack-upload:C0123ABCD"
+
+
+def test_history_shows_channels_as_written_and_owners_case_insensitively(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
+) -> None:
+    reports = REPORTS.replace('"manager@company.com"', '"Manager@Company.com"')
+    defaults = f'{CHANNELS}\nslack_channel = "C0123ABCD"'
+    env = platforms.env(bot=True)
+    result = run(tmp_path, api, smtp, platforms, reports=reports, defaults=defaults, env=env)
+    assert result.exit_code == 0, result.output
+    history = CliRunner().invoke(cli, ["history", "--state", str(tmp_path / "state.sqlite3")])
+    recipients = {line.split()[3] for line in history.output.splitlines()[1:]}
+    assert recipients == {
+        "manager@company.com",
+        "design.lead@company.com",
+        "slack:SLACK_WEBHOOK_REPORTS",
+        "teams:TEAMS_WEBHOOK_REPORTS",
+        "slack-upload:C0123ABCD",
+    }
+    # The owner written in another case is the same owner: not mailed again.
+    lower = run(tmp_path, api, smtp, platforms, defaults=defaults, env=env)
+    assert lower.exit_code == 0, lower.output
+    assert len(smtp.recorder.messages) == 2
+    assert len(platforms.posts) == 10  # 2 Slack, 2 Teams, 2 uploads of 3 calls each
+
+
+def test_a_channel_an_earlier_version_stored_lower_cased_is_not_posted_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.claim("marketing", PERIOD, ["slack:slack_webhook_reports"], force=False)
+        ledger.mark(["marketing"], PERIOD, ["slack:slack_webhook_reports"], "sent")
+    with Ledger(path) as ledger:
+        claim = ledger.claim(
+            "marketing", PERIOD, ["slack:SLACK_WEBHOOK_REPORTS", "teams:T"], force=False
+        )
+        assert claim.done == ["slack:SLACK_WEBHOOK_REPORTS"]
+        assert claim.mine == ["teams:T"]
+        assert {(r.recipient, r.status) for r in ledger.rows()} == {
+            ("slack:SLACK_WEBHOOK_REPORTS", "sent"),
+            ("teams:T", "claimed"),
+        }
+
+
+def test_recovery_says_what_is_true_of_a_chat_post_cut_off_mid_request(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.sqlite3"
+    recipients = ["ann@company.com", "slack:hook", "slack-upload:c1"]
+    with Ledger(path) as dead, Ledger(path) as next_run:
+        dead.claim("marketing", PERIOD, recipients, force=False)
+        dead.mark(["marketing"], PERIOD, recipients, "committing")
+        assert dead._lock is not None
+        dead._lock.release()  # the run is killed: the kernel drops its lock
+        dead._lock = None
+        assert next_run.recover() == {"failed": 0, "unconfirmed": 3}
+        notes = {r.recipient: r.error or "" for r in next_run.rows()}
+    assert "same Message-ID" in notes["ann@company.com"]
+    for channel in ("slack:hook", "slack-upload:c1"):
+        assert "Message-ID" in notes[channel]
+        assert "same Message-ID" not in notes[channel]
+        assert "may or may not have appeared" in notes[channel]
+        assert "the next run posts it again" in notes[channel]
+
+
+# --- a post that did not get through is posted again as it was written ----------------
+
+
+def test_an_unconfirmed_post_is_posted_again_from_its_stored_payload_not_rebuilt(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
+) -> None:
+    platforms.faults["slack"] = ["drop"]
+    platforms.faults["teams"] = [404]
+    first = run(tmp_path, api, smtp, platforms, "--report", "design")
+    assert first.exit_code == 1
+    stored = tmp_path / "out" / PERIOD / "design.slack.json"
+    # Mark the stored payload: a rebuild could not produce this text.
+    payload = json.loads(stored.read_text())
+    payload["text"] = "as the first attempt wrote it"
+    stored.write_text(json.dumps(payload))
+    teams_file = tmp_path / "out" / PERIOD / "design.teams.json"
+    fetched = len(api.requests)
+
+    again = run(tmp_path, api, smtp, platforms, "--report", "design")
+    assert again.exit_code == 0, again.output
+    assert len(api.requests) == fetched  # nothing to rebuild: the API is not asked
+    slack = platforms.to("/slack/")
+    assert len(slack) == 2
+    assert slack[1].json() == payload
+    (teams,) = platforms.to("/teams/")
+    assert teams.json() == json.loads(teams_file.read_text())
+    assert len(smtp.recorder.messages) == 1
+    rows = ledger_rows(tmp_path)
+    assert rows[("design", "report", "slack:SLACK_WEBHOOK_REPORTS")] == "sent"
+    assert rows[("design", "report", "teams:TEAMS_WEBHOOK_REPORTS")] == "sent"
+
+
+def test_a_stored_payload_that_is_gone_is_rebuilt(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
+) -> None:
+    platforms.faults["slack"] = ["drop"]
+    assert run(tmp_path, api, smtp, platforms, "--report", "design").exit_code == 1
+    stored = tmp_path / "out" / PERIOD / "design.slack.json"
+    written = stored.read_bytes()
+    stored.unlink()
+    fetched = len(api.requests)
+    again = run(tmp_path, api, smtp, platforms, "--report", "design")
+    assert again.exit_code == 0, again.output
+    assert len(api.requests) > fetched  # rebuilt from the API
+    assert stored.read_bytes() == written  # same data: the same payload
+    assert platforms.to("/slack/")[1].body == platforms.to("/slack/")[0].body
+    assert len(smtp.recorder.messages) == 1
+
+
+def test_a_stored_payload_survives_a_rebuild_for_a_new_owner(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
+) -> None:
+    platforms.faults["slack"] = ["drop"]
+    assert run(tmp_path, api, smtp, platforms, "--report", "design").exit_code == 1
+    stored = tmp_path / "out" / PERIOD / "design.slack.json"
+    payload = json.loads(stored.read_text())
+    payload["text"] = "as the first attempt wrote it"
+    stored.write_text(json.dumps(payload))
+    # A new owner makes this run rebuild the report, which writes design.slack.json anew.
+    reports = REPORTS.replace('"design.lead@company.com"', '"design.lead@company.com", "new@c.com"')
+    again = run(tmp_path, api, smtp, platforms, "--report", "design", reports=reports)
+    assert again.exit_code == 0, again.output
+    assert [m.recipients for m in smtp.recorder.messages] == [
+        ["design.lead@company.com"],
+        ["new@c.com"],
+    ]
+    slack = platforms.to("/slack/")
+    assert len(slack) == 2
+    assert slack[1].json() == payload
+    assert len(platforms.to("/teams/")) == 1
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        (artifact,) = db.execute(
+            "SELECT artifact FROM deliveries WHERE recipient='slack:SLACK_WEBHOOK_REPORTS'"
+        ).fetchone()
+    assert Path(artifact).name == "design.slack.resend.json"
+    assert json.loads(Path(artifact).read_text()) == payload
+
+
+# --- corrections (run --recheck) ---------------------------------------------------------
+
+OCTOBER = [dt.date(2026, 10, day) for day in range(1, 32)]
+RECHECKED = """
+[[reports]]
+name = "marketing"
+title = "Marketing Campaign"
+owners = ["lead@company.com"]
+group_ids = [20]
+"""
+
+
+@pytest.fixture
+def late_data() -> SandboxData:
+    data = SandboxData(synthetic_team(users=48, seed=7), today=dt.date(2026, 11, 10))
+    data.script(20, dict.fromkeys(OCTOBER, 100))  # 3,100 credits in October
+    return data
+
+
+@pytest.fixture
+def late_api(late_data: SandboxData) -> Iterator[SandboxServer]:
+    with SandboxServer(late_data, api_key=API_KEY) as server:
+        yield server
+
+
+def test_a_correction_is_posted_once_per_changed_total_and_channel(
+    tmp_path: Path,
+    late_data: SandboxData,
+    late_api: SandboxServer,
+    smtp: SmtpServer,
+    platforms: Platforms,
+) -> None:
+    def recheck(*extra: str) -> Result:
+        return run(tmp_path, late_api, smtp, platforms, *extra, reports=RECHECKED)
+
+    assert recheck().exit_code == 0
+    assert len(platforms.posts) == 2
+    assert recheck("--recheck").exit_code == 0  # nothing changed: nothing posted
+    assert len(platforms.posts) == 2
+
+    # 250 late credits (8.1%): Slack takes the correction, Teams' webhook is revoked.
+    late_data.script(20, dict.fromkeys(OCTOBER, 100) | {OCTOBER[-1]: 350})
+    platforms.faults["teams"] = [404]
+    first = recheck("--recheck")
+    assert first.exit_code == 1
+    assert "the Teams webhook in TEAMS_WEBHOOK_REPORTS refused the message" in first.stdout
+    assert len(smtp.recorder.messages) == 2  # the report, then its correction
+    (slack,) = platforms.to("/slack/")[1:]
+    header = slack.json()["blocks"][0]["text"]["text"]
+    assert header == "Corrected: Marketing Campaign — credit usage, October 2026"
+    sentence = (
+        "Corrected report: it was first sent showing 3,100 credits;"
+        " late usage data brings the total to 3,350."
+    )
+    assert f":warning: *{sentence}*" == slack.json()["blocks"][1]["text"]["text"]
+    assert "*Credits used:* 3,350" in json.dumps(slack.json()["blocks"])
+
+    # The next re-check posts to Teams only: not to Slack, not to the owner again.
+    second = recheck("--recheck")
+    assert second.exit_code == 0, second.output
+    assert len(platforms.to("/slack/")) == 2
+    assert len(smtp.recorder.messages) == 2
+    (teams,) = platforms.to("/teams/")[1:]
+    card = teams.json()["attachments"][0]["content"]
+    texts = [i["text"] for e in card["body"] if e["type"] == "RichTextBlock" for i in e["inlines"]]
+    assert texts[:2] == [
+        "Corrected: Marketing Campaign — credit usage, October 2026",
+        sentence,
+    ]
+    assert card["body"][1]["inlines"][0]["color"] == "Attention"
+    rows = ledger_rows(tmp_path)
+    for channel in ("slack:SLACK_WEBHOOK_REPORTS", "teams:TEAMS_WEBHOOK_REPORTS"):
+        assert rows[("marketing", "correction:3350", channel)] == "sent"
+
+    # Every owner and channel has it: the corrected total is the new reference.
+    third = recheck("--recheck")
+    assert third.exit_code == 0, third.output
+    assert "unchanged" in third.stdout
+    assert len(platforms.posts) == 4
+    assert len(smtp.recorder.messages) == 2
+
+
+# --- reporter check, as a user types it --------------------------------------------------
+
+
+def reporter_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The installed console script in a process of its own, with only ``env`` set."""
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "reporter"), *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("teams_set", [True, False])
+def test_check_names_each_webhook_variable_and_its_exit_status(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, teams_set: bool
+) -> None:
+    config = write_config_fast(tmp_path / "reports.toml", REPORTS, CHANNELS)
+    env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url, **smtp.env()}
+    env["SLACK_WEBHOOK_REPORTS"] = f"https://hooks.slack.com/services/{SLACK_SECRET}"
+    if teams_set:
+        env["TEAMS_WEBHOOK_REPORTS"] = f"https://prod.example.logic.azure.com/{TEAMS_SECRET}"
+    args = ["check", "--config", str(config), "--out", str(tmp_path / "out")]
+    result = reporter_process([*args, "--state", str(tmp_path / "state.sqlite3")], env)
+    lines = result.stdout.splitlines()
+    assert "ok    Slack webhook SLACK_WEBHOOK_REPORTS: set to an https URL; nothing posted" in lines
+    teams = [line for line in lines if "TEAMS_WEBHOOK_REPORTS" in line]
+    if teams_set:
+        assert teams == [
+            "ok    Teams webhook TEAMS_WEBHOOK_REPORTS: set to an https URL; nothing posted"
+        ]
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert lines[-1].startswith("All ")
+        assert lines[-1].endswith(" OK; nothing was sent.")
+    else:
+        assert teams == [
+            "FAIL  Teams webhook TEAMS_WEBHOOK_REPORTS: not set (reports marketing, design,"
+            " teams_webhook_env) Hint: set TEAMS_WEBHOOK_REPORTS to the channel's webhook URL"
+        ]
+        assert result.returncode == 1
+        assert lines[-1].startswith("1 of ")
+        assert lines[-1].endswith(" item(s) need attention; nothing was sent.")
+    assert [line for line in lines if line.startswith("FAIL")] == ([] if teams_set else teams)
+    assert result.stderr == ""
+    assert SLACK_SECRET not in result.stdout
+    assert TEAMS_SECRET not in result.stdout
+    assert smtp.recorder.messages == []

@@ -26,11 +26,12 @@ class ChatMessage:
     items: tuple[str, ...]  # the "what changed" sentences, or an alert's headlines
     link: tuple[str, str] | None  # (label, url) of the run, where the PDF is
     footer: str
+    notice: str = ""  # shown first and prominently: a correction's "first sent ... now ..."
 
     def plain_text(self) -> str:
         """The whole message as plain lines: Slack's notification fallback and the
         comment of an uploaded PDF."""
-        lines = [self.title, self.subtitle]
+        lines = [self.title, self.notice, self.subtitle]
         lines += [f"{label}: {value}" for label, value in self.facts]
         if self.items:
             lines.append(f"{self.list_title}:")
@@ -84,8 +85,16 @@ def report_message(
         "period": context["period_title"],
     }
     correction = context.get("correction")
+    notice = ""
     if correction:
         title = gettext("Corrected: %(subject)s") % {"subject": title}
+        notice = gettext(
+            "Corrected report: it was first sent showing %(sent)s credits;"
+            " late usage data brings the total to %(current)s."
+        ) % {
+            "sent": fmt.number(correction["sent"]),
+            "current": fmt.number(correction["current"]),
+        }
     return ChatMessage(
         title=title,
         subtitle=str(context["period_range"]),
@@ -94,6 +103,7 @@ def report_message(
         items=tuple(items),
         link=(gettext("The run and its PDF report"), link) if link else None,
         footer=gettext("Sent by reporter from Magnific API data."),
+        notice=notice,
     )
 
 

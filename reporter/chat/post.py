@@ -2,7 +2,9 @@
 
 Retries reuse the API client's policy ([api] in the config) through tenacity: a 429
 waits what ``Retry-After`` says, 5xx and failures to connect back off with jitter,
-and any other 4xx (a revoked or mistyped webhook) fails that channel at once.
+and any other 4xx (a revoked or mistyped webhook) fails that channel at once. A
+redirect is not followed, and a 2xx that is not the platform's own answer (a proxy's
+sign-in page) fails too: recording it as posted would lose the message.
 
 Exactly once, as far as HTTP allows: a request whose body was sent but whose answer
 never came (the connection dropped, or the answer timed out) may have been posted.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ import tenacity
 from reporter import __version__
 from reporter.errors import DeliveryError, UsageError, one_line
 from reporter.magnific import RetryPolicy, parse_retry_after
+from reporter.redact import REDACTED
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +175,12 @@ class ChatSender:
         url = self._settings.webhooks[recipient]
         on_commit()
         try:
-            self._with_retries(
+            response = self._with_retries(
                 recipient, lambda: self._attempt(recipient, "POST", url, json=payload)
             )
         except _Unanswered:
             return "unconfirmed"
+        _check_taken(recipient, response, url)
         return "sent"
 
     def _attempt(self, recipient: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -200,7 +205,16 @@ class ChatSender:
             raise _Again(
                 f"HTTP {status}", retry_after=parse_retry_after(response.headers.get("retry-after"))
             )
-        raise _refused(recipient, status, response.text)
+        if 300 <= status < 400:
+            # Following it would hand the message (and, for the Web API, the token) to
+            # an address nobody configured.
+            raise ChatPostError(
+                f"{_describe(recipient)} answered with a redirect (HTTP {status}); a webhook's"
+                " message is not sent on to another address",
+                recipient=recipient,
+                hint=_new_url_hint(recipient),
+            )
+        raise _refused(recipient, status, _scrub(response.text, url))
 
     def _with_retries(
         self, recipient: str, attempt: Callable[[], httpx.Response]
@@ -315,14 +329,55 @@ def _describe(recipient: str) -> str:
     return f"the {PLATFORMS.get(kind, kind)} in {name}"
 
 
+def _scrub(text: str, url: str) -> str:
+    """A server's text without the URL it was sent to: a webhook's URL is its credential,
+    and gateways quote the request (or just its path) back in their error pages."""
+    parts = urllib.parse.urlsplit(url)
+    secrets = [url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.query]
+    for secret in sorted((s for s in secrets if len(s) > 1), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def _new_url_hint(recipient: str) -> str:
+    kind, _, name = recipient.partition(":")
+    if kind == "slack-upload":
+        return "check SLACK_API_URL (or leave it unset), SLACK_BOT_TOKEN and slack_channel"
+    return f"set {name} to the exact webhook URL the platform gave you"
+
+
+def _check_taken(recipient: str, response: httpx.Response, url: str) -> None:
+    """A 2xx is not enough: a proxy's or portal's sign-in page answers 200 too. Slack's
+    webhooks answer ``ok``; a Teams Workflows webhook answers 202 (or 200) with no page."""
+    kind = recipient.partition(":")[0]
+    text = response.text.strip()
+    content_type = response.headers.get("content-type", "")
+    if kind == "slack" and text == "ok":
+        return
+    if kind == "teams" and "html" not in content_type and not text.startswith("<"):
+        return
+    platform = "Slack" if kind == "slack" else "Teams"
+    said = one_line(_scrub(text, url))[:_ERROR_TEXT_LIMIT]
+    raise ChatPostError(
+        f"{_describe(recipient)} answered HTTP {response.status_code} but not as {platform}"
+        f" does ({said!r}); it was not posted",
+        recipient=recipient,
+        hint=f"a proxy or sign-in page may stand in the way, or {_new_url_hint(recipient)}",
+    )
+
+
 def _refused(recipient: str, status: int, text: str) -> ChatPostError:
     said = one_line(text)[:_ERROR_TEXT_LIMIT]
     kind, _, name = recipient.partition(":")
-    hint = (
-        f"the webhook may have been revoked or deleted: create a new one and set {name}"
-        if status in (403, 404, 410)
-        else "check the channel's settings"
-    )
+    if status in (403, 404, 410):
+        hint = f"the webhook may have been revoked or deleted: create a new one and set {name}"
+    elif status in (400, 413, 422):
+        hint = (
+            "the platform could not read the message (its payload is the .json file beside"
+            " the report's .eml): please report it"
+        )
+    else:
+        hint = "check the channel's settings"
     if kind == "slack-upload":
         hint = "check SLACK_BOT_TOKEN and slack_channel"
     return ChatPostError(

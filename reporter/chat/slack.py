@@ -66,8 +66,11 @@ def slack_payload(message: ChatMessage) -> dict[str, Any]:
             "type": "header",
             "text": {"type": "plain_text", "text": clip(message.title, MAX_HEADER)},
         },
-        *[{**section, "text": {"type": "mrkdwn", "text": t}} for t in _sections(head)],
     ]
+    if message.notice:
+        notice = f":warning: *{_clip_escaped(message.notice, MAX_SECTION - 20)}*"
+        blocks.append({**section, "text": {"type": "mrkdwn", "text": notice}})
+    blocks += [{**section, "text": {"type": "mrkdwn", "text": t}} for t in _sections(head)]
     if message.items:
         lines = [f"*{escape(message.list_title)}*"]
         lines += [f"• {_clip_escaped(item, MAX_SECTION - 2)}" for item in message.items]

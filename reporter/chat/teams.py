@@ -37,6 +37,8 @@ def _card(message: ChatMessage, items: tuple[str, ...]) -> dict[str, Any]:
     body: list[dict[str, Any]] = [
         _runs(message.title, size="Large", weight="Bolder"),
     ]
+    if message.notice:
+        body.append(_runs(message.notice, weight="Bolder", color="Attention"))
     if message.subtitle:
         body.append(_runs(message.subtitle, isSubtle=True))
     if message.facts:

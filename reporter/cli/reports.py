@@ -154,7 +154,7 @@ def run_command(
         )
         return
     api, sender = sending_edges(out_dir, dry_run=dry_run, quiet=quiet)
-    chat = chat_edge(config, selected, dry_run=dry_run or recheck, preview=preview_to is not None)
+    chat = chat_edge(config, selected, dry_run=dry_run, preview=preview_to is not None)
     options = RunOptions(
         period=the_period,
         out_dir=out_dir,
@@ -187,6 +187,7 @@ def run_command(
                     sender=sender,
                     ledger=state,
                     progress=RedactedProgress(progress, redactor()),
+                    chat=chat,
                 )
         else:
             outcomes = run_reports(

@@ -167,7 +167,10 @@ def run(
                     ledger.record_shown(name, period, float(outcomes[name].credits or 0.0))
     # After email: a channel that fails or hangs never holds a report's mail back.
     posted: dict[str, Sent] = {}
-    for file in chat_files:
+    for file in plan.stored_chat:
+        if file.path not in outcomes[file.report].files:
+            outcomes[file.report].files.append(file.path)
+    for file in [*plan.stored_chat, *chat_files]:
         if chat is None or ledger is None:
             break
         result = deliver_chat(file, chat, ledger, period)

@@ -3,14 +3,16 @@ through the ledger's marks.
 
 As with email, each payload is written first (``<name>.slack.json`` beside the
 ``.eml``) and read back to be posted, so ``--dry-run`` shows exactly what would
-go out and the ledger's ``artifact`` points at it.
+go out and the ledger's ``artifact`` points at it. A post that failed or was never
+confirmed is posted again from that file, as it was (``stored_chat_files``): the
+channel gets what the first attempt tried to post, not a rebuild from newer data.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ from reporter.chat.teams import teams_payload
 from reporter.config import Config
 from reporter.files import write_atomic
 from reporter.jobs.build import BuiltReport, RunOptions
-from reporter.jobs.deliver import Sent
-from reporter.ledger import Ledger
+from reporter.jobs.deliver import RESENDABLE, Sent
+from reporter.ledger import Delivery, Ledger, recipient_key
 from reporter.render import translations
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,7 @@ def write_chat_files(
     files = []
     written: set[Path] = set()
     for recipient in recipients:
-        platform = "teams" if recipient.startswith("teams:") else "slack"
-        path = folder / f"{stem}.{platform}.json"
+        path = platform_file(folder, stem, recipient)
         if path not in written:
             body = json.dumps(payload_for(recipient, message), ensure_ascii=False, indent=2)
             write_atomic(path, body.encode() + b"\n")
@@ -92,8 +93,10 @@ def deliver_chat(file: ChatFile, sender: ChatSender, ledger: Ledger, period: str
             on_commit=lambda: ledger.mark(reports, period, recipients, "committing", message=kind),
         )
     except ChatPostError as exc:
-        ledger.mark(reports, period, recipients, "failed", error=str(exc), message=kind)
-        return Sent(failed={file.recipient: str(exc)})
+        # The hint goes with it: a chat failure is a line in the summary, not an Error line.
+        why = f"{exc}; {exc.hint}" if exc.hint else str(exc)
+        ledger.mark(reports, period, recipients, "failed", error=why, message=kind)
+        return Sent(failed={file.recipient: why})
     except (OSError, ValueError) as exc:  # the payload file went missing or was damaged
         why = f"cannot read {file.path.name}: {exc}"
         ledger.mark(reports, period, recipients, "failed", error=why, message=kind)
@@ -107,10 +110,53 @@ def deliver_chat(file: ChatFile, sender: ChatSender, ledger: Ledger, period: str
     return Sent(delivered=[file.recipient])
 
 
-def report_chat_files(built: BuiltReport, config: Config, options: RunOptions) -> list[ChatFile]:
-    """The report's payloads for each of its channels, written beside its ``.eml``;
-    none for a preview (``--to``), which never posts to chat."""
-    channels = config.chat_channels_for(built.report)
+def stored_chat_files(
+    chat: Mapping[str, Sequence[str]], rows: Sequence[Delivery]
+) -> list[ChatFile]:
+    """The payloads a previous run wrote for these channels (report -> channels) and did
+    not get posted, to post again as they are; a channel whose file is gone, or is no
+    longer JSON, or whose upload lost its PDF, is left to a new build."""
+    by_key = {(r.report, r.recipient): r for r in rows}
+    files = []
+    for report, channels in chat.items():
+        for channel in channels:
+            row = by_key.get((report, recipient_key(channel)))
+            if row is None or row.status not in RESENDABLE or not row.artifact:
+                continue
+            path = Path(row.artifact)
+            try:
+                if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+                    continue
+            except (OSError, ValueError):
+                continue
+            pdf = None
+            if channel.startswith("slack-upload:"):
+                pdf = path.with_name(f"{report}.pdf")
+                if not pdf.is_file():
+                    continue
+            files.append(ChatFile(report, channel, path, pdf))
+    return files
+
+
+def platform_file(folder: Path, stem: str, recipient: str) -> Path:
+    """Where a channel's payload is written: one file per platform, shared by a Slack
+    webhook and a Slack upload."""
+    platform = "teams" if recipient.startswith("teams:") else "slack"
+    return folder / f"{stem}.{platform}.json"
+
+
+def report_chat_files(
+    built: BuiltReport,
+    config: Config,
+    options: RunOptions,
+    *,
+    channels: Sequence[str] | None = None,
+    kinds: tuple[str, ...] = ("report",),
+) -> list[ChatFile]:
+    """The report's payloads for each of its channels (or ``channels``), written beside
+    its ``.eml``; none for a preview (``--to``), which never posts to chat."""
+    if channels is None:
+        channels = config.chat_channels_for(built.report)
     if not channels or options.preview_to:
         return []
     catalog = translations(options.templates_dir, built.locale)
@@ -125,4 +171,5 @@ def report_chat_files(built: BuiltReport, config: Config, options: RunOptions) -
         options.out_dir / options.period.key,
         name,
         pdf_path=built.pdf_path,
+        kinds=kinds,
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from reporter.errors import DeliveryError
 from reporter.jobs.build import MailFile
-from reporter.ledger import Delivery, Ledger
+from reporter.ledger import Delivery, Ledger, recipient_key
 from reporter.mail import SmtpSender
 
 UNCONFIRMED_DETAIL = (
@@ -108,7 +108,7 @@ def stored_mails(pending: Mapping[str, list[str]], rows: Sequence[Delivery]) -> 
     ids: dict[str, str] = {}
     for report, pending_owners in pending.items():
         for owner in pending_owners:
-            row = by_key.get((report, owner.lower()))
+            row = by_key.get((report, recipient_key(owner)))
             if row is None or row.status not in RESENDABLE or not row.artifact:
                 continue
             path = Path(row.artifact)

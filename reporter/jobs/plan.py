@@ -2,8 +2,9 @@
 
 The ledger is settled first (what dead runs left), then each report's owners
 are claimed in one transaction: owners who have it are skipped, owners another
-live run holds are left to it, and a report whose every pending owner has a
-message a previous run wrote is sent from that file instead of being rebuilt.
+live run holds are left to it, and a report whose every pending owner and chat
+channel has a message a previous run wrote is sent from those files instead of
+being rebuilt.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reporter.config import Config, ReportConfig
+from reporter.files import write_atomic
 from reporter.jobs.build import MailFile, Progress, RunOptions
+from reporter.jobs.chat import ChatFile, platform_file, stored_chat_files
 from reporter.jobs.deliver import stored_mails
-from reporter.ledger import Ledger
+from reporter.ledger import REPORT, Ledger, recipient_key
 from reporter.summary import Outcome
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ class Plan:
     taken: dict[str, dict[str, int]] = field(default_factory=dict)  # report -> owner -> pid
     to_build: list[ReportConfig] = field(default_factory=list)
     stored: list[MailFile] = field(default_factory=list)  # written earlier, sent as they are
+    stored_chat: list[ChatFile] = field(default_factory=list)  # likewise, posted as they are
     resent: set[str] = field(default_factory=set)  # reports sent from a stored message
 
 
@@ -90,20 +94,60 @@ def plan_run(
             progress(report.name, outcome.line(), done=True)
 
     plan.stored = stored_mails(plan.pending, rows)
+    plan.stored_chat = stored_chat_files(plan.chat, rows)
     again = {
-        (name, owner.lower())
+        (name, recipient_key(owner))
         for mail in plan.stored
         for name in mail.reports
         for owner in mail.recipients
     }
+    again |= {(f.report, f.recipient) for f in plan.stored_chat}
     for report in reports:
-        if not plan.pending[report.name] and not plan.chat[report.name]:
+        name = report.name
+        if not plan.pending[name] and not plan.chat[name]:
             continue
-        rest = [o for o in plan.pending[report.name] if (report.name, o.lower()) not in again]
-        if len(rest) < len(plan.pending[report.name]):
-            progress(report.name, "sending the message a previous run wrote")
-            plan.resent.add(report.name)
-        plan.pending[report.name] = rest
-        if rest or plan.chat[report.name]:
+        rest = [o for o in plan.pending[name] if (name, recipient_key(o)) not in again]
+        channels = [c for c in plan.chat[name] if (name, c) not in again]
+        if len(rest) + len(channels) < len(plan.pending[name]) + len(plan.chat[name]):
+            progress(name, "sending the message a previous run wrote")
+            plan.resent.add(name)
+        plan.pending[name] = rest
+        plan.chat[name] = channels
+        if rest or channels:
             plan.to_build.append(report)
+    if ledger is not None:
+        _keep_from_rebuild(plan, options, ledger)
     return plan
+
+
+def _keep_from_rebuild(plan: Plan, options: RunOptions, ledger: Ledger) -> None:
+    """A report rebuilt for its other recipients writes its payloads and PDF again, over
+    the files a stored post is to send: such a payload is copied aside first (and the
+    ledger pointed at the copy), and a stored upload, whose PDF is rewritten, is rebuilt."""
+    rebuilt = {r.name for r in plan.to_build}
+    kept = []
+    for file in plan.stored_chat:
+        if file.report not in rebuilt:
+            kept.append(file)
+            continue
+        if file.pdf_path is not None:
+            plan.chat[file.report].append(file.recipient)
+            continue
+        folder = options.out_dir / options.period.key
+        path = file.path
+        if path.resolve() == platform_file(folder, file.report, file.recipient).resolve():
+            try:
+                path = write_atomic(path.with_suffix(".resend.json"), file.path.read_bytes())
+            except OSError:
+                plan.chat[file.report].append(file.recipient)
+                continue
+            ledger.mark(
+                [file.report],
+                options.period.key,
+                [file.recipient],
+                "rendered",
+                artifact=str(path),
+                message=REPORT,
+            )
+        kept.append(ChatFile(file.report, file.recipient, path))
+    plan.stored_chat = kept

@@ -5,8 +5,9 @@ The ledger keeps the total each delivered report showed; a re-check fetches
 the period again and, when a report's total moved by more than
 ``correction_threshold_percent``, sends its owners the new report marked
 "Corrected". The correction is the ledger message ``correction:<credits>``, so
-each changed total is sent once per owner, and once every owner has it the
-new total becomes the one the next re-check compares with.
+each changed total is sent once per owner and posted once per chat channel, and
+once every owner and channel has it the new total becomes the one the next
+re-check compares with.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 
+from reporter.chat.post import ChatSender
 from reporter.config import Config, ReportConfig
 from reporter.errors import ApiAuthError
 from reporter.jobs.build import Progress, RunOptions, fetch_tables, quiet_progress, render_report
-from reporter.jobs.deliver import deliver
+from reporter.jobs.chat import deliver_chat, report_chat_files
+from reporter.jobs.deliver import Sent, deliver
 from reporter.jobs.messages import compose, email_piece, mail_path
 from reporter.jobs.pipeline import as_reporter_error, fail
 from reporter.jobs.plan import plural
@@ -46,11 +49,13 @@ def recheck(
     sender: SmtpSender | None,
     ledger: Ledger,
     progress: Progress = quiet_progress,
+    chat: ChatSender | None = None,
 ) -> list[Outcome]:
-    """Re-fetch ``options.period`` for each delivered report; send corrections where due.
+    """Re-fetch ``options.period`` for each delivered report; send corrections where due,
+    to its owners and (with ``chat``) its chat channels.
 
-    With ``options.dry_run`` (``sender`` None) the corrected report and message are
-    written and nothing is claimed, sent or recorded."""
+    With ``options.dry_run`` (``sender`` None) the corrected report, message and chat
+    payloads are written and nothing is claimed, sent or recorded."""
     period = options.period.key
     if not options.dry_run:
         ledger.start_run()
@@ -83,12 +88,16 @@ def recheck(
                 continue
             kind = f"correction:{current:.0f}"
             owners = [str(o) for o in report.owners]
-            pending = (
-                owners
-                if options.dry_run
-                else ledger.claim(report.name, period, owners, force=False, message=kind).mine
-            )
-            if not pending:
+            channels = config.chat_channels_for(report) if chat or options.dry_run else []
+            if options.dry_run:
+                pending, posts = owners, channels
+            else:
+                mine = ledger.claim(
+                    report.name, period, owners + channels, force=False, message=kind
+                ).mine
+                pending = [o for o in mine if o in owners]
+                posts = [c for c in mine if c in channels]
+            if not pending and not posts:
                 ledger.record_shown(report.name, period, current)
                 outcome.status = "already_delivered"
                 outcome.detail = f"every owner has the correction to {current:,.0f}"
@@ -101,48 +110,79 @@ def recheck(
                 corrected,
                 correction={"sent": sent_total, "current": current},
             )
-            mail = compose(
-                [email_piece(built)], pending, config, corrected, mail_path(corrected, report.name)
-            )
-            mail = dataclasses.replace(mail, kinds=(kind,))
-            outcome.files = [built.pdf_path, mail.path]
+            outcome.files = [built.pdf_path]
+            mail = None
+            if pending:
+                mail = compose(
+                    [email_piece(built)],
+                    pending,
+                    config,
+                    corrected,
+                    mail_path(corrected, report.name),
+                )
+                mail = dataclasses.replace(mail, kinds=(kind,))
+                outcome.files.append(mail.path)
+            chat_files = report_chat_files(built, config, corrected, channels=posts, kinds=(kind,))
+            outcome.files += sorted({f.path for f in chat_files})
             if options.dry_run or sender is None:
                 outcome.status = "written"
                 outcome.detail = f"dry run: correction {sent_total:,.0f} -> {current:,.0f} written"
                 progress(report.name, outcome.line(), done=True)
                 continue
-            ledger.mark(
-                [report.name],
-                period,
-                pending,
-                "rendered",
-                message_id=mail.message_id,
-                artifact=str(mail.path),
-                message=kind,
-            )
-            result = deliver(mail, sender, ledger, period)
+            result = Sent()
+            if mail is not None:
+                ledger.mark(
+                    [report.name],
+                    period,
+                    pending,
+                    "rendered",
+                    message_id=mail.message_id,
+                    artifact=str(mail.path),
+                    message=kind,
+                )
+                result = deliver(mail, sender, ledger, period)
+            posted = Sent()
+            for file in chat_files:
+                ledger.mark(
+                    [report.name],
+                    period,
+                    [file.recipient],
+                    "rendered",
+                    artifact=str(file.path),
+                    message=kind,
+                )
+                assert chat is not None  # channels are only claimed with a sender
+                posted.add(deliver_chat(file, chat, ledger, period))
+            for recipient, why in posted.failed.items():
+                progress(report.name, f"not posted to {recipient}: {why}")
+            if posted.delivered:
+                progress(report.name, "posted to " + ", ".join(posted.delivered))
         except ApiAuthError as exc:
             fail(outcome, exc, progress)
             raise
         except Exception as exc:
             fail(outcome, as_reporter_error(exc, report), progress)
             continue
-        outcome.recipients = result.delivered
-        if result.failed or result.unconfirmed:
+        outcome.recipients = result.delivered + posted.delivered
+        problems = [f"{r}: {why}" for r, why in {**result.failed, **posted.failed}.items()]
+        problems += [f"{r}: not confirmed by the server" for r in result.unconfirmed]
+        problems += [f"{r}: not confirmed by the platform" for r in posted.unconfirmed]
+        if problems:
             outcome.status = (
-                "partial" if result.delivered else ("failed" if result.failed else "unconfirmed")
+                "partial"
+                if outcome.recipients
+                else ("failed" if result.failed or posted.failed else "unconfirmed")
             )
-            outcome.detail = "; ".join(
-                [f"{r}: {why}" for r, why in result.failed.items()]
-                + [f"{r}: not confirmed by the server" for r in result.unconfirmed]
-            )
+            outcome.detail = "; ".join(problems)
         else:
-            # Every owner has it: the corrected total is now the one to compare with.
+            # Everyone has it: the corrected total is now the one to compare with.
             ledger.record_shown(report.name, period, current)
             outcome.status = "delivered"
+            done = [f"sent to {plural(len(result.delivered), 'owner')}"] if mail else []
+            if posted.delivered:
+                done.append(f"posted to {', '.join(posted.delivered)}")
             outcome.detail = (
-                f"corrected {sent_total:,.0f} -> {current:,.0f} ({change:.1f}%),"
-                f" sent to {plural(len(result.delivered), 'owner')}"
+                f"corrected {sent_total:,.0f} -> {current:,.0f} ({change:.1f}%), " + ", ".join(done)
             )
         progress(report.name, outcome.line(), done=True)
     return outcomes
