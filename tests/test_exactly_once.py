@@ -399,3 +399,30 @@ def test_an_unconfirmed_mail_per_owner_is_resent_as_it_was_not_rebuilt(
     assert len(carrying["beta"]) == 1
     assert carrying["alpha"] != carrying["beta"]
     assert set(statuses(tmp_path).values()) == {"sent"}
+
+
+def test_a_stored_mail_survives_a_rebuild_for_an_owner_added_since(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    """A report rebuilt for a new owner writes ``<name>.eml`` again: the message a previous
+    run left unconfirmed must still go to its owner as it was, not as the new build."""
+    one = '\n[[reports]]\nname = "alpha"\nowners = ["a@company.com"]\ngroup_ids = [10]\n'
+    config = write_config(tmp_path / "reports.toml", one)
+    smtp.recorder.drop_after_data = 1
+    first = reporter(run_args(config, tmp_path), env_for(api.url, smtp))
+    assert first.returncode == 1, first.stderr
+    (dropped,) = smtp.recorder.messages
+    first_id = str(dropped.message["Message-ID"])
+
+    write_config(
+        tmp_path / "reports.toml",
+        one.replace('"a@company.com"', '"a@company.com", "b@company.com"'),
+    )
+    second = reporter(run_args(config, tmp_path), env_for(api.url, smtp))
+    assert second.returncode == 0, second.stderr
+    again = {r.recipients[0]: r.message for r in smtp.recorder.messages[1:]}
+    assert sorted(again) == ["a@company.com", "b@company.com"]
+    assert str(again["a@company.com"]["Message-ID"]) == first_id  # the stored message
+    assert str(again["b@company.com"]["Message-ID"]) != first_id  # a new build for b
+    assert str(again["a@company.com"]["To"]) == str(dropped.message["To"])
+    assert set(statuses(tmp_path).values()) == {"sent"}

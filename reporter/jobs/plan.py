@@ -9,6 +9,7 @@ being rebuilt.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,10 +122,33 @@ def plan_run(
 
 
 def _keep_from_rebuild(plan: Plan, options: RunOptions, ledger: Ledger) -> None:
-    """A report rebuilt for its other recipients writes its payloads and PDF again, over
-    the files a stored post is to send: such a payload is copied aside first (and the
-    ledger pointed at the copy), and a stored upload, whose PDF is rewritten, is rebuilt."""
+    """A report rebuilt for its other recipients writes its message, payloads and PDF
+    again, over the files a stored message or post is to send: such a message or payload
+    is copied aside first (and the ledger pointed at the copy), and a stored upload, whose
+    PDF is rewritten, is rebuilt."""
     rebuilt = {r.name for r in plan.to_build}
+    mails = []
+    for mail in plan.stored:
+        # The rebuild writes ``<name>.eml`` (or an owner's mail) where the stored one is.
+        if not rebuilt & set(mail.reports) or mail.path.name.endswith(".resend.eml"):
+            mails.append(mail)
+            continue
+        try:
+            aside = write_atomic(mail.path.with_suffix(".resend.eml"), mail.path.read_bytes())
+        except OSError:
+            mails.append(mail)  # left where it is: sent as the file now says
+            continue
+        ledger.mark(
+            mail.reports,
+            options.period.key,
+            mail.recipients,
+            "rendered",
+            message_id=mail.message_id,
+            artifact=str(aside),
+            message=mail.kinds,
+        )
+        mails.append(dataclasses.replace(mail, path=aside))
+    plan.stored = mails
     kept = []
     for file in plan.stored_chat:
         if file.report not in rebuilt:
