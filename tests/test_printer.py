@@ -1,0 +1,58 @@
+"""Printer and worker processes: started at once, and without re-running the main script."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """
+import concurrent.futures, multiprocessing, os, sys
+from pathlib import Path
+
+if __name__ != "__main__":  # this script run again inside a spawned process
+    Path(os.environ["MARKER"]).write_text(__name__)
+
+if __name__ == "__main__":
+    from reporter.lifetime import worker_pool
+
+    if sys.argv[1] == "worker_pool":
+        pool = worker_pool(1)
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn)
+    print(pool.submit(os.getpid).result())
+    pool.shutdown()
+"""
+
+
+@pytest.mark.parametrize(("pool", "reruns_script"), [("worker_pool", False), ("plain", True)])
+def test_workers_start_without_running_the_main_script_again(
+    tmp_path: Path, pool: str, reruns_script: bool
+) -> None:
+    """A spawned process first re-runs its parent's main script; the ``reporter`` script
+    imports the whole CLI, so ``worker_pool`` starts its processes without it (a plain
+    spawn pool, the control, does re-run it)."""
+    script = tmp_path / "main_script.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    marker = tmp_path / "marker"
+    done = subprocess.run(
+        [sys.executable, str(script), pool],
+        env={"MARKER": str(marker), "PATH": "/usr/bin:/bin", **_pythonpath()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > 0  # the task ran in a worker
+    assert marker.exists() is reruns_script
+    if reruns_script:
+        assert marker.read_text() == "__mp_main__"
+
+
+def _pythonpath() -> dict[str, str]:
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
