@@ -4,7 +4,7 @@ Prints one table: each figure, its goal, and whether it is met. Not part of the
 test suite: timings belong here, where a slow machine makes a slow number, not
 a red build.
 
-    .venv/bin/python benchmarks/run.py              # all seven figures
+    .venv/bin/python benchmarks/run.py              # all eight figures
     .venv/bin/python benchmarks/run.py --only 1 4   # some of them
     .venv/bin/python benchmarks/run.py --only 6 --reports 200   # (6) at a smaller scale
 
@@ -181,6 +181,18 @@ class Bench:
             raise SystemExit(f"reporter watch wrote {written} alert emails, not 100")
         return Figure(7, "reporter watch, 100 reports", fmt_s(seconds), "<= 10 s", seconds <= 10)
 
+    def help_text(self) -> Figure:
+        """`reporter --help`: what a person waits for before anything else."""
+
+        def once() -> float:
+            start = time.perf_counter()
+            subprocess.run([str(REPORTER), "--help"], check=True, capture_output=True)
+            return time.perf_counter() - start
+
+        once()  # bytecode compiled
+        seconds = median_of(3, once)
+        return Figure(8, "reporter --help", fmt_s(seconds), "<= 0.5 s", seconds <= 0.5)
+
     def many(self, server: SandboxServer, count: int) -> list[Figure]:
         """Peak memory must not grow with the number of reports: ``count`` against 10."""
         runs = {}
@@ -338,12 +350,12 @@ def user_rows(data: SandboxData, period: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 8), metavar="N")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 9), metavar="N")
     parser.add_argument("--reports", type=int, default=1000, help="how many reports for (6)")
     parser.add_argument("--users", type=int, default=5000, help="team size for (4)")
     parser.add_argument("--intensity", type=float, default=40.0, help="how busy the team of (4) is")
     args = parser.parse_args(argv)
-    wanted = set(args.only or range(1, 8))
+    wanted = set(args.only or range(1, 9))
     today = dt.date.today()
     period = last_complete_month(today).key
     figures: list[Figure] = []
@@ -362,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 figures.extend(bench.chromium(small))
             if 6 in wanted:
                 figures.extend(bench.many(small, args.reports))
+            if 8 in wanted:
+                figures.append(bench.help_text())
             if 7 in wanted:
                 figures.append(bench.watch(small, today))
         if 4 in wanted:
