@@ -76,6 +76,21 @@ def _tool_colour(tools: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def _stacked_by_tool(tools: Sequence[str], labels: ChartLabels) -> dict[str, Any]:
+    """The encodings of credits stacked by tool, in the tables' order and colours."""
+    return {
+        "y": {
+            "field": "credits",
+            "aggregate": "sum",
+            "type": "quantitative",
+            "title": labels.credits,
+            "axis": {"format": ",.0f"},
+        },
+        "color": _tool_colour(tools),
+        "order": {"field": "tool_rank", "type": "quantitative"},
+    }
+
+
 def _tool_order(tools: Sequence[str]) -> dict[str, Any]:
     """Stacks in the tables' order: a rank per tool, computed by Vega."""
     return {"calculate": f"indexof({json.dumps(list(tools))}, datum.tool)", "as": "tool_rank"}
@@ -165,15 +180,7 @@ def daily_spec(
                 "title": labels.day,
                 "axis": {"format": axis_format, "labelAngle": 0, "labelOverlap": True},
             },
-            "y": {
-                "field": "credits",
-                "aggregate": "sum",
-                "type": "quantitative",
-                "title": labels.credits,
-                "axis": {"format": ",.0f"},
-            },
-            "color": _tool_colour(tools),
-            "order": {"field": "tool_rank", "type": "quantitative"},
+            **_stacked_by_tool(tools, labels),
         },
         "transform": [_tool_order(tools)],
     }
@@ -204,15 +211,7 @@ def history_spec(
         "mark": {"type": "bar", "width": {"band": 0.7}},
         "encoding": {
             "x": {**x, "title": None, "axis": {"labelAngle": 0}},
-            "y": {
-                "field": "credits",
-                "aggregate": "sum",
-                "type": "quantitative",
-                "title": labels.credits,
-                "axis": {"format": ",.0f"},
-            },
-            "color": _tool_colour(tools),
-            "order": {"field": "tool_rank", "type": "quantitative"},
+            **_stacked_by_tool(tools, labels),
             "opacity": {"condition": {"test": lighter, "value": 0.4}, "value": 1.0},
         },
         "transform": [_tool_order(tools)],

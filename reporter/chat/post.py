@@ -29,6 +29,7 @@ import tenacity
 from reporter import __version__
 from reporter.errors import DeliveryError, UsageError, one_line
 from reporter.magnific import RetryPolicy, parse_retry_after
+from reporter.magnific.client import Retryable, WaitRetryAfter
 from reporter.redact import REDACTED
 
 log = logging.getLogger(__name__)
@@ -49,36 +50,8 @@ class ChatPostError(DeliveryError):
         self.recipient = recipient
 
 
-class _Again(Exception):
-    """An attempt that did not reach the platform, or that it asked us to repeat."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 class _Unanswered(Exception):
     """The request went out and no answer came back: it may have been posted."""
-
-
-@dataclass
-class _Wait(tenacity.wait.wait_base):
-    """The platform's Retry-After when it gave one, else exponential backoff with jitter."""
-
-    policy: RetryPolicy
-    _backoff: tenacity.wait.wait_base = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._backoff = tenacity.wait_random_exponential(
-            multiplier=self.policy.initial_wait, max=self.policy.max_wait
-        )
-
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if isinstance(exc, _Again) and exc.retry_after is not None:
-            return min(exc.retry_after, self.policy.max_wait)
-        return float(self._backoff(retry_state))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,22 +160,22 @@ class ChatSender:
         try:
             response = self._http.request(method, url, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _Again(f"cannot connect ({type(exc).__name__})") from None
+            raise Retryable(f"cannot connect ({type(exc).__name__})") from None
         except (httpx.WriteError, httpx.WriteTimeout) as exc:
             # The body did not get out whole: the platform cannot have posted it.
-            raise _Again(f"the connection failed while sending ({type(exc).__name__})") from None
+            raise Retryable(f"the connection failed while sending ({type(exc).__name__})") from None
         except (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError) as exc:
             log.warning(
                 "%s: no answer after the message was sent (%s)", recipient, type(exc).__name__
             )
             raise _Unanswered() from None
         except httpx.TransportError as exc:
-            raise _Again(type(exc).__name__) from None
+            raise Retryable(type(exc).__name__) from None
         status = response.status_code
         if 200 <= status < 300:
             return response
         if status in _RETRYABLE:
-            raise _Again(
+            raise Retryable(
                 f"HTTP {status}", retry_after=parse_retry_after(response.headers.get("retry-after"))
             )
         if 300 <= status < 400:
@@ -221,8 +194,8 @@ class ChatSender:
     ) -> httpx.Response:
         started = time.monotonic()
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Again),
-            wait=_Wait(self._retry),
+            retry=tenacity.retry_if_exception_type(Retryable),
+            wait=WaitRetryAfter(self._retry),
             stop=tenacity.stop_after_attempt(self._retry.attempts)
             | tenacity.stop_before_delay(self._retry.total_timeout),
             sleep=self._sleep,
@@ -240,7 +213,7 @@ class ChatSender:
                 with step:
                     attempts += 1
                     return attempt()
-        except _Again as exc:
+        except Retryable as exc:
             raise ChatPostError(
                 f"{_describe(recipient)} did not take the message: {exc.reason} (gave up after"
                 f" {attempts} attempt{'s' if attempts != 1 else ''}"

@@ -31,7 +31,7 @@ from reporter.jobs.build import (
 )
 from reporter.jobs.chat import UNCONFIRMED_DETAIL as CHAT_UNCONFIRMED
 from reporter.jobs.chat import ChatFile, deliver_chat
-from reporter.jobs.deliver import UNCONFIRMED_DETAIL, Sent, deliver, send_preview
+from reporter.jobs.deliver import UNCONFIRMED_DETAIL, Sent, deliver, record_written, send_preview
 from reporter.jobs.messages import per_owner_mails
 from reporter.jobs.pipeline import build_all, fail
 from reporter.jobs.plan import Plan, plan_run, plural, taken_detail
@@ -105,15 +105,7 @@ def run(
         for name in mail.reports:
             outcomes[name].files.append(mail.path)
         if ledger is not None:
-            ledger.mark(
-                mail.reports,
-                period,
-                mail.recipients,
-                "rendered",
-                message_id=mail.message_id,
-                artifact=str(mail.path),
-                message=mail.kinds,
-            )
+            record_written(ledger, mail, period)
 
     one_per_owner = config.email.one_mail_per_owner
     with tempfile.TemporaryDirectory(prefix="reporter-pieces-") as pieces:

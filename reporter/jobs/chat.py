@@ -24,8 +24,8 @@ from reporter.chat.teams import teams_payload
 from reporter.config import Config
 from reporter.files import write_atomic
 from reporter.jobs.build import BuiltReport, RunOptions
-from reporter.jobs.deliver import RESENDABLE, Sent
-from reporter.ledger import Delivery, Ledger, recipient_key
+from reporter.jobs.deliver import Sent, stored_row
+from reporter.ledger import Delivery, Ledger
 from reporter.render import translations
 
 log = logging.getLogger(__name__)
@@ -120,10 +120,10 @@ def stored_chat_files(
     files = []
     for report, channels in chat.items():
         for channel in channels:
-            row = by_key.get((report, recipient_key(channel)))
-            if row is None or row.status not in RESENDABLE or not row.artifact:
+            stored = stored_row(by_key, report, channel)
+            if stored is None:
                 continue
-            path = Path(row.artifact)
+            path = Path(stored[1])
             try:
                 if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
                     continue

@@ -95,6 +95,30 @@ def send_preview(mail: MailFile, sender: SmtpSender) -> Sent:
     return Sent(delivered=list(result.accepted), failed=dict(result.refused))
 
 
+def stored_row(
+    by_key: Mapping[tuple[str, str], Delivery], report: str, recipient: str
+) -> tuple[Delivery, str] | None:
+    """The row of what a previous run wrote for ``recipient`` and did not get delivered,
+    and the file it names to send again."""
+    row = by_key.get((report, recipient_key(recipient)))
+    if row is None or row.status not in RESENDABLE or not row.artifact:
+        return None
+    return row, row.artifact
+
+
+def record_written(ledger: Ledger, mail: MailFile, period: str) -> None:
+    """A message on disk is recorded at once: a crash after this resends that very file."""
+    ledger.mark(
+        mail.reports,
+        period,
+        mail.recipients,
+        "rendered",
+        message_id=mail.message_id,
+        artifact=str(mail.path),
+        message=mail.kinds,
+    )
+
+
 def stored_mails(pending: Mapping[str, list[str]], rows: Sequence[Delivery]) -> list[MailFile]:
     """Messages a previous run wrote but did not get confirmed, to send again as they are.
 
@@ -108,16 +132,14 @@ def stored_mails(pending: Mapping[str, list[str]], rows: Sequence[Delivery]) -> 
     ids: dict[str, str] = {}
     for report, pending_owners in pending.items():
         for owner in pending_owners:
-            row = by_key.get((report, recipient_key(owner)))
-            if row is None or row.status not in RESENDABLE or not row.artifact:
+            stored = stored_row(by_key, report, owner)
+            if stored is None or not Path(stored[1]).is_file():
                 continue
-            path = Path(row.artifact)
-            if not path.is_file():
-                continue
-            reports.setdefault(row.artifact, set()).add(report)
-            if owner not in owners.setdefault(row.artifact, []):
-                owners[row.artifact].append(owner)
-            ids[row.artifact] = row.message_id or str(read_message(path)["Message-ID"])
+            row, artifact = stored
+            reports.setdefault(artifact, set()).add(report)
+            if owner not in owners.setdefault(artifact, []):
+                owners[artifact].append(owner)
+            ids[artifact] = row.message_id or str(read_message(Path(artifact))["Message-ID"])
     return [
         MailFile(sorted(reports[path]), owners[path], Path(path), ids[path]) for path in reports
     ]

@@ -18,7 +18,7 @@ from reporter.config import Config, ReportConfig
 from reporter.files import write_atomic
 from reporter.jobs.build import MailFile, Progress, RunOptions
 from reporter.jobs.chat import ChatFile, platform_file, stored_chat_files
-from reporter.jobs.deliver import stored_mails
+from reporter.jobs.deliver import record_written, stored_mails
 from reporter.ledger import REPORT, Ledger, recipient_key
 from reporter.summary import Outcome
 
@@ -138,16 +138,9 @@ def _keep_from_rebuild(plan: Plan, options: RunOptions, ledger: Ledger) -> None:
         except OSError:
             mails.append(mail)  # left where it is: sent as the file now says
             continue
-        ledger.mark(
-            mail.reports,
-            options.period.key,
-            mail.recipients,
-            "rendered",
-            message_id=mail.message_id,
-            artifact=str(aside),
-            message=mail.kinds,
-        )
-        mails.append(dataclasses.replace(mail, path=aside))
+        moved = dataclasses.replace(mail, path=aside)
+        record_written(ledger, moved, options.period.key)
+        mails.append(moved)
     plan.stored = mails
     kept = []
     for file in plan.stored_chat:

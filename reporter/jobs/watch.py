@@ -33,7 +33,7 @@ from reporter.errors import ApiAuthError
 from reporter.files import write_atomic
 from reporter.jobs.build import MailFile, Progress, quiet_progress
 from reporter.jobs.chat import deliver_chat, write_chat_files
-from reporter.jobs.deliver import Sent, deliver
+from reporter.jobs.deliver import Sent, deliver, record_written
 from reporter.jobs.pipeline import as_reporter_error, fail
 from reporter.jobs.plan import plural
 from reporter.ledger import Ledger
@@ -235,15 +235,7 @@ class _Alerting:
         if ledger is None or sender is None:
             return
         key = self.month.period.key
-        ledger.mark(
-            [self.report.name],
-            key,
-            mail.recipients,
-            "rendered",
-            message_id=mail.message_id,
-            artifact=str(mail.path),
-            message=mail.kinds,
-        )
+        record_written(ledger, mail, key)
         self.sent.add(deliver(mail, sender, ledger, key))
 
     def settle(self, dry_run: bool, progress: Progress) -> None:

@@ -68,8 +68,9 @@ class _DatesRefused(ApiRequestError):
     """The API refused the request's dates (a 400 or 422 naming a date field)."""
 
 
-class _Retryable(Exception):
-    """An attempt that failed in a way worth trying again."""
+class Retryable(Exception):
+    """An attempt (to the API, or to a chat platform) that failed in a way worth trying
+    again; ``retry_after`` is what the server's Retry-After asked for."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -78,7 +79,7 @@ class _Retryable(Exception):
 
 
 @dataclass
-class _WaitRetryAfter(tenacity.wait.wait_base):
+class WaitRetryAfter(tenacity.wait.wait_base):
     """Exponential backoff with full jitter, unless the server said how long to wait."""
 
     policy: RetryPolicy
@@ -92,7 +93,7 @@ class _WaitRetryAfter(tenacity.wait.wait_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+        if isinstance(exc, Retryable) and exc.retry_after is not None:
             return min(exc.retry_after, self.policy.max_wait)
         return float(self._backoff(retry_state))
 
@@ -341,8 +342,8 @@ class MagnificClient:
         left = max(0.0, deadline - started)
         body = query.body(dates=form, pad_end=pad_end)
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_Retryable),
-            wait=_WaitRetryAfter(self._retry),
+            retry=tenacity.retry_if_exception_type(Retryable),
+            wait=WaitRetryAfter(self._retry),
             stop=(
                 tenacity.stop_after_attempt(self._retry.attempts) | tenacity.stop_before_delay(left)
             ),
@@ -356,7 +357,7 @@ class MagnificClient:
                 with attempt:
                     attempts += 1
                     content = self._attempt(query, body, deadline)
-        except _Retryable as exc:
+        except Retryable as exc:
             elapsed = time.monotonic() - started
             raise ApiUnavailableError(
                 f"the Magnific API did not answer successfully: {exc.reason}"
@@ -400,7 +401,7 @@ class MagnificClient:
                 ' "datetime" or "date"; check the period asked for',
             )
         if status in _RETRYABLE_STATUS:
-            raise _Retryable(
+            raise Retryable(
                 f"HTTP {status}{': ' + message if message else ''}",
                 retry_after=parse_retry_after(headers.get("retry-after")),
             )
@@ -462,9 +463,9 @@ class MagnificClient:
         except httpx.TimeoutException as exc:
             if time.monotonic() >= deadline:
                 raise self._past_deadline(f"timed out ({type(exc).__name__})") from None
-            raise _Retryable(f"timed out ({type(exc).__name__})") from None
+            raise Retryable(f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise _Retryable(f"cannot reach {self._url()}: {_reason(exc)}") from None
+            raise Retryable(f"cannot reach {self._url()}: {_reason(exc)}") from None
 
     def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
         """The whole body, refused as soon as it is known to pass the size cap or the
@@ -508,7 +509,7 @@ class MagnificClient:
         log.warning(
             "attempt %d failed (%s); retrying in %.1fs",
             state.attempt_number,
-            exc.reason if isinstance(exc, _Retryable) else exc,
+            exc.reason if isinstance(exc, Retryable) else exc,
             wait,
         )
 
