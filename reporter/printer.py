@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import functools
 from collections.abc import Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,39 @@ def start_printers(workers: int, templates_dir: Path) -> concurrent.futures.Proc
         setup_args=(templates_dir,),
         max_tasks_per_child=PRINTS_PER_PROCESS,
     )
+
+
+PRINTER_DIED = "the printer process died while printing it (killed, or out of memory)"
+
+
+class Printers:
+    """Printer processes that outlive one of them dying.
+
+    A printer that is killed (out of memory, by hand) breaks its whole pool, and with it
+    every job in flight. New printers are then started and each of those jobs gets one
+    more try, so one lost printer costs no report; a job that loses its printer twice
+    fails alone, with a line that says so."""
+
+    def __init__(self, workers: int, templates_dir: Path) -> None:
+        self._workers = workers
+        self._templates_dir = templates_dir
+        self._pool = start_printers(workers, templates_dir)
+        self._tries: dict[Path, int] = {}
+
+    def submit(self, job: PrintJob) -> concurrent.futures.Future[Printed]:
+        self._tries[job.path] = self._tries.get(job.path, 0) + 1
+        try:
+            return self._pool.submit(print_safely, job)
+        except BrokenProcessPool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = start_printers(self._workers, self._templates_dir)
+            return self._pool.submit(print_safely, job)
+
+    def retry(self, job: PrintJob) -> concurrent.futures.Future[Printed] | None:
+        """The job again, after its printer died; None once it has had its second try."""
+        if self._tries.get(job.path, 0) >= 2:
+            return None
+        return self.submit(job)
+
+    def shutdown(self, *, wait: bool) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)

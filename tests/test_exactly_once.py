@@ -279,6 +279,31 @@ def test_render_workers_die_with_a_killed_parent(tmp_path: Path, api: SandboxSer
     assert not any(_running(w) for w in workers)
 
 
+def test_a_printer_killed_mid_run_costs_no_report(tmp_path: Path, api: SandboxServer) -> None:
+    """A printer that dies (out of memory, killed) breaks its whole process pool; the run
+    starts new printers and gives each job in flight one more try."""
+    config = write_config(tmp_path / "reports.toml", FOUR_REPORTS)
+    process = subprocess.Popen(
+        run_args(config, tmp_path, "--dry-run"),
+        env=env_for(api.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    printer = None
+    while time.monotonic() < deadline and printer is None:
+        found = [c for c in _children(process.pid) if b"spawn_main" in _cmdline(c)]
+        printer = found[0] if found else None
+        time.sleep(0.02)
+    assert printer is not None, "the run never started its printer"
+    os.kill(printer, signal.SIGKILL)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, (out, err)
+    pdfs = sorted(p.name for p in (tmp_path / "out" / PERIOD).glob("*.pdf"))
+    assert pdfs == [f"team-{i}.pdf" for i in range(4)]
+    assert b"BrokenProcessPool" not in out + err
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()

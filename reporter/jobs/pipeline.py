@@ -19,6 +19,7 @@ import logging
 import pickle
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from reporter.jobs.build import (
 from reporter.jobs.chat import report_chat_files
 from reporter.jobs.messages import compose, email_piece, mail_path
 from reporter.magnific import MagnificClient
-from reporter.printer import Printed, print_safely, start_printers
+from reporter.printer import PRINTER_DIED, Printed, Printers, PrintJob
 from reporter.summary import Outcome
 from reporter.usage import ReportTables
 
@@ -95,7 +96,7 @@ def build_all(
     if not reports:
         return written
     workers = max(1, min(options.jobs, len(reports)))
-    printers = start_printers(workers, options.templates_dir)
+    printers = Printers(workers, options.templates_dir)
     print_slots = 2 * workers  # one printing, one queued, per printer
     fetch_slots = max(1, min(max_in_flight, len(reports)))
     fetchers = concurrent.futures.ThreadPoolExecutor(
@@ -104,13 +105,13 @@ def build_all(
     waiting = deque(reports)
     fetching: dict[concurrent.futures.Future[ReportTables], ReportConfig] = {}
     fetched: deque[tuple[ReportConfig, ReportTables]] = deque()
-    printing: dict[concurrent.futures.Future[Printed], BuiltReport] = {}
+    printing: dict[concurrent.futures.Future[Printed], tuple[BuiltReport, PrintJob]] = {}
     auth_error: ApiAuthError | None = None
 
     def submit_print(report: ReportConfig, tables: ReportTables) -> None:
         try:
             built, job = prepare_report(report, tables, config, options)
-            future = printers.submit(print_safely, job)
+            future = printers.submit(job)
         except Exception as exc:  # a chart or template failed, or the printers are gone
             fail(outcomes[report.name], as_reporter_error(exc, report), progress)
             return
@@ -120,7 +121,7 @@ def build_all(
             future.cancel()
             fail(outcomes[report.name], as_reporter_error(exc, report), progress)
             return
-        printing[future] = built
+        printing[future] = (built, job)
 
     def printed(built: BuiltReport, result: Printed) -> None:
         report = built.report
@@ -152,10 +153,16 @@ def build_all(
             done, _ = concurrent.futures.wait(busy, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
                 if future in printing:
-                    built = printing.pop(future)
+                    built, job = printing.pop(future)
                     try:
                         result = future.result()
-                    except Exception as exc:  # a printer died (out of memory, killed)
+                    except BrokenProcessPool:  # a printer died (out of memory, killed)
+                        again = printers.retry(job)
+                        if again is not None:
+                            printing[again] = (built, job)
+                            continue
+                        result = PRINTER_DIED, "run again; if it happens again, give it more memory"
+                    except Exception as exc:
                         result = as_reporter_error(exc, built.report).message, "run again"
                     printed(built, result)
                     continue
@@ -178,7 +185,7 @@ def build_all(
         # Interrupted: neither wait for fetch threads stuck on a hanging API nor for
         # printers mid-print; the caller exits, and the printers die with it.
         fetchers.shutdown(wait=finished, cancel_futures=True)
-        printers.shutdown(wait=finished, cancel_futures=True)
+        printers.shutdown(wait=finished)
     if auth_error is not None:
         raise auth_error
     order = {r.name: i for i, r in enumerate(reports)}
