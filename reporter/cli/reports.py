@@ -175,24 +175,18 @@ def run_command(
         progress_for([r.name for r in selected], quiet=quiet, verbose=verbose) as progress,
         chat or nullcontext(),
     ):
-        if recheck:
-            from reporter.jobs.recheck import recheck as recheck_run
-
-            with Ledger(state_path, redact=redactor()) as state:
-                outcomes = recheck_run(
-                    config,
-                    selected,
-                    options,
-                    client=client,
-                    sender=sender,
-                    ledger=state,
-                    progress=RedactedProgress(progress, redactor()),
-                    chat=chat,
-                )
-        else:
-            outcomes = run_reports(
-                config, selected, options, client, sender, state_path, progress, max_in_flight, chat
-            )
+        outcomes = run_reports(
+            config,
+            selected,
+            options,
+            client,
+            sender,
+            state_path,
+            progress,
+            max_in_flight,
+            chat,
+            recheck=recheck,
+        )
     finish(outcomes, the_period, shard)
 
 
@@ -291,11 +285,29 @@ def run_reports(
     progress: Progress,
     max_in_flight: int,
     chat: ChatSender | None = None,
+    *,
+    recheck: bool = False,
 ) -> list[Outcome]:
-    ledger = (
-        None if options.dry_run or options.preview_to else Ledger(state_path, redact=redactor())
-    )
+    """The reports (or, with ``recheck``, their corrections) through the ledger, which a
+    dry run or a preview does not open; a recheck always reads it."""
+    use_ledger = recheck or not (options.dry_run or options.preview_to)
+    ledger = Ledger(state_path, redact=redactor()) if use_ledger else None
+    redacted = RedactedProgress(progress, redactor())
     try:
+        if recheck:
+            from reporter.jobs.recheck import recheck as recheck_run
+
+            assert ledger is not None
+            return recheck_run(
+                config,
+                selected,
+                options,
+                client=client,
+                sender=sender,
+                ledger=ledger,
+                progress=redacted,
+                chat=chat,
+            )
         return run(
             config,
             selected,
@@ -303,7 +315,7 @@ def run_reports(
             client=client,
             sender=sender,
             ledger=ledger,
-            progress=RedactedProgress(progress, redactor()),
+            progress=redacted,
             max_in_flight=max_in_flight,
             chat=chat,
         )

@@ -208,10 +208,12 @@ def prepare_report(
     return built, job
 
 
-def write_csv(built: BuiltReport) -> None:
+def write_csv(built: BuiltReport, job: PrintJob) -> None:
     """``<name>.csv``: the usage rows behind the report. Written while a printer prints
-    the PDF (a big team's million rows take about a second)."""
-    write_atomic(built.csv_path, _csv_bytes(built.tables))
+    the PDF (a big team's million rows take about a second); the very bytes the PDF
+    embeds, when it embeds them (PDF/A-3b), rather than written out a second time."""
+    content = job.attachments[0][1] if job.attachments else _csv_bytes(built.tables)
+    write_atomic(built.csv_path, content)
 
 
 def _csv_bytes(tables: ReportTables) -> bytes:
@@ -230,7 +232,7 @@ def render_report(
     ``<name>.pdf`` and ``<name>.csv``."""
     built, job = prepare_report(report, tables, config, options, correction=correction)
     print_job(job)
-    write_csv(built)
+    write_csv(built, job)
     return built
 
 

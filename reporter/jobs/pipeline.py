@@ -116,7 +116,7 @@ def build_all(
             fail(outcomes[report.name], as_reporter_error(exc, report), progress)
             return
         try:
-            write_csv(built)  # while the printer prints
+            write_csv(built, job)  # while the printer prints
         except Exception as exc:
             future.cancel()
             fail(outcomes[report.name], as_reporter_error(exc, report), progress)
