@@ -33,6 +33,8 @@ PACKAGE_DATA = [
     "reporter/templates/email.html.j2",
     "reporter/templates/email.txt.j2",
     "reporter/templates/logo.svg",
+    "reporter/templates/fonts/LiberationSans-Regular.ttf",
+    "reporter/templates/fonts/LiberationSans-Bold.ttf",
     "reporter/templates/locale/es/LC_MESSAGES/messages.po",
 ]
 

@@ -107,6 +107,20 @@ def test_history_chart_and_tables_cover_six_periods(tmp_path: Path, api: Sandbox
         assert quarter in text
 
 
+def test_charts_are_drawn_in_the_typeface_they_were_measured_in(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    """vl-convert lays out each label with its bundled Liberation Sans; the PDF must draw
+    the charts' text in that font (shipped in templates/fonts), not fall back to another
+    whose wider glyphs would overrun the measured layout. The page's own text is DejaVu."""
+    folder = run(tmp_path, api, "2026-10")
+    fonts = subprocess.run(
+        ["pdffonts", str(folder / "team.pdf")], capture_output=True, text=True, check=True
+    ).stdout
+    embedded = {line.split()[0].split("+")[-1] for line in fonts.splitlines()[2:]}
+    assert {"Liberation-Sans", "Liberation-Sans-Bold", "DejaVu-Sans"} <= embedded
+
+
 def test_spanish_report_end_to_end(tmp_path: Path, api: SandboxServer) -> None:
     folder = run(tmp_path, api, "2026-10", reports=TEAM + 'locale = "es"\n')
     total = credits_between(api, dt.date(2026, 10, 1), dt.date(2026, 10, 31))
