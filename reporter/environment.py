@@ -1,7 +1,9 @@
 """Settings that come from the environment: the API key, API URL and SMTP.
 
 Secrets never live in the config file. They are held as ``SecretStr`` so that
-a repr, a log line or an exception message can never show them.
+a repr, a log line or an exception message can never show them. httpx parses
+the API URL (as the client will), imported only once a URL is to be read, so an
+unset variable is reported without loading the HTTP stack.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-import httpx
 from pydantic import SecretStr
 
 from reporter.errors import UsageError
@@ -48,6 +49,8 @@ def api_settings(environ: Mapping[str, str]) -> ApiSettings:
             " (in GitHub Actions, a repository secret); `reporter demo` needs no key",
         )
     base_url = environ.get("MAGNIFIC_API_BASE_URL", "").strip() or DEFAULT_API_BASE_URL
+    import httpx
+
     try:
         url = httpx.URL(base_url)
     except httpx.InvalidURL as exc:
@@ -63,6 +66,8 @@ def api_settings(environ: Mapping[str, str]) -> ApiSettings:
 def sends_key_in_clear(base_url: str) -> bool:
     """Whether the key header would cross a network unencrypted: plain http:// to a host
     other than this machine (127.0.0.0/8, ::1, localhost), where the sandbox is fine."""
+    import httpx
+
     url = httpx.URL(base_url)
     if url.scheme != "http":
         return False

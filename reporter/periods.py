@@ -3,6 +3,8 @@
 Calendar arithmetic is pandas' ``Period`` (already a dependency), so months,
 ISO weeks, quarters and years all get the same, well-tested rules; this module
 only parses the user's spelling and says which API granularity fits each kind.
+Parsing (and refusing) a spelling needs no pandas, and does not import it: the
+command line checks ``--period`` before anything heavy is loaded.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal
 
 from reporter.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class PeriodKind(StrEnum):
@@ -85,6 +88,8 @@ class Period:
         return cls(kind, period.start_time.date(), period.end_time.date())
 
     def to_pandas(self) -> pd.Period:
+        import pandas as pd
+
         return pd.Period(self.start, freq=_FREQ[self.kind])
 
     @property
@@ -191,13 +196,29 @@ def _build(kind: PeriodKind, groups: tuple[str | Any, ...], text: str) -> Period
             f"unknown period {text!r}: {exc}",
             hint="months run 01-12 and ISO weeks 01-52 (53 in some years)",
         ) from exc
-    return Period.from_pandas(pd.Period(start, freq=_FREQ[kind]), kind)
+    return _starting(kind, start)
+
+
+def _starting(kind: PeriodKind, start: dt.date) -> Period:
+    """The period of ``kind`` that begins on ``start`` (a Monday, or a month's first day).
+
+    The same ends pandas gives (a test holds them to it), without importing pandas."""
+    try:
+        if kind is PeriodKind.WEEK:
+            return Period(kind, start, start + dt.timedelta(days=6))
+        months = {PeriodKind.MONTH: 1, PeriodKind.QUARTER: 3, PeriodKind.YEAR: 12}[kind]
+        after = start.month - 1 + months
+        next_start = dt.date(start.year + after // 12, after % 12 + 1, 1)
+    except (OverflowError, ValueError):
+        # Ends past 9999-12-31: no today reaches it, so it is refused as not started yet.
+        return Period(kind, start, dt.date.max)
+    return Period(kind, start, next_start - dt.timedelta(days=1))
 
 
 def last_complete_month(today: dt.date) -> Period:
     """The default period: the calendar month before the one ``today`` is in."""
-    this_month = pd.Period(today, freq="M")
-    return Period.from_pandas(this_month - 1, PeriodKind.MONTH)
+    last_day = today.replace(day=1) - dt.timedelta(days=1)
+    return _starting(PeriodKind.MONTH, last_day.replace(day=1))
 
 
 def last_complete_day(period: Period, today: dt.date) -> dt.date:

@@ -8,6 +8,11 @@ SIGINT and SIGTERM.
 This module holds the group and what every command shares (errors, redaction,
 logging, the summary); the commands live in ``reports`` (run, watch) and
 ``tools`` (check, demo, sandbox, history).
+
+Help, ``--version``, ``history`` and refused input must answer at once, so these
+modules import only what defining the commands needs; pandas, httpx, the renderer,
+rich and the config schema are imported by the code that uses them, once the input
+has been checked (tests/test_cli_imports.py holds them to it).
 """
 
 from __future__ import annotations
@@ -22,23 +27,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import httpx
 
 from reporter import __version__
-from reporter.config import ApiOptions, Config, ReportConfig
-from reporter.environment import ApiSettings, api_settings, sends_key_in_clear, smtp_settings
 from reporter.errors import ReporterError, UsageError
-from reporter.jobs import Progress
 from reporter.lifetime import Interrupted, exit_now
-from reporter.magnific import RetryPolicy
 from reporter.periods import Period, last_complete_month, parse_period
 from reporter.redact import Redactor
-from reporter.render import default_templates_dir
 from reporter.shards import Shard, parse_shard
 from reporter.summary import Outcome, markdown_summary, text_summary
 
 if TYPE_CHECKING:
     from reporter.chat.post import ChatSender
+    from reporter.config import ApiOptions, Config, ReportConfig
+    from reporter.environment import ApiSettings
+    from reporter.jobs import Progress
+    from reporter.magnific import RetryPolicy
 
 log = logging.getLogger("reporter")
 
@@ -182,14 +185,17 @@ def sharded_reports(
 def sending_edges(out_dir: Path, *, dry_run: bool, quiet: bool) -> tuple[ApiSettings, Any]:
     """The API settings and the mail sender (None for a dry run), read from the environment
     once the output directory is known to be writable: all before any request."""
+    from reporter.environment import api_settings, smtp_settings
+
     api = api_settings(os.environ)
     warn_if_key_in_clear(api.base_url, quiet)
     check_out_dir(out_dir)
     if dry_run:
         return api, None
+    smtp = smtp_settings(os.environ)
     from reporter.mail import SmtpSender
 
-    return api, SmtpSender(smtp_settings(os.environ))
+    return api, SmtpSender(smtp)
 
 
 def now_utc() -> dt.datetime:
@@ -226,15 +232,23 @@ def preview_address(text: str) -> str:
         ) from None
 
 
-def templates_from_option(path: Path | None) -> Path:
+def templates_from_option(path: Path | None) -> Path | None:
+    """The ``--templates`` directory, checked; None for the package's own, which
+    ``package_templates`` finds once a run is sure to build (it loads the renderer)."""
     if path is None:
-        return default_templates_dir()
+        return None
     if not (path / "report.html.j2").is_file():
         raise UsageError(
             f"--templates {path} has no report.html.j2",
             hint="copy the package's templates/ directory and point --templates at the copy",
         )
     return path
+
+
+def package_templates() -> Path:
+    from reporter.render import default_templates_dir
+
+    return default_templates_dir()
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -256,7 +270,11 @@ def check_out_dir(out_dir: Path) -> None:
 
 
 def warn_if_key_in_clear(base_url: str, quiet: bool) -> None:
+    from reporter.environment import sends_key_in_clear
+
     if sends_key_in_clear(base_url) and not quiet:
+        import httpx
+
         host = httpx.URL(base_url).host
         click.echo(
             f"Warning: MAGNIFIC_API_BASE_URL is plain http:// to {host}:"
@@ -283,6 +301,8 @@ def finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = No
 
 def retry_policy(options: ApiOptions) -> RetryPolicy:
     """The config's [api] table as the client's retry policy."""
+    from reporter.magnific import RetryPolicy
+
     return RetryPolicy(
         attempts=options.max_attempts,
         initial_wait=options.initial_wait_seconds,

@@ -6,12 +6,10 @@ import datetime as dt
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from reporter.chat.message import run_url
-from reporter.chat.post import ChatSender
 from reporter.cli.app import (
     RedactedProgress,
     chat_edge,
@@ -20,6 +18,7 @@ from reporter.cli.app import (
     finish,
     now_utc,
     out_option,
+    package_templates,
     preview_address,
     redactor,
     report_option,
@@ -32,15 +31,16 @@ from reporter.cli.app import (
     state_option,
     templates_from_option,
 )
-from reporter.config import Config, ReportConfig, load_config
 from reporter.errors import UsageError
-from reporter.jobs import Progress, RunOptions, run
 from reporter.ledger import Ledger
 from reporter.lifetime import stop_on_signals
-from reporter.magnific import ENDPOINT, MagnificClient
-from reporter.progress import progress_for
-from reporter.render import default_templates_dir
 from reporter.summary import Outcome
+
+if TYPE_CHECKING:
+    from reporter.chat.post import ChatSender
+    from reporter.config import Config, ReportConfig
+    from reporter.jobs import Progress, RunOptions
+    from reporter.magnific import MagnificClient
 
 
 @cli.command("run")
@@ -126,6 +126,8 @@ def run_command(
         reporter run --config config/example.toml --to me@company.com
         reporter run --config config/example.toml --period 2026-10 --recheck
     """
+    from reporter.config import load_config
+
     setup_logging(verbose, quiet)
     now = now_utc()
     config = load_config(config_path)
@@ -155,10 +157,16 @@ def run_command(
         return
     api, sender = sending_edges(out_dir, dry_run=dry_run, quiet=quiet)
     chat = chat_edge(config, selected, dry_run=dry_run, preview=preview_to is not None)
+    # Every input is checked: from here on the run needs the whole machinery.
+    from reporter.chat.message import run_url
+    from reporter.jobs import RunOptions
+    from reporter.magnific import ENDPOINT, MagnificClient
+    from reporter.progress import progress_for
+
     options = RunOptions(
         period=the_period,
         out_dir=out_dir,
-        templates_dir=templates,
+        templates_dir=templates or package_templates(),
         now=now,
         dry_run=dry_run,
         force=force,
@@ -226,7 +234,7 @@ def watch_command(
     Example:
         reporter watch --config config/example.toml --date 2026-11-12 --dry-run
     """
-    from reporter.jobs.watch import WatchOptions, watch
+    from reporter.config import load_config
 
     setup_logging(verbose, quiet)
     now = now_utc()
@@ -240,10 +248,16 @@ def watch_command(
         ) from None
     api, sender = sending_edges(out_dir, dry_run=dry_run, quiet=quiet)
     chat = chat_edge(config, selected, dry_run=dry_run, preview=False)
+    # Every input is checked: from here on the watch needs the whole machinery.
+    from reporter.chat.message import run_url
+    from reporter.jobs.watch import WatchOptions, watch
+    from reporter.magnific import MagnificClient
+    from reporter.progress import progress_for
+
     options = WatchOptions(
         date=day,
         out_dir=out_dir,
-        templates_dir=default_templates_dir(),
+        templates_dir=package_templates(),
         now=now,
         dry_run=dry_run,
         run_url=run_url(os.environ),
@@ -290,6 +304,8 @@ def run_reports(
 ) -> list[Outcome]:
     """The reports (or, with ``recheck``, their corrections) through the ledger, which a
     dry run or a preview does not open; a recheck always reads it."""
+    from reporter.jobs import run
+
     use_ledger = recheck or not (options.dry_run or options.preview_to)
     ledger = Ledger(state_path, redact=redactor()) if use_ledger else None
     redacted = RedactedProgress(progress, redactor())

@@ -18,6 +18,7 @@ from reporter.cli.app import (
     finish,
     now_utc,
     out_option,
+    package_templates,
     redactor,
     report_option,
     resolve_period,
@@ -26,13 +27,8 @@ from reporter.cli.app import (
     setup_logging,
     state_option,
 )
-from reporter.config import load_config
 from reporter.errors import UsageError
-from reporter.jobs import RunOptions, run
 from reporter.ledger import Ledger
-from reporter.magnific import ENDPOINT, MagnificClient, RetryPolicy
-from reporter.progress import progress_for
-from reporter.render import default_templates_dir
 
 
 @cli.command("demo")
@@ -53,6 +49,10 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
     Example:
         reporter demo --out out/demo
     """
+    from reporter.config import load_config
+    from reporter.jobs import RunOptions, run
+    from reporter.magnific import ENDPOINT, MagnificClient, RetryPolicy
+    from reporter.progress import progress_for
     from reporter.sandbox import SandboxData, SandboxServer
 
     setup_logging(False, quiet)
@@ -65,7 +65,7 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
         options = RunOptions(
             period=the_period,
             out_dir=out_dir,
-            templates_dir=default_templates_dir(),
+            templates_dir=package_templates(),
             now=now,
             dry_run=True,
             api_url=f"{server.url}{ENDPOINT} (built-in stand-in)",
@@ -156,6 +156,7 @@ def sandbox_command(
         MAGNIFIC_API_BASE_URL=http://127.0.0.1:8080 MAGNIFIC_API_KEY=any \\
           reporter run --config config/example.toml --dry-run
     """
+    from reporter.magnific import ENDPOINT
     from reporter.sandbox import SandboxData, SandboxServer, parse_fault, synthetic_team
 
     server = SandboxServer(
@@ -251,11 +252,13 @@ def check_command(
     Example:
         reporter check --config config/example.toml
     """
-    from reporter.check import exit_status, run_checks, summary_line
+    from reporter.config import load_config
 
     setup_logging(verbose, False)
     config = load_config(config_path)
     selected = select_reports(config, report_names, str(config_path))
+    from reporter.check import exit_status, run_checks, summary_line
+
     findings = run_checks(
         selected,
         config.api,
