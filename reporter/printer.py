@@ -41,7 +41,7 @@ def html_to_pdf(
     """Print HTML to PDF; only files under ``templates_dir`` and data: URLs may be loaded."""
     import weasyprint  # Imported here: it takes ~0.3 s and not every command needs it.
 
-    fonts, images = _shared(weasyprint)
+    fonts, file_images = _shared(weasyprint)
     fetcher = _local_fetcher(weasyprint, templates_dir)
     document = weasyprint.HTML(
         string=html,
@@ -58,6 +58,9 @@ def html_to_pdf(
         )
         for name, content, description in attachments
     ]
+    # This report's images: the templates' files as parsed before, and its own charts,
+    # which no other report shows and which are dropped with it.
+    images = dict(file_images)
     try:
         pdf: bytes = document.write_pdf(
             pdf_variant=variant,
@@ -70,13 +73,20 @@ def html_to_pdf(
         )
     except Exception as exc:  # WeasyPrint raises many kinds; the report alone fails
         raise RenderError(f"could not print the PDF: {type(exc).__name__}: {exc}") from exc
+    file_images.update((url, image) for url, image in images.items() if _is_file(url))
     return pdf
+
+
+def _is_file(url: object) -> bool:
+    return isinstance(url, str) and url.startswith("file:")
 
 
 @functools.cache
 def _shared(weasyprint: Any) -> tuple[Any, dict[str, Any]]:
-    """One font configuration and one image cache for every report a process prints:
-    fontconfig is set up once, and the logo is read and parsed once."""
+    """One font configuration and one cache of the templates' images (the logo) for
+    every report a process prints: fontconfig is set up once, and the logo is read and
+    parsed once. Charts are not kept: each report has its own, and keeping them held
+    about 7.6 MiB a report (380 MiB in a printer's 50 reports)."""
     from weasyprint.text.fonts import FontConfiguration
 
     return FontConfiguration(), {}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from reporter.printer import html_to_pdf
+from reporter.render import default_templates_dir
 
 SCRIPT = """
 import concurrent.futures, multiprocessing, os, sys
@@ -56,3 +60,28 @@ def test_workers_start_without_running_the_main_script_again(
 
 def _pythonpath() -> dict[str, str]:
     return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
+# --- printing one report after another ------------------------------------------
+
+CHART = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="40" height="20">'
+    '<rect width="40" height="20"/></svg>'
+)
+
+
+def test_a_reports_charts_are_not_kept_for_the_next_reports() -> None:
+    """Each report's charts are its own: a printer that kept them held every chart of its
+    50 reports (about 7.6 MiB a report); the templates' logo is still parsed only once."""
+    import weasyprint
+
+    from reporter.printer import _shared
+
+    templates = default_templates_dir()
+    chart = "data:image/svg+xml;base64," + base64.b64encode(CHART.encode()).decode()
+    html = f'<img src="logo.svg" alt="logo"><img src="{chart}" alt="chart"><p>one report</p>'
+    pdf = html_to_pdf(html, templates_dir=templates)
+    assert pdf.startswith(b"%PDF-")
+    cached = list(_shared(weasyprint)[1])
+    assert (templates / "logo.svg").resolve().as_uri() in cached
+    assert [url for url in cached if str(url).startswith("data:")] == []
