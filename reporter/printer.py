@@ -39,7 +39,8 @@ def html_to_pdf(
     attachments: Sequence[tuple[str, bytes, str]] = (),
     identifier: str | None = None,
 ) -> bytes:
-    """Print HTML to PDF; only files under ``templates_dir`` and data: URLs may be loaded."""
+    """Print HTML to PDF, styled by ``templates_dir``'s report.css; only files under
+    ``templates_dir`` and data: URLs may be loaded."""
     with _collected_once():  # once the print's objects are all garbage, on return
         return _print(html, templates_dir, variant, attachments, identifier)
 
