@@ -250,7 +250,9 @@ class Bench:
         html, templates = self._report_html(server)
         page = self.work / "print" / "report.html"
         shutil.copytree(templates, page.parent, dirs_exist_ok=True)
-        page.write_text(html, encoding="utf-8")
+        # The printer applies report.css itself; Chromium is given it by a <link>.
+        linked = html.replace("</head>", '<link rel="stylesheet" href="report.css"></head>', 1)
+        page.write_text(linked, encoding="utf-8")
 
         html_to_pdf(html, templates_dir=templates)  # warm: fonts, styles, imports
 
