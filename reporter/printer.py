@@ -219,10 +219,10 @@ def print_safely(job: PrintJob) -> Printed:
         return (f"internal error: {type(exc).__name__}: {exc}", "report it")
 
 
-# The report's stylesheet, so that its @font-face fonts (the charts' typeface) are loaded
-# into the shared font configuration before the first report, and text in both families.
+# Text in both of the report's families: html_to_pdf applies report.css (and so loads its
+# @font-face fonts, the charts' typeface) before the first report does.
 WARM_UP = (
-    "<!DOCTYPE html><html lang=en><title>-</title><link rel=stylesheet href=report.css>"
+    "<!DOCTYPE html><html lang=en><title>-</title>"
     "<p>0 <b>0</b> <span style='font-family: Liberation Sans'>0 <b>0</b></span>"
 )
 
