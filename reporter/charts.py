@@ -111,6 +111,7 @@ STYLE: dict[str, Any] = {
         "titleColor": "#374151",
         "titleFontSize": 10,
     },
+    "axisBand": {"ticks": False},
     "background": "white",
     "font": FONT,
     "legend": {
