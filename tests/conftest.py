@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import email
 import email.policy
+import http.server
 import json
 import socket
 import subprocess
@@ -164,6 +165,42 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+# The columns `reporter history` prints, split on whitespace ("updated (UTC)" is two).
+HISTORY_HEADER = ["period", "report", "message", "recipient", "status", "updated", "(UTC)", "note"]
+
+
+@dataclass
+class WebServer:
+    """A plain web server on loopback that records every path asked of it: a renderer
+    that must load nothing from the network is pointed at it and ``hits`` stays empty."""
+
+    url: str
+    hits: list[str]
+
+
+@pytest.fixture
+def web() -> Iterator[WebServer]:
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield WebServer(f"http://127.0.0.1:{server.server_address[1]}", hits)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass

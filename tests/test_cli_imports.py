@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from reporter.ledger import Ledger
-from tests.conftest import API_KEY, write_config
+from tests.conftest import API_KEY, HISTORY_HEADER, write_config
 
 HEAVY = ("altair", "httpx", "jinja2", "numpy", "pandas", "rich", "vl_convert", "weasyprint")
 
@@ -99,16 +99,7 @@ def test_history_prints_the_ledger_without_loading_anything_heavy(tmp_path: Path
         ledger.mark(["marketing"], "2026-10", ["manager@company.com"], "sent")
     code, output, heavy = run_entry_point(tmp_path, "history", "--state", str(state))
     assert (code, heavy) == (0, [])
-    assert output.splitlines()[0].split() == [
-        "period",
-        "report",
-        "message",
-        "recipient",
-        "status",
-        "updated",
-        "(UTC)",
-        "note",
-    ]
+    assert output.splitlines()[0].split() == HISTORY_HEADER
     assert output.splitlines()[1].split()[:5] == [
         "2026-10",
         "marketing",

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from reporter.cli import cli
 from reporter.sandbox import SandboxServer
-from tests.conftest import API_KEY, SmtpServer, free_port, pdf_text, write_config
+from tests.conftest import API_KEY, HISTORY_HEADER, SmtpServer, free_port, pdf_text, write_config
 
 PERIOD = "2026-10"
 
@@ -260,15 +260,6 @@ def test_history_prints_the_ledger(tmp_path: Path, api: SandboxServer, smtp: Smt
     )
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split() == [
-        "period",
-        "report",
-        "message",
-        "recipient",
-        "status",
-        "updated",
-        "(UTC)",
-        "note",
-    ]
+    assert lines[0].split() == HISTORY_HEADER
     assert len(lines) == 5
     assert all(" report " in line and " sent " in line for line in lines[1:])

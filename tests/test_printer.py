@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import base64
 import gc
-import http.server
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import pytest
 from reporter.errors import RenderError
 from reporter.printer import html_to_pdf
 from reporter.render import default_templates_dir
-from tests.conftest import free_port, pdf_text
+from tests.conftest import WebServer, pdf_text
 
 SCRIPT = """
 import concurrent.futures, multiprocessing, os, sys
@@ -145,40 +143,21 @@ def test_the_templates_stylesheet_styles_the_page_and_an_edit_to_it_is_seen(
 
 
 def test_the_templates_stylesheet_loads_nothing_from_the_network_or_outside(
-    tmp_path: Path,
+    tmp_path: Path, web: WebServer
 ) -> None:
     """A copied report.css that imports a remote stylesheet or points at a file outside
     the templates directory loads neither; the report still prints."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    port = free_port()
-    server = http.server.HTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     secret = tmp_path / "secret.css"
     secret.write_text("p { text-transform: uppercase; }", encoding="utf-8")
     templates = tmp_path / "templates"
     shutil.copytree(default_templates_dir(), templates)
     css = templates / "report.css"
     css.write_text(
-        f'@import url("http://127.0.0.1:{port}/x.css");\n@import url("{secret.as_uri()}");\n'
-        f"body {{ background: url(http://127.0.0.1:{port}/bg.png); }}\n"
-        + css.read_text(encoding="utf-8"),
+        f'@import url("{web.url}/x.css");\n@import url("{secret.as_uri()}");\n'
+        f"body {{ background: url({web.url}/bg.png); }}\n" + css.read_text(encoding="utf-8"),
         encoding="utf-8",
     )
     out = tmp_path / "report.pdf"
-    try:
-        out.write_bytes(html_to_pdf("<p>quiet report</p>", templates_dir=templates))
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert hits == []
+    out.write_bytes(html_to_pdf("<p>quiet report</p>", templates_dir=templates))
+    assert web.hits == []
     assert "quiet report" in pdf_text(out)  # the secret stylesheet would upper-case it

@@ -20,8 +20,7 @@ from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import (
     API_KEY,
     TODAY,
-    SmtpServer,
-    free_port,
+    WebServer,
     pdf_rows,
     pdf_text,
     raw_usage,
@@ -261,37 +260,15 @@ def test_footer_names_generation_time_and_page_numbers(tmp_path: Path, api: Sand
     assert "Filters: none (the whole team)" in text
 
 
-def test_renderer_fetches_no_url(tmp_path: Path, smtp: SmtpServer) -> None:
+def test_renderer_fetches_no_url(tmp_path: Path, web: WebServer) -> None:
     """A template pointing at the network (or outside its folder) gets nothing fetched."""
-    import http.server
-    import threading
-
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    port = free_port()
-    server = http.server.HTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"not for reports")
     html = (
-        f'<img src="http://127.0.0.1:{port}/track.png" alt="x">'
-        f'<link rel="stylesheet" href="http://127.0.0.1:{port}/x.css">'
+        f'<img src="{web.url}/track.png" alt="x">'
+        f'<link rel="stylesheet" href="{web.url}/x.css">'
         f'<img src="{secret.as_uri()}" alt="y"><p>hello</p>'
     )
-    try:
-        pdf = html_to_pdf(html, templates_dir=default_templates_dir())
-    finally:
-        server.shutdown()
-        server.server_close()
+    pdf = html_to_pdf(html, templates_dir=default_templates_dir())
     assert pdf.startswith(b"%PDF-")
-    assert hits == []
+    assert web.hits == []
