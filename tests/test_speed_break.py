@@ -7,9 +7,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from reporter.cli import cli
 from reporter.render import default_templates_dir
 from reporter.sandbox import SandboxServer
-from tests.test_report import run
+from tests.conftest import API_KEY, write_config
+from tests.test_report import TEAM, run
 
 
 def _embedded_fonts(pdf: Path) -> set[str]:
@@ -44,3 +48,28 @@ def test_a_templates_copy_made_before_the_charts_font_shipped_still_draws_it(
 
     folder = run(tmp_path, api, "2026-10", "--templates", str(templates))
     assert {"Liberation-Sans", "Liberation-Sans-Bold"} <= _embedded_fonts(folder / "team.pdf")
+
+
+def test_a_templates_copy_without_report_css_is_refused_before_any_request(
+    tmp_path: Path, api: SandboxServer
+) -> None:
+    """The printer applies the templates' report.css itself; without one it printed an
+    unstyled report (serif, a page longer) and said nothing. Now it is a usage error."""
+    templates = tmp_path / "templates"
+    shutil.copytree(default_templates_dir(), templates)
+    (templates / "report.css").unlink()
+    config = write_config(tmp_path / "c.toml", TEAM)
+    args = ["run", "--config", str(config), "--period", "2026-10", "--dry-run"]
+    args += ["--out", str(tmp_path / "out"), "--templates", str(templates)]
+    result = CliRunner().invoke(
+        cli,
+        args,
+        env={"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url},
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: --templates {templates} has no report.css",
+        "Hint: copy the package's templates/ directory and point --templates at the copy",
+    ]
+    assert api.requests == []
+    assert not (tmp_path / "out").exists()
