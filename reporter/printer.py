@@ -76,7 +76,8 @@ def _print(
     # which no other report shows and which are dropped with it.
     images = dict(file_images)
     try:
-        stylesheet = _stylesheet(weasyprint, templates_dir / STYLESHEET, fonts)
+        stylesheets = [_chart_fonts(weasyprint, fonts)]
+        stylesheets.append(_stylesheet(weasyprint, templates_dir / STYLESHEET, fonts))
         pdf: bytes = document.write_pdf(
             pdf_variant=variant,
             attachments=files or None,
@@ -85,7 +86,7 @@ def _print(
             custom_metadata=True,
             font_config=fonts,
             cache=images,
-            stylesheets=[stylesheet] if stylesheet is not None else None,
+            stylesheets=[sheet for sheet in stylesheets if sheet is not None] or None,
         )
     except Exception as exc:  # WeasyPrint raises many kinds; the report alone fails
         raise RenderError(f"could not print the PDF: {type(exc).__name__}: {exc}") from exc
@@ -150,6 +151,34 @@ def _parsed_stylesheet(weasyprint: Any, path: Path, mtime_ns: int, size: int, fo
     return weasyprint.CSS(
         filename=str(path),
         url_fetcher=_local_fetcher(weasyprint, path.parent),
+        font_config=fonts,
+    )
+
+
+# The charts' typeface (reporter/charts.py FONT), shipped with the package's templates.
+CHART_FONTS = (("LiberationSans-Regular.ttf", "normal"), ("LiberationSans-Bold.ttf", "bold"))
+
+
+@functools.cache
+def _chart_fonts(weasyprint: Any, fonts: Any) -> Any:
+    """The charts' typeface, from the package's own templates whatever ``--templates``
+    says: vl-convert measured every chart label in it, and a copy of the templates made
+    before it shipped (or without fonts/) drew the labels in a wider fallback that ran the
+    legend's names into the next swatch. None if the package's fonts are missing."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "templates" / "fonts", package.parent / "templates" / "fonts"):
+        if all((folder / name).is_file() for name, _ in CHART_FONTS):
+            break
+    else:
+        return None
+    rules = "".join(
+        f'@font-face {{ font-family: "Liberation Sans"; src: url({name}); font-weight: {weight}; }}'
+        for name, weight in CHART_FONTS
+    )
+    return weasyprint.CSS(
+        string=rules,
+        base_url=folder.as_uri() + "/",
+        url_fetcher=_local_fetcher(weasyprint, folder),
         font_config=fonts,
     )
 
@@ -220,8 +249,8 @@ def print_safely(job: PrintJob) -> Printed:
         return (f"internal error: {type(exc).__name__}: {exc}", "report it")
 
 
-# Text in both of the report's families: html_to_pdf applies report.css (and so loads its
-# @font-face fonts, the charts' typeface) before the first report does.
+# Text in both of the report's families: html_to_pdf applies report.css and loads the charts'
+# typeface before the first report does.
 WARM_UP = (
     "<!DOCTYPE html><html lang=en><title>-</title>"
     "<p>0 <b>0</b> <span style='font-family: Liberation Sans'>0 <b>0</b></span>"

@@ -237,11 +237,13 @@ def templates_from_option(path: Path | None) -> Path | None:
     ``package_templates`` finds once a run is sure to build (it loads the renderer)."""
     if path is None:
         return None
-    if not (path / "report.html.j2").is_file():
-        raise UsageError(
-            f"--templates {path} has no report.html.j2",
-            hint="copy the package's templates/ directory and point --templates at the copy",
-        )
+    # The page and the stylesheet the printer applies to it (the page does not link it).
+    for name in ("report.html.j2", "report.css"):
+        if not (path / name).is_file():
+            raise UsageError(
+                f"--templates {path} has no {name}",
+                hint="copy the package's templates/ directory and point --templates at the copy",
+            )
     return path
 
 
