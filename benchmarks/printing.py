@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from reporter import printer
+from reporter.files import default_templates_dir
 from reporter.periods import last_complete_month
-from reporter.render import default_templates_dir
 from reporter.sandbox import SandboxData, SandboxServer
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reporter.config import load_config
+from reporter.files import default_templates_dir
 from reporter.jobs import RunOptions, compose_report, fetch_tables
 from reporter.magnific import MagnificClient
 from reporter.periods import last_complete_month, parse_period
 from reporter.printer import html_to_pdf
-from reporter.render import default_templates_dir
 from reporter.sandbox import API_KEYS, GROUPS, PROJECTS, SandboxData, SandboxServer, synthetic_team
 
 REPORTER = Path(sys.executable).parent / "reporter"

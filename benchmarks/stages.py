@@ -23,10 +23,10 @@ from pydantic import SecretStr
 from reporter import charts
 from reporter.config import load_config
 from reporter.environment import ApiSettings
+from reporter.files import default_templates_dir
 from reporter.jobs import RunOptions, build, fetch_tables, pipeline
 from reporter.magnific import MagnificClient
 from reporter.periods import last_complete_month
-from reporter.render import default_templates_dir
 from reporter.sandbox import SandboxData, SandboxServer
 
 sys.path.insert(0, str(Path(__file__).parent))

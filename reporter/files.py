@@ -1,10 +1,14 @@
-"""Files a run writes: atomically, so a killed run never leaves half of one."""
+"""Files: where the package's templates are, and writing what a run makes atomically,
+so a killed run never leaves half of one. Imports nothing heavy: printers and the CLI
+use it before (or without) the renderer."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+from reporter.errors import RenderError
 
 
 def write_atomic(path: Path, content: bytes) -> Path:
@@ -16,3 +20,16 @@ def write_atomic(path: Path, content: bytes) -> Path:
         os.fsync(tmp.fileno())
     os.replace(tmp.name, path)
     return path
+
+
+def default_templates_dir() -> Path:
+    """The templates shipped with the package: ``reporter/templates`` when installed,
+    the checkout's top-level ``templates/`` when run from source or installed editable."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if (candidate / "report.html.j2").is_file():
+            return candidate
+    raise RenderError(
+        f"the report templates are missing (looked in {package / 'templates'})",
+        hint="reinstall reporter, or pass --templates DIR",
+    )

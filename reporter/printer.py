@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 from reporter.errors import RenderError, ReporterError
-from reporter.files import write_atomic
+from reporter.files import default_templates_dir, write_atomic
 from reporter.lifetime import worker_pool
 
 # Printing leaves a little memory behind in the native libraries (measured: about 0.05 MiB
@@ -165,11 +165,11 @@ def _chart_fonts(weasyprint: Any, fonts: Any) -> Any:
     says: vl-convert measured every chart label in it, and a copy of the templates made
     before it shipped (or without fonts/) drew the labels in a wider fallback that ran the
     legend's names into the next swatch. None if the package's fonts are missing."""
-    package = Path(__file__).resolve().parent
-    for folder in (package / "templates" / "fonts", package.parent / "templates" / "fonts"):
-        if all((folder / name).is_file() for name, _ in CHART_FONTS):
-            break
-    else:
+    try:
+        folder = default_templates_dir() / "fonts"
+    except RenderError:
+        return None
+    if not all((folder / name).is_file() for name, _ in CHART_FONTS):
         return None
     rules = "".join(
         f'@font-face {{ font-family: "Liberation Sans"; src: url({name}); font-weight: {weight}; }}'

@@ -31,19 +31,6 @@ log = logging.getLogger(__name__)
 MINUS = "\u2212"
 
 
-def default_templates_dir() -> Path:
-    """The templates shipped with the package: ``reporter/templates`` when installed,
-    the checkout's top-level ``templates/`` when run from source or installed editable."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "templates", package.parent / "templates"):
-        if (candidate / "report.html.j2").is_file():
-            return candidate
-    raise RenderError(
-        f"the report templates are missing (looked in {package / 'templates'})",
-        hint="reinstall reporter, or pass --templates DIR",
-    )
-
-
 # --- locale ------------------------------------------------------------------
 
 

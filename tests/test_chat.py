@@ -633,7 +633,8 @@ def test_a_long_message_keeps_within_slacks_limits() -> None:
 
 
 def test_the_summary_is_localised_like_the_email() -> None:
-    from reporter.render import default_templates_dir, translations
+    from reporter.files import default_templates_dir
+    from reporter.render import translations
     from reporter.usage import Budget
 
     class Totals:

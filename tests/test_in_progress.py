@@ -24,10 +24,10 @@ from pydantic import SecretStr
 from reporter.charts import ChartLabels, history_spec, render_svg
 from reporter.config import load_config
 from reporter.environment import ApiSettings
+from reporter.files import default_templates_dir
 from reporter.jobs import RunOptions, run
 from reporter.magnific import MagnificClient
 from reporter.periods import Period, matching_span, parse_period
-from reporter.render import default_templates_dir
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import API_KEY, pdf_rows, pdf_text, raw_usage, write_config
 

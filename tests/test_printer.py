@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from reporter.errors import RenderError
+from reporter.files import default_templates_dir
 from reporter.printer import html_to_pdf
-from reporter.render import default_templates_dir
 from tests.conftest import WebServer, pdf_text
 
 SCRIPT = """

@@ -13,9 +13,10 @@ from babel.messages.extract import extract_from_dir
 from click.testing import CliRunner
 
 from reporter.cli import cli
+from reporter.files import default_templates_dir
 from reporter.periods import parse_period
 from reporter.printer import html_to_pdf
-from reporter.render import default_templates_dir, translations
+from reporter.render import translations
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import (
     API_KEY,

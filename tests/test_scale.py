@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from reporter.cli import cli
+from reporter.files import default_templates_dir
 from reporter.progress import BarProgress, PlainProgress
-from reporter.render import default_templates_dir
 from reporter.sandbox import PROJECTS, SandboxServer
 from reporter.shards import Shard
 from reporter.summary import Outcome, markdown_summary

@@ -10,7 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from reporter.cli import cli
-from reporter.render import default_templates_dir
+from reporter.files import default_templates_dir
 from reporter.sandbox import SandboxServer
 from tests.conftest import API_KEY, write_config
 from tests.test_report import TEAM, run

@@ -18,10 +18,11 @@ from pydantic import SecretStr
 from reporter.cli import cli
 from reporter.config import parse_config
 from reporter.environment import ApiSettings
+from reporter.files import default_templates_dir
 from reporter.jobs import RunOptions, fetch_tables
 from reporter.magnific import MagnificClient
 from reporter.periods import parse_period
-from reporter.render import default_templates_dir, render_template, translations
+from reporter.render import render_template, translations
 from reporter.report import Figure, Source, build_context
 from reporter.sandbox import SandboxServer
 from reporter.usage import ReportTables, budget_status

@@ -248,7 +248,7 @@ def templates_from_option(path: Path | None) -> Path | None:
 
 
 def package_templates() -> Path:
-    from reporter.render import default_templates_dir
+    from reporter.files import default_templates_dir
 
     return default_templates_dir()
 
