@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from reporter.errors import RenderError
+from reporter.errors import UsageError
 
 
 def write_atomic(path: Path, content: bytes) -> Path:
@@ -29,7 +29,7 @@ def default_templates_dir() -> Path:
     for candidate in (package / "templates", package.parent / "templates"):
         if (candidate / "report.html.j2").is_file():
             return candidate
-    raise RenderError(
+    raise UsageError(  # a broken install: nothing can be built, exit 2
         f"the report templates are missing (looked in {package / 'templates'})",
         hint="reinstall reporter, or pass --templates DIR",
     )

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from reporter.errors import RenderError, ReporterError
+from reporter.errors import RenderError, ReporterError, UsageError
 from reporter.files import default_templates_dir, write_atomic
 from reporter.lifetime import worker_pool
 
@@ -167,7 +167,7 @@ def _chart_fonts(weasyprint: Any, fonts: Any) -> Any:
     legend's names into the next swatch. None if the package's fonts are missing."""
     try:
         folder = default_templates_dir() / "fonts"
-    except RenderError:
+    except UsageError:
         return None
     if not all((folder / name).is_file() for name, _ in CHART_FONTS):
         return None

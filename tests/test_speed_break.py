@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -72,4 +74,26 @@ def test_a_templates_copy_without_report_css_is_refused_before_any_request(
         "Hint: copy the package's templates/ directory and point --templates at the copy",
     ]
     assert api.requests == []
-    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob("out/**/*.pdf"))
+
+
+def test_an_install_without_its_templates_is_an_environment_error(tmp_path: Path) -> None:
+    """The package's own templates missing (a broken install) is exit 2 with a hint, before
+    anything is built: like a missing key, not like one report failing."""
+    package = tmp_path / "site" / "reporter"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "reporter", package)
+    result = subprocess.run(
+        [sys.executable, "-c", "from reporter.cli import main; main()", "demo", "--out", "out"],
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(package.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("Error: the report templates are missing")
+    assert lines[1] == "Hint: reinstall reporter, or pass --templates DIR"
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("out/**/*.pdf"))
