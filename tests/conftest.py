@@ -8,6 +8,7 @@ import email
 import email.policy
 import http.server
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -31,6 +32,13 @@ SMTP_PASSWORD = "smtp-pass-0c4e1a7b"
 DATA = Path(__file__).parent / "data"
 
 _ENV_PREFIXES = ("MAGNIFIC_", "SMTP_", "GITHUB_")
+
+
+# Tests send Ctrl-C (SIGINT) to the processes they start. A suite started in the background
+# by a non-interactive shell has SIGINT ignored, and children inherit an ignored signal (a
+# handled one is reset on exec), so a test's Ctrl-C would never reach them: handle it here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
