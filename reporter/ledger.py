@@ -230,11 +230,33 @@ class Ledger:
             ) from None
         try:
             self._db = db
-            self._with_lock_wait(lambda: self._prepare(db))
+            with self._preparing():
+                self._with_lock_wait(lambda: self._prepare(db))
         except BaseException:
             db.close()
             raise
         return db
+
+    @contextmanager
+    def _preparing(self) -> Iterator[None]:
+        """One process at a time checks, converts and creates the ledger: two runs that
+        start at the same instant on a new file otherwise saw it half-made (its tables
+        but not yet its id, "an SQLite file of another program"), or got SQLite's busy
+        answer at once, past its busy wait. An flock the kernel drops if we die."""
+        try:
+            self._runs_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._runs_dir / ".prepare.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise LedgerError(
+                self.path,
+                f"cannot register this run in {self._runs_dir}: {exc.strerror}",
+                "pass --state with a path in a writable directory",
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for milliseconds by whoever has it
+            yield
+        finally:
+            os.close(fd)
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         try:
