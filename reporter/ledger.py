@@ -247,11 +247,7 @@ class Ledger:
             self._runs_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._runs_dir / ".prepare.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise LedgerError(
-                self.path,
-                f"cannot register this run in {self._runs_dir}: {exc.strerror}",
-                "pass --state with a path in a writable directory",
-            ) from None
+            raise self._unregistered(exc) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # held for milliseconds by whoever has it
             yield
@@ -424,12 +420,15 @@ class Ledger:
             try:
                 self._lock = RunLock(self._runs_dir, uuid.uuid4().hex[:16])
             except OSError as exc:
-                raise LedgerError(
-                    self.path,
-                    f"cannot register this run in {self._runs_dir}: {exc.strerror}",
-                    "pass --state with a path in a writable directory",
-                ) from None
+                raise self._unregistered(exc) from None
         return self._lock.run_id
+
+    def _unregistered(self, exc: OSError) -> LedgerError:
+        return LedgerError(
+            self.path,
+            f"cannot register this run in {self._runs_dir}: {exc.strerror}",
+            "pass --state with a path in a writable directory",
+        )
 
     def end_run(self) -> None:
         """Give back this run's claims; what it left mid-send is settled like a dead run's."""
