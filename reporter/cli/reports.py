@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -310,21 +312,14 @@ def run_reports(
     ledger = Ledger(state_path, redact=redactor()) if use_ledger else None
     redacted = RedactedProgress(progress, redactor())
     try:
+        job: Callable[..., list[Outcome]]
         if recheck:
-            from reporter.jobs.recheck import recheck as recheck_run
+            from reporter.jobs.recheck import recheck as job
 
             assert ledger is not None
-            return recheck_run(
-                config,
-                selected,
-                options,
-                client=client,
-                sender=sender,
-                ledger=ledger,
-                progress=redacted,
-                chat=chat,
-            )
-        return run(
+        else:
+            job = functools.partial(run, max_in_flight=max_in_flight)
+        return job(
             config,
             selected,
             options,
@@ -332,7 +327,6 @@ def run_reports(
             sender=sender,
             ledger=ledger,
             progress=redacted,
-            max_in_flight=max_in_flight,
             chat=chat,
         )
     finally:

@@ -48,15 +48,7 @@ def read_message(path: Path) -> EmailMessage:
 def deliver(mail: MailFile, sender: SmtpSender, ledger: Ledger, period: str) -> Sent:
     """Send one message with the ledger's marks before, at the commit point, and after."""
     kind = mail.kinds
-    ledger.mark(
-        mail.reports,
-        period,
-        mail.recipients,
-        "sending",
-        message_id=mail.message_id,
-        artifact=str(mail.path),
-        message=kind,
-    )
+    _mark_file(ledger, mail, period, "sending")
     try:
         result = sender.send(
             read_message(mail.path),
@@ -108,11 +100,16 @@ def stored_row(
 
 def record_written(ledger: Ledger, mail: MailFile, period: str) -> None:
     """A message on disk is recorded at once: a crash after this resends that very file."""
+    _mark_file(ledger, mail, period, "rendered")
+
+
+def _mark_file(ledger: Ledger, mail: MailFile, period: str, status: str) -> None:
+    """Mark every row of ``mail`` with its file and Message-ID, so a later run can resend it."""
     ledger.mark(
         mail.reports,
         period,
         mail.recipients,
-        "rendered",
+        status,
         message_id=mail.message_id,
         artifact=str(mail.path),
         message=mail.kinds,
