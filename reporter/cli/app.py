@@ -30,6 +30,7 @@ import click
 
 from reporter import __version__
 from reporter.errors import ReporterError, UsageError
+from reporter.files import default_templates_dir
 from reporter.lifetime import Interrupted, exit_now
 from reporter.periods import Period, last_complete_month, parse_period
 from reporter.redact import Redactor
@@ -232,11 +233,10 @@ def preview_address(text: str) -> str:
         ) from None
 
 
-def templates_from_option(path: Path | None) -> Path | None:
-    """The ``--templates`` directory, checked; None for the package's own, which
-    ``package_templates`` finds once a run is sure to build (it loads the renderer)."""
+def templates_from_option(path: Path | None) -> Path:
+    """The ``--templates`` directory, checked, or the package's own."""
     if path is None:
-        return None
+        return default_templates_dir()
     # The page and the stylesheet the printer applies to it (the page does not link it).
     for name in ("report.html.j2", "report.css"):
         if not (path / name).is_file():
@@ -245,12 +245,6 @@ def templates_from_option(path: Path | None) -> Path | None:
                 hint="copy the package's templates/ directory and point --templates at the copy",
             )
     return path
-
-
-def package_templates() -> Path:
-    from reporter.files import default_templates_dir
-
-    return default_templates_dir()
 
 
 def check_out_dir(out_dir: Path) -> None:

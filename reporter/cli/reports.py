@@ -20,7 +20,6 @@ from reporter.cli.app import (
     finish,
     now_utc,
     out_option,
-    package_templates,
     preview_address,
     redactor,
     report_option,
@@ -34,6 +33,7 @@ from reporter.cli.app import (
     templates_from_option,
 )
 from reporter.errors import UsageError
+from reporter.files import default_templates_dir
 from reporter.ledger import Ledger
 from reporter.lifetime import stop_on_signals
 from reporter.summary import Outcome
@@ -168,7 +168,7 @@ def run_command(
     options = RunOptions(
         period=the_period,
         out_dir=out_dir,
-        templates_dir=templates or package_templates(),
+        templates_dir=templates,
         now=now,
         dry_run=dry_run,
         force=force,
@@ -259,7 +259,7 @@ def watch_command(
     options = WatchOptions(
         date=day,
         out_dir=out_dir,
-        templates_dir=package_templates(),
+        templates_dir=default_templates_dir(),
         now=now,
         dry_run=dry_run,
         run_url=run_url(os.environ),

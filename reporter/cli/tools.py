@@ -18,7 +18,6 @@ from reporter.cli.app import (
     finish,
     now_utc,
     out_option,
-    package_templates,
     redactor,
     report_option,
     resolve_period,
@@ -28,6 +27,7 @@ from reporter.cli.app import (
     state_option,
 )
 from reporter.errors import UsageError
+from reporter.files import default_templates_dir
 from reporter.ledger import Ledger
 
 
@@ -65,7 +65,7 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
         options = RunOptions(
             period=the_period,
             out_dir=out_dir,
-            templates_dir=package_templates(),
+            templates_dir=default_templates_dir(),
             now=now,
             dry_run=True,
             api_url=f"{server.url}{ENDPOINT} (built-in stand-in)",
