@@ -123,9 +123,13 @@ def _shared(weasyprint: Any) -> tuple[Any, dict[str, Any]]:
     """One font configuration and one cache of the templates' images (the logo) for
     every report a process prints: fontconfig is set up once, and the logo is read and
     parsed once. Charts are not kept: each report has its own, and keeping them held
-    about 7.6 MiB a report (3.7 GiB in a printer's 500 reports)."""
+    about 7.6 MiB a report (3.7 GiB in a printer's 500 reports). Chart labels are drawn
+    as whole runs from here on (reporter/svg_text.py)."""
     from weasyprint.text.fonts import FontConfiguration
 
+    from reporter import svg_text
+
+    svg_text.install()
     return FontConfiguration(), {}
 
 
