@@ -284,8 +284,11 @@ def render_svg(spec: dict[str, Any], locale: str) -> str:
 
 
 # A bar mark as vl-convert writes it: a group of self-closing <path/> elements, one a bar.
-_BAR_MARK = re.compile(r'(<g class="mark-rect[^"]*"[^>]*>)((?:<path [^>]*/>)+)(</g>)')
-_PATH = re.compile(r"<path ([^>]*)/>")
+_ATTRIBUTES = r'(?:\s+[\w:-]+="[^"]*")*'
+_BAR_MARK = re.compile(
+    rf'(<g class="mark-rect[^"]*"{_ATTRIBUTES}>)((?:<path{_ATTRIBUTES}\s*/>)+)(</g>)'
+)
+_PATH = re.compile(rf"<path({_ATTRIBUTES})\s*/>")
 _ATTRIBUTE = re.compile(r'([\w:-]+)="([^"]*)"')
 # What describes one bar to a screen reader: it has no meaning for bars drawn as one path
 # (the chart is an image with its own alt text, in the PDF and in the email).

@@ -168,3 +168,21 @@ def test_zero_bars_are_not_drawn_but_a_day_without_usage_keeps_its_place() -> No
         ("2026-10-03", 6.0),
     ]
     assert _axis_labels(render_svg(spec, "en")) == ["01", "02", "03"]
+
+
+def test_bars_of_tools_with_awkward_names_are_merged_and_the_names_kept() -> None:
+    tools = ['Gen "2" <beta> & co', "Ünïcode ﬁlter", "עברית"]
+    daily = pd.DataFrame(
+        {
+            "date": pd.to_datetime(["2026-10-01"] * 3 + ["2026-10-02"] * 3),
+            "tool": tools * 2,
+            "credits": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        }
+    )
+    spec = daily_spec(daily, tools, LABELS)
+    raw = vl_convert.vegalite_to_svg(spec)
+    merged = render_svg(spec, "en")
+    assert _rects(merged) == _rects(raw)
+    assert len([p for g in _bar_marks(merged) for p in g]) == 3
+    legend = [t.text for t in ElementTree.fromstring(merged).iter(f"{SVG}text")]
+    assert set(tools) <= set(legend)
