@@ -311,18 +311,11 @@ def build_tables(
     uses = int(detail["uses"].sum())
     prev_credits = float(previous["credits"].sum())
     prev_uses = int(previous["uses"].sum())
-    history_totals = _totals_by_period(history, history_periods)
     # The history's own figure for this period may lag the detail fetch; the
     # detail is what the report is about, so it wins.
-    history_totals.loc[history_totals["period"] == period.key, ["credits", "uses"]] = [
-        credits,
-        uses,
-    ]
-    span_totals = _totals_by_period(compared, history_periods)
-    span_totals.loc[span_totals["period"] == period.key, ["credits", "uses"]] = [credits, uses]
-    earlier = span_totals[span_totals["period"] != period.key]
-    earlier = earlier[earlier["period"] >= _first_with_data(span_totals)]
-    average = float(earlier["credits"].mean()) if not earlier.empty else 0.0
+    history_totals = _totals_by_period(history, history_periods, credits, uses)
+    span_totals = _totals_by_period(compared, history_periods, credits, uses)
+    average = _earlier_average(span_totals["credits"].to_numpy())
 
     totals = Totals(
         credits=credits,
@@ -391,20 +384,29 @@ def build_tables(
 
 def _within_spans(history: pd.DataFrame, spans: dict[str, tuple[dt.date, dt.date]]) -> pd.DataFrame:
     """The history's rows that fall in their period's span (every bucket, for whole periods)."""
-    starts = pd.to_datetime(history["period"].map({k: s for k, (s, _) in spans.items()}))
-    ends = pd.to_datetime(history["period"].map({k: e for k, (_, e) in spans.items()}))
-    inside = (history["date"] >= starts) & (history["date"] <= ends)
-    return history[inside.fillna(False).astype(bool)]
-
-
-def _totals_by_period(rows: pd.DataFrame, periods: list[str]) -> pd.DataFrame:
-    return (
-        rows.groupby("period")[["credits", "uses"]]
-        .sum()
-        .reindex(periods, fill_value=0)
-        .rename_axis("period")
-        .reset_index()
+    if not spans:
+        return history.iloc[:0]
+    bounds = np.array(
+        [[np.datetime64(start, "ns"), np.datetime64(end, "ns")] for start, end in spans.values()]
     )
+    at = pd.Index(list(spans)).get_indexer(pd.Index(history["period"]))
+    known = at >= 0
+    at = np.where(known, at, 0)
+    dates = history["date"].to_numpy()
+    inside = known & (dates >= bounds[at, 0]) & (dates <= bounds[at, 1])
+    return history if inside.all() else history[inside]
+
+
+def _totals_by_period(
+    rows: pd.DataFrame, periods: list[str], credits: float, uses: int
+) -> pd.DataFrame:
+    """Credits and uses of each of ``periods``; the last (the report's) gets ``credits``
+    and ``uses``."""
+    sums = rows.groupby("period")[["credits", "uses"]].sum().reindex(periods, fill_value=0)
+    period_credits = sums["credits"].to_numpy(dtype="float64", copy=True)
+    period_uses = sums["uses"].to_numpy(dtype="int64", copy=True)
+    period_credits[-1], period_uses[-1] = credits, uses
+    return pd.DataFrame({"period": periods, "credits": period_credits, "uses": period_uses})
 
 
 def _in_progress(
@@ -431,18 +433,25 @@ def _in_progress(
 
 def _period_keys(dates: pd.Series, period: Period) -> pd.Series:
     """The period key ("2026-10", "2026-W43", ...) each date falls in."""
-    kind_period = type(period)
-    periods = dates.dt.to_period(period.freq)
-    unique = {p: kind_period.from_pandas(p, period.kind).key for p in periods.unique()}
-    keys: pd.Series = periods.map(unique).astype(object)
-    return keys
+    # Worked out once per distinct bucket date: a history has a few hundred at most.
+    codes, distinct = pd.factorize(dates)
+    if (codes < 0).any():  # NaT has no period
+        keys: pd.Series = dates.dt.to_period(period.freq).map(
+            lambda p: type(period).from_pandas(p, period.kind).key
+        )
+        return keys.astype(object)
+    periods = pd.DatetimeIndex(distinct).to_period(period.freq)
+    names = np.array([type(period).from_pandas(p, period.kind).key for p in periods], dtype=object)
+    return pd.Series(names[codes], index=dates.index, dtype=object)
 
 
-def _first_with_data(history_totals: pd.DataFrame) -> str:
-    """The first period of the history with usage: a team that started later is not
-    averaged against empty months it did not exist in."""
-    used = history_totals[history_totals["credits"] > 0]
-    return str(used["period"].iloc[0]) if not used.empty else str(history_totals["period"].iloc[-1])
+def _earlier_average(credits: np.ndarray) -> float:
+    """Mean credits of the periods before the last (the report's), from the first with
+    usage on: a team that started later is not averaged against empty months it did not
+    exist in."""
+    used = np.flatnonzero(credits > 0)
+    earlier = credits[used[0] if len(used) else len(credits) - 1 : -1]
+    return float(earlier.sum() / len(earlier)) if len(earlier) else 0.0
 
 
 def _pct_change(current: float, previous: float) -> float | None:
