@@ -331,11 +331,8 @@ def build_tables(
         ),
     )
     tools = _breakdown(detail, previous, "tool", credits)
-    tool_order = list(
-        pd.concat(
-            [tools.rows["key"], pd.Series(sorted(history["tool"].dropna().unique()))]
-        ).drop_duplicates()
-    )
+    tool_order = list(tools.rows["key"])
+    tool_order += [t for t in sorted(history["tool"].dropna().unique()) if t not in tool_order]
     users, others = _top_users(detail, previous, credits, top_users)
     projects = (
         _breakdown(detail, previous, "project", credits)
