@@ -44,34 +44,62 @@ def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFram
     if totals.empty:
         return _empty_tidy()
     totals = totals.assign(date=_naive_dates(totals["date"]))
-    totals = totals.groupby(_KEYS, as_index=False)[["uses", "credits"]].sum()
-    users = users.assign(date=_naive_dates(users["date"])) if not users.empty else users
-    named = users[users["user"].notna()] if not users.empty else users
-    named, excess = _fit_to_totals(named, totals)
-    if named.empty:
-        attributed = totals[_KEYS].assign(uses=0, credits=0.0)
+    totals = totals.groupby(_KEYS)[["uses", "credits"]].sum()
+    named = users
+    if not users.empty:
+        named = users.assign(date=_naive_dates(users["date"]))
+        has_user = named["user"].notna()
+        if not has_user.all():
+            named = named[has_user]
+    named, attributed, excess = _fit_to_totals(named, totals)
+    # Aligned with the totals (sorted by date and tool); a total no user claims is 0 here.
+    total_uses = totals["uses"].to_numpy()
+    total_credits = totals["credits"].to_numpy()
+    if attributed is None:
+        named_uses = np.zeros(len(totals), dtype="int64")
+        named_credits = np.zeros(len(totals))
     else:
-        attributed = named.groupby(_KEYS, as_index=False)[["uses", "credits"]].sum()
-    residual = totals.merge(attributed, on=_KEYS, how="left", suffixes=("", "_named"))
-    residual[["uses_named", "credits_named"]] = residual[["uses_named", "credits_named"]].fillna(0)
+        aligned = attributed.reindex(totals.index, fill_value=0)
+        named_uses = aligned["uses"].to_numpy()
+        named_credits = aligned["credits"].to_numpy()
     # Never negative: the breakdown now fits inside its totals; what is left over after
     # scaling it down is float rounding, not usage.
-    residual["uses"] = (residual["uses"] - residual["uses_named"]).clip(lower=0)
-    credits_left = residual["credits"] - residual["credits_named"]
-    residual["credits"] = credits_left.where(credits_left > _ROUNDING * residual["credits"], 0.0)
-    residual = residual[(residual["uses"] > 0) | (residual["credits"] > 0)]
-    unattributed = residual[[*_KEYS, "uses", "credits"]].assign(
-        user=None, project=None, project_reference=None, group=None
-    )
-    # Unattributed user rows (no email) are folded into the residual above.
-    parts = [p for p in (named, unattributed) if not p.empty]
-    frame = pd.concat(parts, ignore_index=True) if parts else _empty_tidy()
-    frame = frame[list(TIDY_COLUMNS)]
-    frame["uses"] = frame["uses"].astype("int64")
-    frame["credits"] = frame["credits"].astype("float64")
+    uses_left = np.clip(total_uses - named_uses, 0, None).astype("int64")
+    credits_left = total_credits - named_credits
+    credits_left = np.where(credits_left > _ROUNDING * total_credits, credits_left, 0.0)
+    left = (uses_left > 0) | (credits_left > 0)
+    parts = [] if named.empty else [named]
+    if left.any():
+        # Unattributed user rows (no email) are folded into this residual.
+        keys = totals.index[left]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "date": keys.get_level_values("date"),
+                    "tool": keys.get_level_values("tool"),
+                    "user": None,
+                    "project": None,
+                    "project_reference": None,
+                    "group": None,
+                    "uses": uses_left[left],
+                    "credits": credits_left[left],
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0] if parts else None
+    if frame is None:
+        return _with_excess(_empty_tidy(), excess)
+    if list(frame.columns) != list(TIDY_COLUMNS):
+        frame = frame[list(TIDY_COLUMNS)]
+    if frame["uses"].dtype != "int64" or frame["credits"].dtype != "float64":
+        frame = frame.astype({"uses": "int64", "credits": "float64"})
     frame = frame.sort_values(
         ["date", "tool", "credits"], ascending=[True, True, False], ignore_index=True
     )
+    return _with_excess(frame, excess)
+
+
+def _with_excess(frame: pd.DataFrame, excess: float) -> pd.DataFrame:
     frame.attrs[BREAKDOWN_EXCESS] = excess
     return frame
 
@@ -79,9 +107,12 @@ def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFram
 _ROUNDING = 1e-9  # relative: a residual this small is what scaling left, not usage
 
 
-def _fit_to_totals(named: pd.DataFrame, totals: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+def _fit_to_totals(
+    named: pd.DataFrame, totals: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame | None, float]:
     """The user rows, scaled down where a bucket's breakdown claims more than its tool
-    total, and the credits claimed beyond the totals.
+    total; their sums by date and tool (None when there are none); and the credits
+    claimed beyond the totals.
 
     The tool totals are the documented truth and every headline, table and chart adds
     up to them; a breakdown that exceeds them is the API's error. Scaling keeps each
@@ -89,19 +120,22 @@ def _fit_to_totals(named: pd.DataFrame, totals: pd.DataFrame) -> tuple[pd.DataFr
     ranking still holds, and the report states the excess instead of counting it.
     """
     if named.empty:
-        return named, 0.0
-    claimed = named.groupby(_KEYS, as_index=False)[["uses", "credits"]].sum()
-    both = claimed.merge(totals, on=_KEYS, how="left", suffixes=("_named", ""))
-    both[["uses", "credits"]] = both[["uses", "credits"]].fillna(0)
-    over_credits = both["credits_named"] > both["credits"]
-    over_uses = both["uses_named"] > both["uses"]
-    excess = float((both["credits_named"] - both["credits"])[over_credits].sum())
+        return named, None, 0.0
+    claimed = named.groupby(_KEYS)[["uses", "credits"]].sum()
+    against = totals.reindex(claimed.index, fill_value=0)
+    claimed_uses = claimed["uses"].to_numpy()
+    claimed_credits = claimed["credits"].to_numpy()
+    total_uses = against["uses"].to_numpy()
+    total_credits = against["credits"].to_numpy()
+    over_credits = claimed_credits > total_credits
+    over_uses = claimed_uses > total_uses
     if not (over_credits.any() or over_uses.any()):
-        return named, 0.0
-    factors = both[_KEYS].assign(
-        credit_factor=np.where(over_credits, both["credits"] / both["credits_named"], 1.0),
-        use_factor=np.where(over_uses, both["uses"] / both["uses_named"], 1.0),
-        uses_total=both["uses"],
+        return named, claimed, 0.0
+    excess = float((claimed_credits - total_credits)[over_credits].sum())
+    factors = claimed.index.to_frame(index=False).assign(
+        credit_factor=np.where(over_credits, total_credits / claimed_credits, 1.0),
+        use_factor=np.where(over_uses, total_uses / claimed_uses, 1.0),
+        uses_total=total_uses,
         over_uses=over_uses,
     )
     fitted = named.reset_index(drop=True).merge(factors, on=_KEYS, how="left")
@@ -113,7 +147,8 @@ def _fit_to_totals(named: pd.DataFrame, totals: pd.DataFrame) -> tuple[pd.DataFr
     rank = (exact - whole).groupby([fitted[k] for k in _KEYS]).rank(method="first", ascending=False)
     fitted["uses"] = np.where(fitted["over_uses"], whole + (rank <= short), fitted["uses"])
     fitted["uses"] = fitted["uses"].astype("int64")
-    return fitted[named.columns], excess
+    fitted = fitted[named.columns]
+    return fitted, fitted.groupby(_KEYS)[["uses", "credits"]].sum(), excess
 
 
 def _empty_tidy() -> pd.DataFrame:
@@ -276,18 +311,11 @@ def build_tables(
     uses = int(detail["uses"].sum())
     prev_credits = float(previous["credits"].sum())
     prev_uses = int(previous["uses"].sum())
-    history_totals = _totals_by_period(history, history_periods)
     # The history's own figure for this period may lag the detail fetch; the
     # detail is what the report is about, so it wins.
-    history_totals.loc[history_totals["period"] == period.key, ["credits", "uses"]] = [
-        credits,
-        uses,
-    ]
-    span_totals = _totals_by_period(compared, history_periods)
-    span_totals.loc[span_totals["period"] == period.key, ["credits", "uses"]] = [credits, uses]
-    earlier = span_totals[span_totals["period"] != period.key]
-    earlier = earlier[earlier["period"] >= _first_with_data(span_totals)]
-    average = float(earlier["credits"].mean()) if not earlier.empty else 0.0
+    history_totals = _totals_by_period(history, history_periods, credits, uses)
+    span_totals = _totals_by_period(compared, history_periods, credits, uses)
+    average = _earlier_average(span_totals["credits"].to_numpy())
 
     totals = Totals(
         credits=credits,
@@ -303,11 +331,8 @@ def build_tables(
         ),
     )
     tools = _breakdown(detail, previous, "tool", credits)
-    tool_order = list(
-        pd.concat(
-            [tools.rows["key"], pd.Series(sorted(history["tool"].dropna().unique()))]
-        ).drop_duplicates()
-    )
+    tool_order = list(tools.rows["key"])
+    tool_order += [t for t in sorted(history["tool"].dropna().unique()) if t not in tool_order]
     users, others = _top_users(detail, previous, credits, top_users)
     projects = (
         _breakdown(detail, previous, "project", credits)
@@ -356,20 +381,29 @@ def build_tables(
 
 def _within_spans(history: pd.DataFrame, spans: dict[str, tuple[dt.date, dt.date]]) -> pd.DataFrame:
     """The history's rows that fall in their period's span (every bucket, for whole periods)."""
-    starts = pd.to_datetime(history["period"].map({k: s for k, (s, _) in spans.items()}))
-    ends = pd.to_datetime(history["period"].map({k: e for k, (_, e) in spans.items()}))
-    inside = (history["date"] >= starts) & (history["date"] <= ends)
-    return history[inside.fillna(False).astype(bool)]
-
-
-def _totals_by_period(rows: pd.DataFrame, periods: list[str]) -> pd.DataFrame:
-    return (
-        rows.groupby("period")[["credits", "uses"]]
-        .sum()
-        .reindex(periods, fill_value=0)
-        .rename_axis("period")
-        .reset_index()
+    if not spans:
+        return history.iloc[:0]
+    bounds = np.array(
+        [[np.datetime64(start, "ns"), np.datetime64(end, "ns")] for start, end in spans.values()]
     )
+    at = pd.Index(list(spans)).get_indexer(pd.Index(history["period"]))
+    known = at >= 0
+    at = np.where(known, at, 0)
+    dates = history["date"].to_numpy()
+    inside = known & (dates >= bounds[at, 0]) & (dates <= bounds[at, 1])
+    return history if inside.all() else history[inside]
+
+
+def _totals_by_period(
+    rows: pd.DataFrame, periods: list[str], credits: float, uses: int
+) -> pd.DataFrame:
+    """Credits and uses of each of ``periods``; the last (the report's) gets ``credits``
+    and ``uses``."""
+    sums = rows.groupby("period")[["credits", "uses"]].sum().reindex(periods, fill_value=0)
+    period_credits = sums["credits"].to_numpy(dtype="float64", copy=True)
+    period_uses = sums["uses"].to_numpy(dtype="int64", copy=True)
+    period_credits[-1], period_uses[-1] = credits, uses
+    return pd.DataFrame({"period": periods, "credits": period_credits, "uses": period_uses})
 
 
 def _in_progress(
@@ -396,18 +430,25 @@ def _in_progress(
 
 def _period_keys(dates: pd.Series, period: Period) -> pd.Series:
     """The period key ("2026-10", "2026-W43", ...) each date falls in."""
-    kind_period = type(period)
-    periods = dates.dt.to_period(period.freq)
-    unique = {p: kind_period.from_pandas(p, period.kind).key for p in periods.unique()}
-    keys: pd.Series = periods.map(unique).astype(object)
-    return keys
+    # Worked out once per distinct bucket date: a history has a few hundred at most.
+    codes, distinct = pd.factorize(dates)
+    if (codes < 0).any():  # NaT has no period
+        keys: pd.Series = dates.dt.to_period(period.freq).map(
+            lambda p: type(period).from_pandas(p, period.kind).key
+        )
+        return keys.astype(object)
+    periods = pd.DatetimeIndex(distinct).to_period(period.freq)
+    names = np.array([type(period).from_pandas(p, period.kind).key for p in periods], dtype=object)
+    return pd.Series(names[codes], index=dates.index, dtype=object)
 
 
-def _first_with_data(history_totals: pd.DataFrame) -> str:
-    """The first period of the history with usage: a team that started later is not
-    averaged against empty months it did not exist in."""
-    used = history_totals[history_totals["credits"] > 0]
-    return str(used["period"].iloc[0]) if not used.empty else str(history_totals["period"].iloc[-1])
+def _earlier_average(credits: np.ndarray) -> float:
+    """Mean credits of the periods before the last (the report's), from the first with
+    usage on: a team that started later is not averaged against empty months it did not
+    exist in."""
+    used = np.flatnonzero(credits > 0)
+    earlier = credits[used[0] if len(used) else len(credits) - 1 : -1]
+    return float(earlier.sum() / len(earlier)) if len(earlier) else 0.0
 
 
 def _pct_change(current: float, previous: float) -> float | None:
@@ -417,30 +458,45 @@ def _pct_change(current: float, previous: float) -> float | None:
 
 
 def _breakdown(detail: pd.DataFrame, previous: pd.DataFrame, key: str, total: float) -> Breakdown:
+    # Sorted by key, the unattributed row (key NaN) last: _finish relies on both.
     current = detail.groupby(key, dropna=False)[["uses", "credits"]].sum()
-    before = previous.groupby(key, dropna=False)["credits"].sum().rename("previous_credits")
-    table = current.join(before, how="left").fillna({"previous_credits": 0.0})
-    table = table.rename_axis("key").reset_index()
-    return Breakdown(_finish(table, total))
-
-
-def _finish(table: pd.DataFrame, total: float) -> pd.DataFrame:
-    table = table.assign(
-        share=(table["credits"] / total * 100.0) if total else 0.0,
-        change_pct=np.where(
-            table["previous_credits"] > 0,
-            (table["credits"] - table["previous_credits"])
-            / table["previous_credits"].where(table["previous_credits"] > 0, 1)
-            * 100.0,
-            np.nan,
-        ),
+    before = previous.groupby(key, dropna=False)["credits"].sum()
+    keys = current.index
+    uses = current["uses"].to_numpy()
+    credits = current["credits"].to_numpy()
+    previous_credits = before.reindex(keys).to_numpy(dtype="float64", na_value=0.0)
+    # Named rows by credits (a stable sort keeps ties by key); the unattributed row last,
+    # where readers look for it.
+    named = np.flatnonzero(keys.notna())
+    order = np.concatenate(
+        [named[np.argsort(-credits[named], kind="stable")], np.flatnonzero(keys.isna())]
     )
-    # Named rows by credits; the unattributed row (key NaN) last, where readers look for it.
-    named = table[table["key"].notna()].sort_values(["credits", "key"], ascending=[False, True])
-    rest = table[table["key"].isna()]
-    ordered = pd.concat([named, rest], ignore_index=True)
-    ordered["change_pct"] = ordered["change_pct"].astype("float64")
-    return ordered[["key", "uses", "credits", "share", "previous_credits", "change_pct"]]
+    return Breakdown(
+        _finish(keys.take(order), uses[order], credits[order], previous_credits[order], total)
+    )
+
+
+def _finish(
+    keys: pd.Index | pd.Series,
+    uses: np.ndarray,
+    credits: np.ndarray,
+    previous: np.ndarray,
+    total: float,
+) -> pd.DataFrame:
+    """A breakdown's rows, in the order given, with their shares and changes."""
+    known = previous > 0
+    return pd.DataFrame(
+        {
+            "key": keys,
+            "uses": uses,
+            "credits": credits,
+            "share": (credits / total * 100.0) if total else np.zeros(len(credits)),
+            "previous_credits": previous,
+            "change_pct": np.where(
+                known, (credits - previous) / np.where(known, previous, 1) * 100.0, np.nan
+            ),
+        }
+    )
 
 
 OTHERS = "__others__"
@@ -451,23 +507,26 @@ def _top_users(
 ) -> tuple[Breakdown, int]:
     """The ``top`` users by credits, one "others" row for the rest, and unattributed."""
     table = _breakdown(detail, previous, "user", total).rows
-    columns = ["key", "uses", "credits", "previous_credits"]
-    named = table[table["key"].notna()]
-    head, tail = named.iloc[:top], named.iloc[top:]
-    parts = [head[columns]]
-    if not tail.empty:
-        sums = tail[["uses", "credits", "previous_credits"]].sum()
-        parts.append(pd.DataFrame([{"key": OTHERS, **sums.to_dict()}]))
-    parts.append(table.loc[table["key"].isna(), columns])
-    parts = [p for p in parts if not p.empty]
-    if not parts:
+    named = int(table["key"].notna().sum())  # named rows come first
+    if named <= top:
         return Breakdown(table), 0
-    rows = pd.concat(parts, ignore_index=True)
-    rows = rows.astype({"uses": "int64", "credits": "float64", "previous_credits": "float64"})
-    # _finish sorts named rows by credits; keep "others" after the top users.
-    finished = _finish(rows, total)
-    order = finished["key"].map(lambda k: 2 if pd.isna(k) else (1 if k == OTHERS else 0))
-    return Breakdown(finished.iloc[order.argsort(kind="stable")].reset_index(drop=True)), len(tail)
+    head, tail, rest = table.iloc[:top], table.iloc[top:named], table.iloc[named:]
+    sums = tail[["uses", "credits", "previous_credits"]].sum()
+    keys = pd.concat([head["key"], pd.Series([OTHERS]), rest["key"]], ignore_index=True)
+
+    def column(name: str, dtype: str) -> np.ndarray:
+        return np.concatenate(
+            [head[name].to_numpy(), np.array([sums[name]], dtype=dtype), rest[name].to_numpy()]
+        ).astype(dtype)
+
+    rows = _finish(
+        keys,
+        column("uses", "int64"),
+        column("credits", "float64"),
+        column("previous_credits", "float64"),
+        total,
+    )
+    return Breakdown(rows), named - top
 
 
 def daily_series(detail: pd.DataFrame, period: Period) -> pd.DataFrame:
