@@ -163,17 +163,20 @@ def test_budget_card_is_green_below_90_amber_from_90_and_red_past_100(
 # --- in-table bars ---------------------------------------------------------------
 
 
+TRACK_MM = 15.0  # report.css: table.data .bar's width
+
+
 def _bars(html: str, heading: str) -> dict[str, float]:
-    """Each row's label and its bar's width (percent of its track) in the table after
-    ``heading``."""
+    """Each row's label and its bar's fill (percent of its 15 mm track, the fill being the
+    track's left border) in the table after ``heading``."""
     section = html.split(f"<h2>{heading}</h2>", 1)[1].split("</table>", 1)[0]
     body = section.split("<tbody>", 1)[1]
     rows = re.findall(
         r'<th scope="row"[^>]*>(?:<span class="swatch"[^>]*></span>)?([^<]+)</th>.*?'
-        r'<span class="bar"><span style="width: ([\d.]+)%',
+        r'<span class="bar" style="border-left: ([\d.]+)mm solid [^"]+"',
         body,
     )
-    return {label: float(width) for label, width in rows}
+    return {label: 100 * float(mm) / TRACK_MM for label, mm in rows}
 
 
 def test_each_named_row_has_a_bar_as_long_as_its_credits_against_the_largest(
