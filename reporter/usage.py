@@ -608,6 +608,8 @@ def _inert(column: pd.Series) -> pd.Series:
     columns are never passed here, so a negative number stays a number.
     """
     formula = column.str.startswith(_FORMULA_START, na=False)
+    if not formula.any():  # the usual case: nothing to build
+        return column
     return column.where(~formula, "'" + column.astype(str))
 
 
