@@ -70,14 +70,33 @@ def tool_colour(tool: str) -> str:
     return PALETTE[zlib.crc32(tool.encode()) % len(PALETTE)]
 
 
+# What a chart cannot carry in a label: the C0 controls XML 1.0 has no place for (on
+# one, vl-convert's text measuring panics and aborts the whole process) and the line and
+# paragraph separators, line ends to Vega's expression parser (the chart fails). A tool
+# named with one is shown with a space in its place, in its own colour.
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\u2028\u2029\ufffe\uffff]")
+
+
+def _shown(tool: str) -> str:
+    return _UNSHOWABLE.sub(" ", tool)
+
+
+def _showable(frame: pd.DataFrame, tools: Sequence[str]) -> pd.DataFrame:
+    """The rows with their tools as the chart names them (the same, all but always)."""
+    if not any(_UNSHOWABLE.search(tool) for tool in tools):
+        return frame
+    return frame.assign(tool=frame["tool"].map(_shown))
+
+
 def _tool_colour(tools: Sequence[str]) -> dict[str, Any]:
     """Colour by tool, in each tool's own colour, in the tables' order."""
+    shown = [_shown(t) for t in tools]
     return {
         "field": "tool",
         "type": "nominal",
         "title": None,
-        "scale": {"domain": list(tools), "range": [tool_colour(t) for t in tools]},
-        "sort": list(tools),
+        "scale": {"domain": shown, "range": [tool_colour(t) for t in tools]},
+        "sort": shown,
     }
 
 
@@ -98,7 +117,8 @@ def _stacked_by_tool(tools: Sequence[str], labels: ChartLabels) -> dict[str, Any
 
 def _tool_order(tools: Sequence[str]) -> dict[str, Any]:
     """Stacks in the tables' order: a rank per tool, computed by Vega."""
-    return {"calculate": f"indexof({json.dumps(list(tools))}, datum.tool)", "as": "tool_rank"}
+    shown = [_shown(t) for t in tools]
+    return {"calculate": f"indexof({json.dumps(shown)}, datum.tool)", "as": "tool_rank"}
 
 
 # The charts' shared look (fonts, axes, titles, legend) as a Vega-Lite ``config``.
@@ -183,7 +203,7 @@ def daily_spec(
 ) -> dict[str, Any]:
     """Credits per day (or month, for a year), stacked by tool."""
     days = daily["date"].nunique()
-    data = _drawn(daily, "date")[["date", "tool", "credits"]]
+    data = _showable(_drawn(daily, "date")[["date", "tool", "credits"]], tools)
     data = data.assign(date=data["date"].dt.strftime("%Y-%m-%d"))
     time_unit = "yearmonthdate" if granularity == "day" else "yearmonth"
     axis_format = ("%d" if days <= 31 else "%b %d") if granularity == "day" else "%b"
@@ -221,7 +241,8 @@ def history_spec(
     outline, so it does not read as a short bar among full ones."""
     names = dict(zip(periods, period_labels, strict=True))
     current = period_labels[-1] if in_progress else None
-    data = history[["period", "tool", "credits"]].assign(label=history["period"].map(names))
+    data = _showable(history[["period", "tool", "credits"]], tools)
+    data = data.assign(label=history["period"].map(names))
     # Every period has its place, in order, even one without usage (and so without rows).
     x: dict[str, Any] = {
         "field": "label",

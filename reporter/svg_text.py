@@ -34,7 +34,8 @@ _PER_LETTER = (
     "alignment-baseline",
 )
 
-_stock: dict[str, Any] = {}  # "text": WeasyPrint's own text drawing, while ours is installed
+# While ours is installed: "text", WeasyPrint's own text drawing; "tags", the tags it drew.
+_stock: dict[str, Any] = {}
 
 
 def install() -> bool:
@@ -46,10 +47,15 @@ def install() -> bool:
     if weasyprint.__version__ != WRITTEN_FOR:
         return False
     if "text" not in _stock:
-        _stock["text"] = weasyprint.svg.TAGS["text"]
-        # svg/__init__.py also compares nodes' drawers with its module-level ``text``
-        # (to anchor text), so both names must point to the one drawer.
-        weasyprint.svg.TAGS["text"] = weasyprint.svg.text = _draw_text
+        stock = _stock["text"] = weasyprint.svg.TAGS["text"]
+        # svg/__init__.py also compares nodes' drawers with its module-level ``text`` (to
+        # anchor text, and to size a <text> by its <tspan>s), so that name and every tag
+        # drawn by it (tspan, textPath, a) must point to the one drawer: a <tspan> left on
+        # the old one is no text to it, and the image it is in fails to draw at all.
+        _stock["tags"] = [tag for tag, drawer in weasyprint.svg.TAGS.items() if drawer is stock]
+        for tag in _stock["tags"]:
+            weasyprint.svg.TAGS[tag] = _draw_text
+        weasyprint.svg.text = _draw_text
     return True
 
 
@@ -58,7 +64,10 @@ def uninstall() -> None:
     import weasyprint.svg
 
     if "text" in _stock:
-        weasyprint.svg.TAGS["text"] = weasyprint.svg.text = _stock.pop("text")
+        stock = _stock.pop("text")
+        for tag in _stock.pop("tags"):
+            weasyprint.svg.TAGS[tag] = stock
+        weasyprint.svg.text = stock
 
 
 def _single(value: str | None) -> bool:
@@ -69,7 +78,8 @@ def _draw_text(svg: Any, node: Any, font_size: float) -> None:
     """Draw a ``<text>`` node the way WeasyPrint 70 would, as one run when it is plain."""
     attributes = node.attrib
     plain = (
-        node.text
+        node.tag == "text"  # not its <tspan>s and the like, which WeasyPrint places itself
+        and node.text
         and not any(name in attributes for name in _PER_LETTER)
         and _single(attributes.get("x"))
         and _single(attributes.get("y"))
