@@ -105,6 +105,14 @@ def test_a_period_without_usage_keeps_its_place_in_the_history_chart() -> None:
         assert _axis_labels(render_svg(spec, "en")) == names
 
 
+def _days(tools: list[str], credits: list[float]) -> pd.DataFrame:
+    """Daily rows from October 1st, one per tool a day, ``credits`` in that order."""
+    days = pd.date_range("2026-10-01", periods=len(credits) // len(tools))
+    return pd.DataFrame(
+        {"date": days.repeat(len(tools)), "tool": tools * len(days), "credits": credits}
+    )
+
+
 def _rects(svg: str) -> Counter[tuple[str, str, str]]:
     """Every rectangle of every bar mark, as (its look, its x, its y) -- the d strings
     vl-convert writes for bars are runs of ``Mx,yh..v..h..Z``."""
@@ -120,13 +128,7 @@ def _rects(svg: str) -> Counter[tuple[str, str, str]]:
 
 
 def test_bars_of_one_colour_are_one_path_and_draw_the_same_rectangles() -> None:
-    daily = pd.DataFrame(
-        {
-            "date": pd.to_datetime(["2026-10-01"] * 2 + ["2026-10-02"] * 2 + ["2026-10-03"] * 2),
-            "tool": TOOLS * 3,
-            "credits": [10.0, 5.0, 7.0, 3.0, 4.0, 6.0],
-        }
-    )
+    daily = _days(TOOLS, [10.0, 5.0, 7.0, 3.0, 4.0, 6.0])
     spec = daily_spec(daily, TOOLS, LABELS)
     raw = vl_convert.vegalite_to_svg(spec)
     merged = merge_bars(raw)
@@ -152,13 +154,7 @@ def _not_bars(svg: str) -> Counter[str]:
 
 
 def test_zero_bars_are_not_drawn_but_a_day_without_usage_keeps_its_place() -> None:
-    daily = pd.DataFrame(
-        {
-            "date": pd.to_datetime(["2026-10-01"] * 2 + ["2026-10-02"] * 2 + ["2026-10-03"] * 2),
-            "tool": TOOLS * 3,
-            "credits": [10.0, 0.0, 0.0, 0.0, 4.0, 6.0],
-        }
-    )
+    daily = _days(TOOLS, [10.0, 0.0, 0.0, 0.0, 4.0, 6.0])
     spec = daily_spec(daily, TOOLS, LABELS)
     values = spec["data"]["values"]
     assert [(v["date"], v["credits"]) for v in values] == [
@@ -172,13 +168,7 @@ def test_zero_bars_are_not_drawn_but_a_day_without_usage_keeps_its_place() -> No
 
 def test_bars_of_tools_with_awkward_names_are_merged_and_the_names_kept() -> None:
     tools = ['Gen "2" <beta> & co', "Ünïcode ﬁlter", "עברית"]
-    daily = pd.DataFrame(
-        {
-            "date": pd.to_datetime(["2026-10-01"] * 3 + ["2026-10-02"] * 3),
-            "tool": tools * 2,
-            "credits": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-        }
-    )
+    daily = _days(tools, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     spec = daily_spec(daily, tools, LABELS)
     raw = vl_convert.vegalite_to_svg(spec)
     merged = render_svg(spec, "en")

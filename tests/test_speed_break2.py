@@ -4,7 +4,6 @@ the chart labels' whole-run drawing (reporter/svg_text.py) and the charts' bar m
 
 from __future__ import annotations
 
-import base64
 import email
 import email.policy
 import re
@@ -15,13 +14,12 @@ from typing import Any
 
 import pytest
 
-from reporter import svg_text
 from reporter.files import default_templates_dir
 from reporter.sandbox import SandboxData, SandboxServer
 from tests.conftest import API_KEY, pdf_text, raw_usage, total_credits, write_config
 from tests.test_hostile_data import DETAIL, PERIOD, TEAM, Doctor, DoctoredApi, reporter
 from tests.test_report import run
-from tests.test_svg_text import _words, stock_first  # noqa: F401 (a fixture)
+from tests.test_svg_text import stock_first, stock_then_whole  # noqa: F401 (a fixture)
 
 # A logo as drawing programs export one: its words in a <text> with <tspan> lines.
 LOGO = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 120 64">
@@ -51,11 +49,7 @@ def test_a_templates_logo_with_tspan_lines_is_still_drawn(
 @pytest.mark.usefixtures("stock_first")
 def test_text_with_tspans_lands_where_weasyprint_puts_it(tmp_path: Path) -> None:
     """Anchored in the middle by the lines of its <tspan>s, as WeasyPrint's own drawing does."""
-    url = "data:image/svg+xml;base64," + base64.b64encode(LOGO.encode()).decode()
-    html = f"<!DOCTYPE html><html lang=en><title>t</title><img src='{url}' alt='logo'>"
-    stock = _words(html, tmp_path / "stock.pdf")
-    assert svg_text.install()
-    whole = _words(html, tmp_path / "whole.pdf")
+    stock, whole = stock_then_whole(LOGO, tmp_path)
 
     assert [w for w, _ in stock][:2] == ["Umbrella", "Holdings"]
     assert [w for w, _ in whole] == [w for w, _ in stock]

@@ -34,12 +34,13 @@ CHART = f"""<svg xmlns="http://www.w3.org/2000/svg" width="400" height="200" vie
 <text x="200 230 260" y="150" {FONT} font-size="12px">ABC</text>
 <text>plain</text>
 </g></svg>"""
+Words = list[tuple[str, tuple[float, ...]]]
 WORD = re.compile(
     r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">([^<]*)</word>'
 )
 
 
-def _words(html: str, path: Path) -> list[tuple[str, tuple[float, ...]]]:
+def _words(html: str, path: Path) -> Words:
     path.write_bytes(html_to_pdf(html, templates_dir=default_templates_dir()))
     boxes = subprocess.run(
         ["pdftotext", "-bbox", str(path), "-"], capture_output=True, text=True, check=True
@@ -57,14 +58,19 @@ def stock_first() -> Iterator[None]:
         svg_text.install()
 
 
+def stock_then_whole(svg: str, folder: Path) -> tuple[Words, Words]:
+    """The words of a page showing ``svg``, and their boxes: printed by WeasyPrint's own
+    drawing (the ``stock_first`` fixture), then with svg_text installed."""
+    url = "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+    html = f"<!DOCTYPE html><html lang=en><title>t</title><img src='{url}' alt='an image'>"
+    stock = _words(html, folder / "stock.pdf")
+    assert svg_text.install()
+    return stock, _words(html, folder / "whole.pdf")
+
+
 @pytest.mark.usefixtures("stock_first")
 def test_labels_land_where_weasyprint_puts_them_letter_by_letter(tmp_path: Path) -> None:
-    url = "data:image/svg+xml;base64," + base64.b64encode(CHART.encode()).decode()
-    html = f"<!DOCTYPE html><html lang=en><title>t</title><img src='{url}' alt='a chart'>"
-    stock = _words(html, tmp_path / "stock.pdf")
-    assert svg_text.install()
-    whole = _words(html, tmp_path / "whole.pdf")
-
+    stock, whole = stock_then_whole(CHART, tmp_path)
     assert [w for w, _ in whole] == [w for w, _ in stock]
     # (A, B and C are placed one by one, so they are three words.)
     words = {w for w, _ in whole}
