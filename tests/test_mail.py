@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -72,6 +74,38 @@ def test_message_structure() -> None:
     assert image[0]["Content-ID"] == "<chart.m@reporter>"
     names = sorted(p.get_filename() for p in msg.iter_attachments())
     assert names == ["m-2026-10.csv", "m-2026-10.pdf"]
+
+
+def test_each_part_comes_back_whole_between_boundaries_of_its_own() -> None:
+    """Boundaries are chosen when the message is built (the library would search the
+    whole text for each of its own): every multipart has a different one, none of them
+    occurs in any part, and every part reads back byte for byte, even one whose bytes
+    spell a boundary-like line."""
+    pdf = b"%PDF-1.7\n--==0123456789abcdef0123456789abcdef==\n" + bytes(range(256)) * 300
+    sent = build_message(
+        sender="Usage Reports <reports@company.com>",
+        recipients=OWNERS,
+        subject="s",
+        text="--==not-a-boundary==\n" * 3,
+        html="<p>==</p>",
+        inline_images=[InlineImage("chart.m@reporter", bytes(range(256)) * 500)],
+        attachments=[Attachment("m.pdf", pdf, "application/pdf")],
+        msg_id="<m@reporter>",
+        date=dt.datetime(2026, 11, 1, 6, 0, tzinfo=dt.UTC),
+    )
+    raw = sent.as_bytes()
+    back = email.message_from_bytes(raw, policy=email.policy.SMTP)
+    boundaries = [p.get_boundary() for p in back.walk() if p.is_multipart()]
+    assert len(boundaries) == 3
+    assert len(set(boundaries)) == 3
+    assert all(raw.count(f"--{b}--".encode()) == 1 for b in boundaries)
+    attachment = next(iter(back.iter_attachments()))
+    assert attachment.get_content() == pdf
+    image = next(p for p in back.walk() if p.get_content_type() == "image/png")
+    assert image.get_content() == bytes(range(256)) * 500
+    text = back.get_body(("plain",))
+    assert text is not None
+    assert text.get_content().splitlines() == ["--==not-a-boundary=="] * 3
 
 
 def test_message_id_is_stable_per_reports_period_and_recipients() -> None:
