@@ -4,8 +4,8 @@ WeasyPrint 70 draws every SVG ``<text>`` one code point at a time, so that per-c
 ``x``/``y``/``dx``/``dy``/``rotate`` lists can place each letter: a Pango layout and a
 text object per letter. A report's two charts have some 70 labels, each plain text at
 one position, and drawing them that way was a fifth of a print (57 of 300 ms, measured
-with ``benchmarks/printing.py``). Drawn as one run each, they cost a third of that, and
-the run is shaped as a whole: kerned as vl-convert measured it, accents kept on their
+with ``benchmarks/printing.py``). Drawn as one run each, they cost about half of that,
+and the run is shaped as a whole: kerned as vl-convert measured it, accents kept on their
 letters. Upstream draws unpositioned text this way on its main branch
 (Kozea/WeasyPrint#2249); until a release has it, ``install`` puts this in front of
 WeasyPrint's own drawing for the version it was written against. Any label that places
