@@ -8,11 +8,13 @@ import email
 import email.policy
 import http.server
 import json
+import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -294,3 +296,25 @@ def write_config(path: Path, reports: str, *, email_extra: str = "", defaults: s
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def user_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any MAGNIFIC_ or SMTP_ variable, plus ``extra``:
+    what a command run as a user sees, whatever the machine running the tests exports."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAGNIFIC_", "SMTP_"))}
+    return {**base, **(extra or {})}
+
+
+def reporter(
+    *args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script as a user would."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "reporter"), *args],
+        env=user_environ(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        check=False,
+    )

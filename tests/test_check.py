@@ -32,8 +32,15 @@ from reporter.sandbox import (
     SandboxServer,
     synthetic_team,
 )
-from tests.conftest import API_KEY, SMTP_PASSWORD, Recorder, SmtpServer, free_port, write_config
-from tests.test_cli import reporter
+from tests.conftest import (
+    API_KEY,
+    SMTP_PASSWORD,
+    Recorder,
+    SmtpServer,
+    free_port,
+    reporter,
+    write_config,
+)
 
 MARKETING = "a1b2c3d4-1111-4000-8000-000000000001"
 UNKNOWN = "a1b2c3d4-1111-4000-8000-0000000000ff"

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from reporter.sandbox import SandboxServer
-from tests.conftest import API_KEY, SmtpServer, write_config
+from tests.conftest import API_KEY, SmtpServer, reporter, write_config
 
 GOOD = """
 [[reports]]
 name = "marketing"
 owners = ["manager@company.com"]
 """
-
-
-def reporter(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed console script as a user would."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAGNIFIC_", "SMTP_"))}
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "reporter"), *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def dry_october(

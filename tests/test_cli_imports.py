@@ -10,7 +10,6 @@ took another path fails too.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reporter.ledger import Ledger
-from tests.conftest import API_KEY, HISTORY_HEADER, write_config
+from tests.conftest import API_KEY, HISTORY_HEADER, user_environ, write_config
 
 HEAVY = ("altair", "httpx", "jinja2", "numpy", "pandas", "rich", "vl_convert", "weasyprint")
 
@@ -54,10 +53,9 @@ def run_entry_point(
 ) -> tuple[int, str, list[str]]:
     """Exit status, stdout + stderr, and the heavy modules loaded, for ``reporter *args``."""
     report = tmp_path / "modules.json"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAGNIFIC_", "SMTP_"))}
     done = subprocess.run(
         [sys.executable, "-c", _WRAPPER, str(report), *args],
-        env={**base, **(env or {})},
+        env=user_environ(env),
         capture_output=True,
         text=True,
         timeout=60,

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from reporter.sandbox import SandboxServer
-from tests.conftest import API_KEY, SMTP_PASSWORD, SmtpServer, free_port
+from tests.conftest import API_KEY, SMTP_PASSWORD, SmtpServer, free_port, user_environ
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -152,7 +152,7 @@ class Shell:
         return values[name]
 
     def base_env(self) -> dict[str, str]:
-        keep = {k: v for k, v in os.environ.items() if not k.startswith(("MAGNIFIC_", "SMTP_"))}
+        keep = user_environ()
         return {
             **keep,
             "PATH": f"{BIN}{os.pathsep}{keep.get('PATH', '')}",

@@ -11,9 +11,6 @@ import csv
 import email
 import email.policy
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +21,7 @@ from click.testing import CliRunner
 
 from reporter.cli import cli
 from reporter.sandbox import PROJECTS, Fault, SandboxData, SandboxServer
-from tests.conftest import API_KEY, pdf_text, raw_usage, total_credits, write_config
+from tests.conftest import API_KEY, pdf_text, raw_usage, reporter, total_credits, write_config
 from tests.test_magnific import bytes_sent
 
 PERIOD = "2026-10"
@@ -264,19 +261,6 @@ def test_csv_text_cells_that_a_spreadsheet_would_run_are_neutralised(
 
 
 # --- values no real usage has, and periods no calendar handles -----------------------
-
-
-def reporter(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The installed console script, as a user runs it."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("MAGNIFIC_", "SMTP_"))}
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "reporter"), *args],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def set_first(path: tuple[str | int, ...], value: Any) -> Doctor:

@@ -20,9 +20,9 @@ from tests.conftest import (
     API_KEY,
     SmtpServer,
     pdf_text,
+    reporter,
     write_config,
 )
-from tests.test_cli import reporter
 from tests.test_pipeline import expected_total
 
 PERIOD = "2026-10"

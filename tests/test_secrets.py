@@ -10,7 +10,6 @@ file it wrote.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import pytest
 
 from reporter.redact import Redactor
 from reporter.sandbox import SandboxData, dumps
-from tests.conftest import API_KEY, SMTP_PASSWORD, SmtpServer, pdf_text
+from tests.conftest import API_KEY, SMTP_PASSWORD, SmtpServer, pdf_text, user_environ
 
 URL_PASSWORD = "url-pass-6a1d93ce"
 SECRETS = (API_KEY, SMTP_PASSWORD, URL_PASSWORD)
@@ -102,7 +101,7 @@ def _run(
     tmp_path: Path, config: str, api: EchoingApi, smtp: SmtpServer, *extra: str
 ) -> subprocess.CompletedProcess[str]:
     (tmp_path / "team.toml").write_text(config, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAGNIFIC_", "SMTP_"))}
+    env = user_environ()
     env |= {
         "MAGNIFIC_API_KEY": API_KEY,
         "MAGNIFIC_API_BASE_URL": api.url,

@@ -16,8 +16,8 @@ import pytest
 
 from reporter.files import default_templates_dir
 from reporter.sandbox import SandboxData, SandboxServer
-from tests.conftest import API_KEY, pdf_text, raw_usage, total_credits, write_config
-from tests.test_hostile_data import DETAIL, PERIOD, TEAM, Doctor, DoctoredApi, reporter
+from tests.conftest import API_KEY, pdf_text, raw_usage, reporter, total_credits, write_config
+from tests.test_hostile_data import DETAIL, PERIOD, TEAM, Doctor, DoctoredApi
 from tests.test_report import run
 from tests.test_svg_text import stock_first, stock_then_whole  # noqa: F401 (a fixture)
 
