@@ -82,6 +82,21 @@ def test_labels_land_where_weasyprint_puts_them_letter_by_letter(tmp_path: Path)
         assert box[1::2] == pytest.approx(expected[1::2], abs=0.1), word
 
 
+@pytest.mark.usefixtures("stock_first")
+def test_anchored_labels_are_drawn_in_place_not_each_in_a_group_of_its_own() -> None:
+    url = "data:image/svg+xml;base64," + base64.b64encode(CHART.encode()).decode()
+    html = f"<!DOCTYPE html><html lang=en><title>t</title><img src='{url}' alt='an image'>"
+
+    def groups() -> int:  # a form XObject in the PDF for each
+        pdf = html_to_pdf(html, templates_dir=default_templates_dir())
+        return pdf.count(b"/Subtype /Form")
+
+    anchored = len(re.findall(r'text-anchor="(?:middle|end)"', CHART))
+    assert groups() == anchored == 3  # WeasyPrint's own drawing
+    assert svg_text.install()
+    assert groups() == 0
+
+
 def test_it_is_in_use_on_the_weasyprint_the_lock_file_pins() -> None:
     """When WeasyPrint is upgraded this fails: see whether the new release draws plain
     SVG text as whole runs itself (Kozea/WeasyPrint#2249); if it does, delete
@@ -90,3 +105,4 @@ def test_it_is_in_use_on_the_weasyprint_the_lock_file_pins() -> None:
     assert weasyprint.__version__ == svg_text.WRITTEN_FOR
     assert svg_text.install()
     assert weasyprint.svg.TAGS["text"] is weasyprint.svg.text is svg_text._draw_text
+    assert weasyprint.svg.SVG.draw_node is svg_text._draw_node
