@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
+from reporter import xhtml
 from reporter.errors import RenderError, ReporterError, UsageError
 from reporter.files import default_templates_dir, write_atomic
 from reporter.lifetime import worker_pool
@@ -57,8 +58,9 @@ def _print(
 
     fonts, file_images = _shared(weasyprint)
     fetcher = _local_fetcher(weasyprint, templates_dir)
-    document = weasyprint.HTML(
-        string=html,
+    document = xhtml.page(
+        weasyprint,
+        html,
         base_url=templates_dir.resolve().as_uri() + "/",
         url_fetcher=fetcher,
     )
