@@ -8,6 +8,7 @@ edits one text file and nothing needs building.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import io
@@ -152,7 +153,27 @@ def _environment(templates_dir: Path) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["solid"] = solid
     return env
+
+
+@functools.lru_cache(maxsize=64)
+def solid(colour: str) -> str:
+    """A one-pixel PNG of ``colour``, as a data: URL: the page's in-table bars and tool
+    swatches are backgrounds of their cells stretched from it (report.html.j2). The printer
+    draws such a background as one image; a box in the cell was most of a millisecond of
+    layout, and an image sized in CSS is the one background it can size (a one-colour
+    gradient fills the whole cell, whatever its size says)."""
+    from PIL import Image  # WeasyPrint's own image library, imported once it is needed
+
+    image = io.BytesIO()
+    try:
+        Image.new("RGB", (1, 1), colour).save(image, "PNG")
+    except ValueError:
+        raise RenderError(
+            f"not a colour: {colour!r}", hint="give bars and swatches a colour as #RRGGBB"
+        ) from None
+    return "data:image/png;base64," + base64.b64encode(image.getvalue()).decode("ascii")
 
 
 def render_template(templates_dir: Path, name: str, locale: str, context: dict[str, Any]) -> str:

@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import email
 import email.policy
+import io
 import re
+import subprocess
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 from pydantic import SecretStr
 
 from reporter.cli import cli
 from reporter.config import parse_config
 from reporter.environment import ApiSettings
+from reporter.errors import RenderError
 from reporter.files import default_templates_dir
 from reporter.jobs import RunOptions, fetch_tables
 from reporter.magnific import MagnificClient
 from reporter.periods import parse_period
-from reporter.render import render_template, translations
+from reporter.printer import html_to_pdf
+from reporter.render import Formatter, render_template, solid, translations
 from reporter.report import Figure, Source, build_context
 from reporter.sandbox import SandboxServer
 from reporter.usage import ReportTables, budget_status
@@ -163,17 +169,19 @@ def test_budget_card_is_green_below_90_amber_from_90_and_red_past_100(
 # --- in-table bars ---------------------------------------------------------------
 
 
-TRACK_MM = 15.0  # report.css: table.data .bar's width
+TRACK_MM = 15.0  # report.html.j2: the share cell's track, its second background
 
 
 def _bars(html: str, heading: str) -> dict[str, float]:
-    """Each row's label and its bar's fill (percent of its 15 mm track, the fill being the
-    track's left border) in the table after ``heading``."""
+    """Each row's label and its bar's fill (percent of its 15 mm track; the fill is the
+    share cell's first background, as wide as its first background size) in the table
+    after ``heading``."""
     section = html.split(f"<h2>{heading}</h2>", 1)[1].split("</table>", 1)[0]
     body = section.split("<tbody>", 1)[1]
     rows = re.findall(
-        r'<th scope="row"[^>]*>(?:<span class="swatch"[^>]*></span>)?([^<]+)</th>.*?'
-        r'<span class="bar" style="border-left: ([\d.]+)mm solid [^"]+"',
+        r'<th scope="row"[^>]*>([^<]+)</th>(?:(?!</tr>).)*?'
+        r'<td class="num share" style="[^"]*background-size: ([\d.]+)mm 2.6mm, '
+        rf"{TRACK_MM:g}mm 2.6mm",
         body,
     )
     return {label: 100 * float(mm) / TRACK_MM for label, mm in rows}
@@ -204,6 +212,79 @@ def test_each_named_row_has_a_bar_as_long_as_its_credits_against_the_largest(
     assert max(users.values()) == 100.0
     assert list(users.values()) == sorted(users.values(), reverse=True)
     others = html.split("<h2>Top users</h2>", 1)[1].split("</table>", 1)[0]
-    assert others.count('<span class="bar none"></span>') == 2  # everyone else, unattributed
+    assert others.count('<td class="num share">') == 2  # no bar: everyone else, unattributed
     # The page has two charts left: the tables carry their own bars.
     assert html.count("<figure") == 2
+
+
+def test_solid_is_a_one_pixel_png_of_its_colour_and_refuses_what_is_not_a_colour() -> None:
+    url = solid("#88CCEE")
+    assert url.startswith("data:image/png;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert image.size == (1, 1)
+    assert image.convert("RGB").getpixel((0, 0)) == (0x88, 0xCC, 0xEE)
+    with pytest.raises(RenderError, match="not a colour: 'var"):
+        solid("var(--accent)")
+
+
+MM = 72 / 25.4  # PDF points, and pixels at 72 dpi, per millimetre
+
+
+def test_the_printed_bars_are_as_long_as_the_page_says(
+    october: ReportTables, tmp_path: Path
+) -> None:
+    """Read off the printed page: 14 mm left of where each share in the tool table ends
+    (its 12 mm and a 2 mm gap) ends a 15 mm track, filled from its left in the tool's
+    colour as far as _bars says."""
+    html = render_template(default_templates_dir(), "report.html.j2", "en", _context(october))
+    pdf = tmp_path / "report.pdf"
+    pdf.write_bytes(html_to_pdf(html, templates_dir=default_templates_dir()))
+    boxes = subprocess.run(
+        ["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    subprocess.run(["pdftoppm", "-r", "72", "-png", str(pdf), str(tmp_path / "page")], check=True)
+    bars = _bars(html, "Credits by tool")
+    tools = {row["label"]: row for row in _context(october)["tools"]}
+    pages = boxes.split("<page ")[1:]
+    checked = 0
+    for number, page in enumerate(pages, start=1):
+        image = Image.open(tmp_path / f"page-{number}.png").convert("RGB")
+        for label, percent in bars.items():
+            share = _shown_share(tools[label]["share"])
+            words = re.findall(
+                rf'<word xMin="[\d.]+" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">'
+                rf"{re.escape(share)}</word>",
+                page,
+            )
+            rows = [w for w in words if _row_of(page, w, label)]
+            if not rows:
+                continue
+            y_min, x_max, y_max = (float(v) for v in rows[0])
+            track_end = x_max - 14 * MM
+            middle = (y_min + y_max) / 2
+            fill_end = track_end - 15 * MM + 15 * MM * percent / 100
+            tool = tuple(int(tools[label]["colour"][i : i + 2], 16) for i in (1, 3, 5))
+            assert _pixel(image, fill_end - 1.5, middle) == tool, label  # just inside the fill
+            if percent < 90:
+                assert _pixel(image, fill_end + 2, middle) == (0xF5, 0xF6, 0xFA), label  # track
+            assert _pixel(image, track_end + 2, middle) == (255, 255, 255), label  # the gap
+            checked += 1
+    assert checked == len(bars) >= 5
+
+
+def _pixel(image: Image.Image, x: float, y: float) -> Any:
+    return image.getpixel((round(x), round(y)))
+
+
+def _shown_share(share: float) -> str:
+    return Formatter("en").share(share)
+
+
+def _row_of(page: str, word: tuple[str, str, str], label: str) -> bool:
+    """Whether the word at ``word`` (yMin, xMax, yMax) is on the line that starts with
+    ``label``'s first word."""
+    first = re.escape(label.split(maxsplit=1)[0])
+    return any(
+        abs(float(y) - float(word[0])) < 1
+        for y in re.findall(rf'<word xMin="[\d.]+" yMin="([\d.]+)"[^>]*>{first}</word>', page)
+    )
