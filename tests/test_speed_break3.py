@@ -131,3 +131,34 @@ def test_a_wrapped_rows_swatch_and_bar_sit_on_its_first_line_beside_its_share(
             assert pixel(image, track_start + 1, middle + 2 * MM) == (255, 255, 255), label
             checked.add(label)
     assert checked == {LONG_TOOL, LONG_PROJECT}
+
+
+CONTROL_TOOL = "Odd\x01Tool\ufffe & <b>]]>"  # no XML 1.0 document can hold \x01 or \ufffe
+
+
+def rename_control(body: dict[str, Any], payload: dict[str, Any]) -> None:
+    for bucket in payload["data"]:
+        for consumption in bucket["consumptions"]:
+            if consumption["tool"] == "AI Image Models":
+                consumption["tool"] = CONTROL_TOOL
+
+
+def test_a_name_xml_cannot_hold_is_printed_through_htmls_parser_with_its_row(
+    tmp_path: Path, doctored: DoctoredApi
+) -> None:
+    """The page is then not well-formed XML (expat refuses the control character): it is
+    printed as before, by WeasyPrint's own parser, with the tool's row and figures."""
+    doctored.doctor = rename_control
+    raw = raw_usage(doctored, DETAIL)
+    tool = sum(
+        c["user_credits"]
+        for b in raw["data"]
+        for c in b["consumptions"]
+        if c["tool"] == CONTROL_TOOL
+    )
+    pdf = run_report(tmp_path, doctored)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line.split() for line in text.splitlines() if "& <b>]]>" in line]
+    assert any(row[0].startswith("Odd") and f"{tool:,}" in row for row in rows), rows
