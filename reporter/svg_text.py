@@ -173,7 +173,8 @@ def _draw_text(svg: Any, node: Any, font_size: float) -> None:
     x = svg.cursor_position[0] if x is None else x
     y = svg.cursor_position[1] if y is None else y
     svg.cursor_position = x + width, y
-    x_position = x + svg.cursor_d_position[0] - width * attributes.get(_MOVE_BACK, 0)
+    back = width * attributes.get(_MOVE_BACK, 0)  # anchored at its middle or end
+    x_position = x + svg.cursor_d_position[0] - back
     y_position = y + svg.cursor_d_position[1]
     # The box text-anchor centres or right-aligns the run by.
     node.text_bounding_box = extend_bounding_box(
@@ -196,4 +197,4 @@ def _draw_text(svg: Any, node: Any, font_size: float) -> None:
     )
     svg.stream.end_text()
     svg.stream.pop_state()
-    draw_emojis(svg.stream, style, x, y, emojis)
+    draw_emojis(svg.stream, style, x - back, y, emojis)

@@ -48,7 +48,7 @@ def parse(html: str) -> ElementTree.Element | None:
         return None
     try:
         root = ElementTree.fromstring(html)
-    except ElementTree.ParseError:
+    except (ElementTree.ParseError, UnicodeError):  # a lone surrogate cannot be encoded
         return None
     if root.tag != _PREFIX + "html":
         return None

@@ -152,3 +152,8 @@ def test_it_is_in_use_on_the_weasyprint_the_lock_file_pins() -> None:
     )
     assert vars(page).keys() == vars(weasyprint.HTML(string="<p>x</p>")).keys()
     assert page.etree_element.tag == "html"
+
+
+def test_a_page_expat_cannot_even_be_given_is_not_xhtml() -> None:
+    """A lone surrogate cannot be encoded for expat: the page is left to WeasyPrint."""
+    assert xhtml.parse(f'<html xmlns="{xhtml.NAMESPACE}"><p>\ud800</p></html>') is None
