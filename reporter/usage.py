@@ -153,6 +153,14 @@ def _positions(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     return np.where(found, at, -1)
 
 
+def _taken(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``values[at]``, with 0 where ``at`` is -1 (what a reindex with 0 for missing gives)."""
+    out = np.zeros(len(at), dtype=values.dtype)
+    found = at >= 0
+    out[found] = values[at[found]]
+    return out
+
+
 def _aligned(values: np.ndarray, at: np.ndarray, size: int) -> np.ndarray:
     """``values`` moved to positions ``at`` (-1: nowhere) of a zero array of ``size``."""
     out = np.zeros(size, dtype=values.dtype)
@@ -161,12 +169,16 @@ def _aligned(values: np.ndarray, at: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+_EXACT = 2.0**53  # every whole number up to this is a float64
+
+
 def _group_sums(ids: np.ndarray, groups: int, values: np.ndarray) -> np.ndarray:
-    """``values`` summed by group (``ids`` 0.. in the keys' sorted order), added up exactly
-    as pandas' groupby sum adds them, so every figure stays the same to the last bit:
-    integers in any order, floats by ``np.add.reduceat`` when the ids are sorted and by
-    pandas' compensated sum otherwise. Without the frame, key factorisation and index a
-    groupby builds, which are most of its cost on a report's few hundred rows."""
+    """``values`` summed by group (``ids`` from 0, in the keys' sorted order), added up
+    exactly as pandas' groupby sum adds them, so every figure stays the same to the last
+    bit: integers in any order; floats by ``np.add.reduceat`` when the ids are sorted, else
+    by pandas' compensated sum (whole numbers by a plain one: none of their sums rounds).
+    Without the frame, key factorisation and index a groupby builds, which are most of
+    its cost on a report's few hundred rows."""
     out = np.zeros(groups, dtype=np.int64 if values.dtype.kind in "iub" else values.dtype)
     if not len(ids):
         return out
@@ -177,6 +189,10 @@ def _group_sums(ids: np.ndarray, groups: int, values: np.ndarray) -> np.ndarray:
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
         out[ids[starts]] = np.add.reduceat(values, starts)
         return out
+    if (values == np.trunc(values)).all() and np.abs(values).sum() <= _EXACT:
+        # Whole numbers whose sum a float64 holds exactly: no addition rounds, so the
+        # compensated sum is the plain one (the contract's credits are whole numbers).
+        return np.bincount(ids, weights=values, minlength=groups)
     sums = pd.Series(values, copy=False).groupby(ids).sum()
     out[sums.index.to_numpy()] = sums.to_numpy()
     return out
@@ -412,7 +428,11 @@ def build_tables(
     # The history's own figure for this period may lag the detail fetch; the
     # detail is what the report is about, so it wins.
     history_totals = _totals_by_period(history, history_periods, credits, uses)
-    span_totals = _totals_by_period(compared, history_periods, credits, uses)
+    span_totals = (
+        history_totals
+        if compared is history
+        else _totals_by_period(compared, history_periods, credits, uses)
+    )
     average = _earlier_average(span_totals["credits"].to_numpy())
 
     totals = Totals(
@@ -428,7 +448,8 @@ def build_tables(
             _in_progress(period, through, credits, history, spans, comparable) if running else None
         ),
     )
-    tools = _breakdown(detail, previous, "tool", credits)
+    by_tool = _key_sums(detail, "tool")
+    tools = _breakdown(detail, previous, "tool", credits, by_tool)
     tool_order = list(tools.rows["key"])
     tool_order += [t for t in sorted(history["tool"].dropna().unique()) if t not in tool_order]
     users, others = _top_users(detail, previous, credits, top_users)
@@ -443,8 +464,13 @@ def build_tables(
 
     hist_by_tool = history.groupby(["period", "tool"], as_index=False)["credits"].sum()
     hist_by_tool = hist_by_tool[hist_by_tool["period"] != period.key]
-    current_by_tool = (
-        detail.groupby("tool", as_index=False)["credits"].sum().assign(period=period.key)
+    named_tools = by_tool.keys.notna()  # as a groupby by tool would drop a missing one
+    current_by_tool = pd.DataFrame(
+        {
+            "tool": by_tool.keys[named_tools],
+            "credits": by_tool.credits[named_tools],
+            "period": period.key,
+        }
     )
     hist_by_tool = pd.concat([hist_by_tool, current_by_tool], ignore_index=True)
 
@@ -497,9 +523,10 @@ def _totals_by_period(
 ) -> pd.DataFrame:
     """Credits and uses of each of ``periods``; the last (the report's) gets ``credits``
     and ``uses``."""
-    sums = rows.groupby("period")[["credits", "uses"]].sum().reindex(periods, fill_value=0)
-    period_credits = sums["credits"].to_numpy(dtype="float64", copy=True)
-    period_uses = sums["uses"].to_numpy(dtype="int64", copy=True)
+    sums = _key_sums(rows, "period")
+    at = sums.keys.get_indexer(pd.Index(periods))
+    period_credits = _taken(sums.credits, at).astype("float64")
+    period_uses = _taken(sums.uses, at).astype("int64")
     period_credits[-1], period_uses[-1] = credits, uses
     return pd.DataFrame({"period": periods, "credits": period_credits, "uses": period_uses})
 
@@ -555,14 +582,42 @@ def _pct_change(current: float, previous: float) -> float | None:
     return (current - previous) / previous * 100.0
 
 
-def _breakdown(detail: pd.DataFrame, previous: pd.DataFrame, key: str, total: float) -> Breakdown:
+@dataclass(frozen=True, slots=True)
+class _KeySums:
+    """Uses and credits by one column's values, sorted, a missing value last: what
+    ``groupby(key, dropna=False)[["uses", "credits"]].sum()`` gives, to the last bit."""
+
+    keys: pd.Index
+    uses: np.ndarray
+    credits: np.ndarray
+
+
+def _key_sums(rows: pd.DataFrame, key: str) -> _KeySums:
+    column = rows[key]
+    ids, keys = pd.factorize(column, sort=True, use_na_sentinel=False)
+    # The index a groupby makes of object keys is typed from their values, as a list's is.
+    index = pd.Index(list(keys)) if column.dtype == object and len(keys) else pd.Index(keys)
+    return _KeySums(
+        index,
+        _group_sums(ids, len(keys), rows["uses"].to_numpy()),
+        _group_sums(ids, len(keys), rows["credits"].to_numpy()),
+    )
+
+
+def _breakdown(
+    detail: pd.DataFrame,
+    previous: pd.DataFrame,
+    key: str,
+    total: float,
+    current: _KeySums | None = None,
+) -> Breakdown:
     # Sorted by key, the unattributed row (key NaN) last: _finish relies on both.
-    current = detail.groupby(key, dropna=False)[["uses", "credits"]].sum()
-    before = previous.groupby(key, dropna=False)["credits"].sum()
-    keys = current.index
-    uses = current["uses"].to_numpy()
-    credits = current["credits"].to_numpy()
-    previous_credits = before.reindex(keys).to_numpy(dtype="float64", na_value=0.0)
+    current = current or _key_sums(detail, key)
+    before = _key_sums(previous, key)
+    keys = current.keys
+    uses = current.uses
+    credits = current.credits
+    previous_credits = _taken(before.credits, before.keys.get_indexer(keys)).astype("float64")
     # Named rows by credits (a stable sort keeps ties by key); the unattributed row last,
     # where readers look for it.
     named = np.flatnonzero(keys.notna())
