@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from reporter.magnific import USER_COLUMNS, UsageResponse
+from reporter.magnific.response import utc_day
 from reporter.periods import Granularity, Period, last_complete_day, matching_span
 
 # The tidy frame has the user rows' columns; unattributed usage is a row with no user.
@@ -24,13 +25,16 @@ _KEYS = ["date", "tool"]
 
 def tidy_frame(response: UsageResponse) -> pd.DataFrame:
     """One row per bucket, tool, user and project; unattributed usage has user NaN."""
-    totals = pd.DataFrame(
-        [
-            (bucket.date, c.tool, c.user_uses, c.user_credits)
-            for bucket in response.data
-            for c in bucket.consumptions
-        ],
-        columns=["date", "tool", "uses", "credits"],
+    filled = [bucket for bucket in response.data if bucket.consumptions]
+    if not filled:
+        return _empty_tidy()
+    consumptions = [c for bucket in filled for c in bucket.consumptions]
+    days = _utc_midnights([bucket.date for bucket in filled])
+    totals = _ToolTotals(
+        np.repeat(days, [len(bucket.consumptions) for bucket in filled]),
+        np.array([c.tool for c in consumptions], dtype=object),
+        np.array([c.user_uses for c in consumptions], dtype=np.int64),
+        np.array([c.user_credits for c in consumptions], dtype=np.float64),
     )
     return _with_unattributed(totals, response.users)
 
@@ -40,28 +44,68 @@ BREAKDOWN_EXCESS = "breakdown_excess_credits"
 their tool totals (0 when none did), for the report to state."""
 
 
-def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
-    if totals.empty:
-        return _empty_tidy()
-    totals = totals.assign(date=_naive_dates(totals["date"]))
-    totals = totals.groupby(_KEYS)[["uses", "credits"]].sum()
+@dataclass(frozen=True, slots=True)
+class _ToolTotals:
+    """A response's tool totals as columns: one entry per bucket and tool as sent."""
+
+    dates: np.ndarray  # datetime64[ns], naive UTC midnights
+    tools: np.ndarray  # object (str)
+    uses: np.ndarray  # int64
+    credits: np.ndarray  # float64
+
+
+def _with_unattributed(sent: _ToolTotals, users: pd.DataFrame) -> pd.DataFrame:
     named = users
+    # Users' dates and tools come from a few hundred buckets: each distinct one is
+    # converted and coded once, then spread over its rows.
+    date_codes = tool_codes = np.empty(0, dtype=np.intp)
+    days = np.empty(0, dtype="datetime64[ns]")
+    distinct_tools: np.ndarray = np.empty(0, dtype=object)
     if not users.empty:
-        named = users.assign(date=_naive_dates(users["date"]))
-        has_user = named["user"].notna()
+        has_user = users["user"].notna()
         if not has_user.all():
-            named = named[has_user]
-    named, attributed, excess = _fit_to_totals(named, totals)
-    # Aligned with the totals (sorted by date and tool); a total no user claims is 0 here.
-    total_uses = totals["uses"].to_numpy()
-    total_credits = totals["credits"].to_numpy()
-    if attributed is None:
-        named_uses = np.zeros(len(totals), dtype="int64")
-        named_credits = np.zeros(len(totals))
+            users = users[has_user]
+        date_codes, distinct_dates = pd.factorize(users["date"])
+        days = _utc_midnights(list(distinct_dates))
+        tool_codes, tool_values = pd.factorize(users["tool"])
+        distinct_tools = np.asarray(tool_values, dtype=object)
+        named = users.assign(date=days[date_codes])
+    # (date, tool) as one integer in their sorted order, shared by the totals and the users:
+    # the groupbys and index alignments of a tidy frame become numpy on these codes.
+    day_codes, _ = pd.factorize(np.concatenate([sent.dates, days]), sort=True)
+    tools_seen = np.unique(np.concatenate([sent.tools, distinct_tools]))
+    sent_keys = day_codes[: len(sent.dates)] * len(tools_seen) + np.searchsorted(
+        tools_seen, sent.tools
+    )
+    named_keys = (day_codes[len(sent.dates) :] * len(tools_seen))[date_codes] + np.searchsorted(
+        tools_seen, distinct_tools
+    )[tool_codes]
+    totals_keys, first, totals_ids = np.unique(sent_keys, return_index=True, return_inverse=True)
+    total_uses = _group_sums(totals_ids, len(totals_keys), sent.uses)
+    total_credits = _group_sums(totals_ids, len(totals_keys), sent.credits)
+    excess = 0.0
+    if named.empty:
+        named_uses = np.zeros(len(totals_keys), dtype="int64")
+        named_credits = np.zeros(len(totals_keys))
     else:
-        aligned = attributed.reindex(totals.index, fill_value=0)
-        named_uses = aligned["uses"].to_numpy()
-        named_credits = aligned["credits"].to_numpy()
+        claimed_ids, claimed_keys = pd.factorize(named_keys, sort=True)
+        claimed_uses = _group_sums(claimed_ids, len(claimed_keys), named["uses"].to_numpy())
+        claimed_credits = _group_sums(claimed_ids, len(claimed_keys), named["credits"].to_numpy())
+        claimed_at = _positions(totals_keys, claimed_keys)
+        named_uses = _aligned(claimed_uses, claimed_at, len(totals_keys))
+        named_credits = _aligned(claimed_credits, claimed_at, len(totals_keys))
+        found = claimed_at >= 0
+        over = (claimed_credits > np.where(found, total_credits[claimed_at], 0.0)) | (
+            claimed_uses > np.where(found, total_uses[claimed_at], 0)
+        )
+        if over.any():
+            index = pd.MultiIndex.from_arrays([sent.dates[first], sent.tools[first]], names=_KEYS)
+            totals = pd.DataFrame({"uses": total_uses, "credits": total_credits}, index=index)
+            named, attributed, excess = _fit_to_totals(named, totals)
+            if attributed is not None:  # always, for user rows to fit
+                aligned = attributed.reindex(totals.index, fill_value=0)
+                named_uses = aligned["uses"].to_numpy()
+                named_credits = aligned["credits"].to_numpy()
     # Never negative: the breakdown now fits inside its totals; what is left over after
     # scaling it down is float rounding, not usage.
     uses_left = np.clip(total_uses - named_uses, 0, None).astype("int64")
@@ -71,12 +115,12 @@ def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFram
     parts = [] if named.empty else [named]
     if left.any():
         # Unattributed user rows (no email) are folded into this residual.
-        keys = totals.index[left]
+        at = first[left]
         parts.append(
             pd.DataFrame(
                 {
-                    "date": keys.get_level_values("date"),
-                    "tool": keys.get_level_values("tool"),
+                    "date": sent.dates[at],
+                    "tool": sent.tools[at],
                     "user": None,
                     "project": None,
                     "project_reference": None,
@@ -93,10 +137,65 @@ def _with_unattributed(totals: pd.DataFrame, users: pd.DataFrame) -> pd.DataFram
         frame = frame[list(TIDY_COLUMNS)]
     if frame["uses"].dtype != "int64" or frame["credits"].dtype != "float64":
         frame = frame.astype({"uses": "int64", "credits": "float64"})
-    frame = frame.sort_values(
-        ["date", "tool", "credits"], ascending=[True, True, False], ignore_index=True
-    )
+    # By date, tool and credits, largest first (ties as they came): sort_values' order.
+    row_keys = np.concatenate([named_keys, totals_keys[left]])
+    order = np.lexsort((-frame["credits"].to_numpy(), row_keys))
+    frame = frame.take(order)
+    frame.index = pd.RangeIndex(len(frame))
     return _with_excess(frame, excess)
+
+
+def _positions(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where each of ``wanted`` is in the sorted ``keys``; -1 where it is not."""
+    at = np.searchsorted(keys, wanted)
+    inside = at < len(keys)
+    found = inside & (keys[np.where(inside, at, 0)] == wanted)
+    return np.where(found, at, -1)
+
+
+def _taken(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``values[at]``, with 0 where ``at`` is -1 (what a reindex with 0 for missing gives)."""
+    out = np.zeros(len(at), dtype=values.dtype)
+    found = at >= 0
+    out[found] = values[at[found]]
+    return out
+
+
+def _aligned(values: np.ndarray, at: np.ndarray, size: int) -> np.ndarray:
+    """``values`` moved to positions ``at`` (-1: nowhere) of a zero array of ``size``."""
+    out = np.zeros(size, dtype=values.dtype)
+    found = at >= 0
+    out[at[found]] = values[found]
+    return out
+
+
+_EXACT = 2.0**53  # every whole number up to this is a float64
+
+
+def _group_sums(ids: np.ndarray, groups: int, values: np.ndarray) -> np.ndarray:
+    """``values`` summed by group (``ids`` from 0, in the keys' sorted order), added up
+    exactly as pandas' groupby sum adds them, so every figure stays the same to the last
+    bit: integers in any order; floats by ``np.add.reduceat`` when the ids are sorted, else
+    by pandas' compensated sum (whole numbers by a plain one: none of their sums rounds).
+    Without the frame, key factorisation and index a groupby builds, which are most of
+    its cost on a report's few hundred rows."""
+    out = np.zeros(groups, dtype=np.int64 if values.dtype.kind in "iub" else values.dtype)
+    if not len(ids):
+        return out
+    if values.dtype.kind in "iub":
+        np.add.at(out, ids, values)
+        return out
+    if (ids[1:] >= ids[:-1]).all() and not np.isnan(values).any():
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        out[ids[starts]] = np.add.reduceat(values, starts)
+        return out
+    if (values == np.trunc(values)).all() and np.abs(values).sum() <= _EXACT:
+        # Whole numbers whose sum a float64 holds exactly: no addition rounds, so the
+        # compensated sum is the plain one (the contract's credits are whole numbers).
+        return np.bincount(ids, weights=values, minlength=groups)
+    sums = pd.Series(values, copy=False).groupby(ids).sum()
+    out[sums.index.to_numpy()] = sums.to_numpy()
+    return out
 
 
 def _with_excess(frame: pd.DataFrame, excess: float) -> pd.DataFrame:
@@ -154,6 +253,21 @@ def _fit_to_totals(
 def _empty_tidy() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype=object) for c in TIDY_COLUMNS})
     return frame.astype({"date": "datetime64[ns]", "uses": "int64", "credits": "float64"})
+
+
+# Days whose midnight a datetime64[ns] surely holds (pandas' range is 1677-09-22..2262-04-11).
+_NS_DAYS = (np.datetime64("1678-01-01", "D"), np.datetime64("2262-01-01", "D"))
+
+
+def _utc_midnights(starts: list[dt.datetime]) -> np.ndarray:
+    """Bucket starts as naive UTC midnights (datetime64[ns]), as ``_naive_dates`` makes
+    them: a response has a few hundred distinct starts, and one Python call each costs
+    less than pandas' datetime parsing of a short column. A day outside what nanoseconds
+    hold goes to ``_naive_dates``, to fail as it does."""
+    days = np.array([utc_day(start) for start in starts], dtype="datetime64[D]")
+    if ((days < _NS_DAYS[0]) | (days > _NS_DAYS[1])).any():
+        return _naive_dates(pd.Series(starts)).to_numpy()
+    return days.astype("datetime64[ns]")
 
 
 def _naive_dates(dates: pd.Series) -> pd.Series:
@@ -314,7 +428,11 @@ def build_tables(
     # The history's own figure for this period may lag the detail fetch; the
     # detail is what the report is about, so it wins.
     history_totals = _totals_by_period(history, history_periods, credits, uses)
-    span_totals = _totals_by_period(compared, history_periods, credits, uses)
+    span_totals = (
+        history_totals
+        if compared is history
+        else _totals_by_period(compared, history_periods, credits, uses)
+    )
     average = _earlier_average(span_totals["credits"].to_numpy())
 
     totals = Totals(
@@ -330,7 +448,8 @@ def build_tables(
             _in_progress(period, through, credits, history, spans, comparable) if running else None
         ),
     )
-    tools = _breakdown(detail, previous, "tool", credits)
+    by_tool = _key_sums(detail, "tool")
+    tools = _breakdown(detail, previous, "tool", credits, by_tool)
     tool_order = list(tools.rows["key"])
     tool_order += [t for t in sorted(history["tool"].dropna().unique()) if t not in tool_order]
     users, others = _top_users(detail, previous, credits, top_users)
@@ -345,8 +464,13 @@ def build_tables(
 
     hist_by_tool = history.groupby(["period", "tool"], as_index=False)["credits"].sum()
     hist_by_tool = hist_by_tool[hist_by_tool["period"] != period.key]
-    current_by_tool = (
-        detail.groupby("tool", as_index=False)["credits"].sum().assign(period=period.key)
+    named_tools = by_tool.keys.notna()  # as a groupby by tool would drop a missing one
+    current_by_tool = pd.DataFrame(
+        {
+            "tool": by_tool.keys[named_tools],
+            "credits": by_tool.credits[named_tools],
+            "period": period.key,
+        }
     )
     hist_by_tool = pd.concat([hist_by_tool, current_by_tool], ignore_index=True)
 
@@ -399,9 +523,10 @@ def _totals_by_period(
 ) -> pd.DataFrame:
     """Credits and uses of each of ``periods``; the last (the report's) gets ``credits``
     and ``uses``."""
-    sums = rows.groupby("period")[["credits", "uses"]].sum().reindex(periods, fill_value=0)
-    period_credits = sums["credits"].to_numpy(dtype="float64", copy=True)
-    period_uses = sums["uses"].to_numpy(dtype="int64", copy=True)
+    sums = _key_sums(rows, "period")
+    at = sums.keys.get_indexer(pd.Index(periods))
+    period_credits = _taken(sums.credits, at).astype("float64")
+    period_uses = _taken(sums.uses, at).astype("int64")
     period_credits[-1], period_uses[-1] = credits, uses
     return pd.DataFrame({"period": periods, "credits": period_credits, "uses": period_uses})
 
@@ -457,14 +582,42 @@ def _pct_change(current: float, previous: float) -> float | None:
     return (current - previous) / previous * 100.0
 
 
-def _breakdown(detail: pd.DataFrame, previous: pd.DataFrame, key: str, total: float) -> Breakdown:
+@dataclass(frozen=True, slots=True)
+class _KeySums:
+    """Uses and credits by one column's values, sorted, a missing value last: what
+    ``groupby(key, dropna=False)[["uses", "credits"]].sum()`` gives, to the last bit."""
+
+    keys: pd.Index
+    uses: np.ndarray
+    credits: np.ndarray
+
+
+def _key_sums(rows: pd.DataFrame, key: str) -> _KeySums:
+    column = rows[key]
+    ids, keys = pd.factorize(column, sort=True, use_na_sentinel=False)
+    # The index a groupby makes of object keys is typed from their values, as a list's is.
+    index = pd.Index(list(keys)) if column.dtype == object and len(keys) else pd.Index(keys)
+    return _KeySums(
+        index,
+        _group_sums(ids, len(keys), rows["uses"].to_numpy()),
+        _group_sums(ids, len(keys), rows["credits"].to_numpy()),
+    )
+
+
+def _breakdown(
+    detail: pd.DataFrame,
+    previous: pd.DataFrame,
+    key: str,
+    total: float,
+    current: _KeySums | None = None,
+) -> Breakdown:
     # Sorted by key, the unattributed row (key NaN) last: _finish relies on both.
-    current = detail.groupby(key, dropna=False)[["uses", "credits"]].sum()
-    before = previous.groupby(key, dropna=False)["credits"].sum()
-    keys = current.index
-    uses = current["uses"].to_numpy()
-    credits = current["credits"].to_numpy()
-    previous_credits = before.reindex(keys).to_numpy(dtype="float64", na_value=0.0)
+    current = current or _key_sums(detail, key)
+    before = _key_sums(previous, key)
+    keys = current.keys
+    uses = current.uses
+    credits = current.credits
+    previous_credits = _taken(before.credits, before.keys.get_indexer(keys)).astype("float64")
     # Named rows by credits (a stable sort keeps ties by key); the unattributed row last,
     # where readers look for it.
     named = np.flatnonzero(keys.notna())
