@@ -231,9 +231,14 @@ def _fit_to_totals(
     if not (over_credits.any() or over_uses.any()):
         return named, claimed, 0.0
     excess = float((claimed_credits - total_credits)[over_credits].sum())
+    # A factor is only taken where the claim is over, and so not zero; elsewhere a claim
+    # of zero would warn of a division no row uses.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        credit_factor = np.where(over_credits, total_credits / claimed_credits, 1.0)
+        use_factor = np.where(over_uses, total_uses / claimed_uses, 1.0)
     factors = claimed.index.to_frame(index=False).assign(
-        credit_factor=np.where(over_credits, total_credits / claimed_credits, 1.0),
-        use_factor=np.where(over_uses, total_uses / claimed_uses, 1.0),
+        credit_factor=credit_factor,
+        use_factor=use_factor,
         uses_total=total_uses,
         over_uses=over_uses,
     )

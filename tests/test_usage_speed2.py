@@ -142,3 +142,25 @@ def test_group_sums_add_up_exactly_as_a_pandas_groupby(order: str, credits_kind:
     assert np.array_equal(np.signbit(sums), np.signbit(expected["credits"]))
     assert np.array_equal(_group_sums(ids, len(distinct), uses), expected["uses"])
     assert np.array_equal(sums, pd.Series(credits).groupby(keys).sum().to_numpy())
+
+
+def test_a_breakdown_over_its_credits_with_no_uses_is_scaled_without_a_warning() -> None:
+    """Credits claimed beyond the tool's total by a user row with no uses: only the
+    credits are scaled, and the uses' factor (uses over zero claimed uses, never taken)
+    raises no division warning, which the command line would print and the suite fails."""
+    body = {
+        "data": [
+            {
+                "date": "2026-10-01T00:00:00.000Z",
+                "consumptions": [
+                    consumption("Video", 4, 10.0, row("a@x.com", 0, 15.0), row("b@x.com", 0, 5.0))
+                ],
+            }
+        ]
+    }
+    frame = tidy_frame(parse_usage_response(json.dumps(body).encode()))
+    named = frame[frame["user"].notna()].set_index("user")
+    assert named["credits"].to_dict() == {"a@x.com": 7.5, "b@x.com": 2.5}  # 15:5 of 10
+    assert frame["credits"].sum() == 10.0
+    assert frame["uses"].sum() == 4  # all four unattributed
+    assert frame.attrs[BREAKDOWN_EXCESS] == 10.0
