@@ -250,7 +250,7 @@ def test_the_printed_bars_are_as_long_as_the_page_says(
     for number, page in enumerate(pages, start=1):
         image = Image.open(tmp_path / f"page-{number}.png").convert("RGB")
         for label, percent in bars.items():
-            share = _shown_share(tools[label]["share"])
+            share = Formatter("en").share(tools[label]["share"])
             words = re.findall(
                 rf'<word xMin="[\d.]+" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">'
                 rf"{re.escape(share)}</word>",
@@ -274,10 +274,6 @@ def test_the_printed_bars_are_as_long_as_the_page_says(
 
 def _pixel(image: Image.Image, x: float, y: float) -> Any:
     return image.getpixel((round(x), round(y)))
-
-
-def _shown_share(share: float) -> str:
-    return Formatter("en").share(share)
 
 
 def _row_of(page: str, word: tuple[str, str, str], label: str) -> bool:
