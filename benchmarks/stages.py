@@ -24,7 +24,7 @@ from reporter import charts
 from reporter.config import load_config
 from reporter.environment import ApiSettings
 from reporter.files import default_templates_dir
-from reporter.jobs import RunOptions, build, fetch_tables, pipeline
+from reporter.jobs import RunOptions, build, fetch_tables, messages, pipeline
 from reporter.magnific import MagnificClient
 from reporter.periods import last_complete_month
 from reporter.sandbox import SandboxData, SandboxServer
@@ -54,7 +54,7 @@ def main() -> None:
     timed(build, "compose_report", "charts and HTML")
     timed(charts, "render_svg", "  of which the charts (vl-convert)")
     timed(charts, "svg_to_png", "the email's chart as PNG")
-    timed(pipeline, "compose", "the email message")
+    timed(messages, "compose", "the email message")
     timed(build, "write_csv", "the CSV")
     today = dt.date.today()
     with tempfile.TemporaryDirectory(prefix="reporter-stages-") as tmp:

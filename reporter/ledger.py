@@ -1,10 +1,18 @@
 """The delivery ledger: which owner has been sent which message for which period.
 
 One row per (report, period, message, recipient). ``message`` says what was
-sent: ``report`` (the period's report), ``alert:threshold:80``,
-``alert:forecast``, ``alert:spike:2026-11-12`` or ``correction:<credits>``;
-every kind goes through the same claims and marks, so each is sent at most
-once. A message moves through
+sent: ``report`` (the period's report, in whichever version the recipient is
+due), ``alert:threshold:80``, ``alert:forecast`` or ``alert:spike:2026-11-12``
+(``correction:<credits>`` in ledgers written before versions); every kind goes
+through the same claims and marks, so each is sent at most once.
+
+Versions: each build of a report for delivery is a new version of it
+(``versions``: its number, in order, and the total credits it shows), and a
+``report`` row names the version its message carries. When a recipient's
+message is confirmed, ``received`` records which version they now hold, so a
+correction is computed against what that recipient last received, a pending
+message of an older version is superseded rather than sent, and nobody
+receives an older version after a newer one. A message moves through
 ``claimed`` -> ``rendered`` -> ``sending`` -> ``committing`` -> ``sent``, or
 to ``failed`` or ``unconfirmed``. Only ``sent`` counts as delivered. A recipient is
 an email address (stored in lower case) or a chat channel (``slack:<VARIABLE>``,
@@ -34,13 +42,14 @@ import logging
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from reporter.errors import UsageError
+from reporter.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +60,7 @@ IN_FLIGHT = ("claimed", "rendered", "sending", "committing")
 
 # "RPTR": marks the file as ours, so a foreign SQLite file is never written to.
 APPLICATION_ID = 0x52505452
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 LOCK_WAIT_SECONDS = 30.0
 
 REPORT = "report"
@@ -81,11 +90,36 @@ CREATE TABLE IF NOT EXISTS {name} (
     attempts    INTEGER NOT NULL DEFAULT 0,
     updated_at  TEXT NOT NULL,
     run_id      TEXT,
+    version     INTEGER,
     PRIMARY KEY (report, period, message, recipient)
 );
 """
-# The total credits a delivered report showed, so a later re-check can tell that
-# late usage changed it; updated when a correction is delivered.
+# Each build of a report for delivery, numbered in order, with the total it shows
+# (NULL until its data is in).
+_VERSIONS = """
+CREATE TABLE IF NOT EXISTS versions (
+    report      TEXT NOT NULL,
+    period      TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    credits     REAL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (report, period, version)
+);
+"""
+# Which version each recipient was confirmed to receive, and when: a recipient holds
+# the newest one they received.
+_RECEIVED = """
+CREATE TABLE IF NOT EXISTS received (
+    report      TEXT NOT NULL,
+    period      TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    message_id  TEXT,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (report, period, recipient, version)
+);
+"""
+# Schema 3 kept only the total a report's owners were last shown.
 _SHOWN = """
 CREATE TABLE IF NOT EXISTS shown_totals (
     report      TEXT NOT NULL,
@@ -146,6 +180,15 @@ class Delivery:
     updated_at: str
     run_id: str | None = None
     message: str = REPORT
+    version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The newest version of a report a recipient was confirmed to receive."""
+
+    version: int
+    credits: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +306,8 @@ class Ledger:
                 kind = self._kind(tx)  # again: another run may have created it meanwhile
                 if kind == "new":
                     tx.execute(_DELIVERIES.format(name="deliveries"))
-                    tx.execute(_SHOWN)
+                    tx.execute(_VERSIONS)
+                    tx.execute(_RECEIVED)
                 elif kind == "old":
                     self._migrate(tx)
                 if kind != "current":
@@ -321,7 +365,8 @@ class Ledger:
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         """Schema 1 -> 2: ``run_id``. 2 -> 3: ``message`` in the primary key, which SQLite
-        cannot alter, so the table is copied (inside the caller's transaction)."""
+        cannot alter, so the table is copied (inside the caller's transaction). 3 -> 4:
+        versions (see ``_migrate_versions``)."""
         if "run_id" not in self._columns(db):
             db.execute("ALTER TABLE deliveries ADD COLUMN run_id TEXT")
         if "message" not in self._columns(db):
@@ -332,7 +377,60 @@ class Ledger:
             )
             db.execute("DROP TABLE deliveries")
             db.execute("ALTER TABLE deliveries_v3 RENAME TO deliveries")
+        if "version" not in self._columns(db):
+            db.execute("ALTER TABLE deliveries ADD COLUMN version INTEGER")
         db.execute(_SHOWN)
+        db.execute(_VERSIONS)
+        db.execute(_RECEIVED)
+        self._migrate_versions(db)
+        db.execute("DROP TABLE shown_totals")
+
+    def _migrate_versions(self, db: sqlite3.Connection) -> None:
+        """What schema 3 knew, as versions: the report as first delivered is version 1
+        (its total from ``shown_totals`` where recorded), and each delivered correction
+        ``correction:<credits>`` a version after it, in the order they were sent. Rows
+        still pending keep no version: their message is rebuilt, not resent."""
+        now = self._now()
+        shown = {(r, p): c for r, p, c, _ in db.execute("SELECT * FROM shown_totals")}
+        sent = list(
+            db.execute(
+                "SELECT report, period, message, recipient, message_id, updated_at"
+                " FROM deliveries WHERE status='sent' AND (message=? OR message LIKE"
+                " 'correction:%') ORDER BY report, period, updated_at",
+                (REPORT,),
+            )
+        )
+        corrected = {(r, p) for r, p, m, *_ in sent if m != REPORT}
+        numbers: dict[tuple[str, str, str], int] = {}
+        for report, period, message, recipient, message_id, updated_at in sent:
+            key = (report, period, message)
+            if key not in numbers:
+                number = 1 + sum(1 for k in numbers if k[:2] == (report, period))
+                numbers[key] = number
+                # Once a correction was sent, shown_totals held its total, not the first.
+                credits = (
+                    float(message.partition(":")[2] or 0)
+                    if message != REPORT
+                    else None
+                    if (report, period) in corrected
+                    else shown.get((report, period))
+                )
+                db.execute(
+                    "INSERT INTO versions (report, period, version, credits, created_at)"
+                    " VALUES (?,?,?,?,?)",
+                    (report, period, number, credits, now),
+                )
+            db.execute(
+                "INSERT OR IGNORE INTO received (report, period, recipient, version,"
+                " message_id, received_at) VALUES (?,?,?,?,?,?)",
+                (report, period, recipient, numbers[key], message_id, updated_at),
+            )
+            if message == REPORT:
+                db.execute(
+                    "UPDATE deliveries SET version=? WHERE report=? AND period=?"
+                    " AND message=? AND recipient=?",
+                    (numbers[key], report, period, message, recipient),
+                )
 
     def _with_lock_wait(self, action: Callable[[], T]) -> T:
         """Run ``action``; if another process holds the file locked, say so and wait a while."""
@@ -409,6 +507,11 @@ class Ledger:
         )
 
     # --- runs --------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> Outbox:
+        """The messages written for delivery, beside the ledger that points at them."""
+        return Outbox.beside(self.path)
 
     @property
     def run_id(self) -> str | None:
@@ -586,9 +689,13 @@ class Ledger:
         artifact: str | None = None,
         error: str | None = None,
         message: str | Sequence[str] = REPORT,
+        versions: Mapping[str, int] | None = None,
     ) -> None:
         """Record a state for every (report, message, recipient) this run holds, in one
-        transaction; ``message`` may name several (one email carrying several alerts)."""
+        transaction; ``message`` may name several (one email carrying several alerts).
+
+        ``versions`` (report -> version) names the version of each report the message
+        carries; a ``sent`` mark records that version as received by the recipient."""
         messages = [message] if isinstance(message, str) else list(message)
         now = self._now()
         bump = 1 if status == "sending" else 0
@@ -597,38 +704,37 @@ class Ledger:
         recipients = list(recipients)
         with self._writing() as db:
             for report, kind, recipient in itertools.product(reports, messages, recipients):
+                key = (report, period, kind, recipient_key(recipient))
+                version = (versions or {}).get(report) if kind == REPORT else None
                 db.execute(
                     "INSERT INTO deliveries (report, period, message, recipient, status,"
-                    " message_id, artifact, error, attempts, updated_at, run_id)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                    " message_id, artifact, error, attempts, updated_at, run_id, version)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT (report, period, message, recipient) DO UPDATE SET"
                     " status=excluded.status,"
                     " message_id=COALESCE(excluded.message_id, message_id),"
                     " artifact=COALESCE(excluded.artifact, artifact),"
+                    " version=COALESCE(excluded.version, version),"
                     " error=excluded.error, attempts=attempts+?,"
                     " updated_at=excluded.updated_at"
                     " WHERE run_id IS excluded.run_id",
-                    (
-                        report,
-                        period,
-                        kind,
-                        recipient_key(recipient),
-                        status,
-                        message_id,
-                        artifact,
-                        error,
-                        bump,
-                        now,
-                        run_id,
-                        bump,
-                    ),
+                    (*key, status, message_id, artifact, error, bump, now, run_id, version, bump),
                 )
+                if status == "sent" and kind == REPORT:
+                    # What the recipient now holds: the version the row's message carries.
+                    db.execute(
+                        "INSERT OR IGNORE INTO received (report, period, recipient, version,"
+                        " message_id, received_at) SELECT report, period, recipient, version,"
+                        " message_id, ? FROM deliveries WHERE report=? AND period=?"
+                        " AND message=? AND recipient=? AND version IS NOT NULL AND run_id IS ?",
+                        (now, *key, run_id),
+                    )
 
     def rows(self, period: str | None = None, *, message: str | None = REPORT) -> list[Delivery]:
         """Rows of one kind of message (``None``: every kind), newest period first."""
         query = (
             "SELECT report, period, recipient, status, message_id, artifact, error,"
-            " attempts, updated_at, run_id, message FROM deliveries"
+            " attempts, updated_at, run_id, message, version FROM deliveries"
         )
         where = []
         args: tuple[str, ...] = ()
@@ -643,28 +749,60 @@ class Ledger:
         query += " ORDER BY period DESC, report, message, recipient"
         return [Delivery(*row) for row in self._read(query, args)]
 
-    # --- what delivered reports showed (for corrections) ---------------------------
+    # --- versions: what each recipient holds (for supersession and corrections) ------
 
-    def record_shown(self, report: str, period: str, credits: float) -> None:
-        """The total a delivered report (or its correction) showed its owners."""
+    def new_version(self, report: str, period: str, credits: float | None = None) -> int:
+        """The next version of ``report`` for ``period``, numbered after every earlier one,
+        whichever run made it; ``credits`` may follow with ``set_version_credits``."""
+        with self._writing() as db:
+            (number,) = db.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE report=? AND period=?",
+                (report, period),
+            ).fetchone()
+            db.execute(
+                "INSERT INTO versions (report, period, version, credits, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (report, period, number, credits, self._now()),
+            )
+        return int(number)
+
+    def set_version_credits(self, report: str, period: str, version: int, credits: float) -> None:
         with self._writing() as db:
             db.execute(
-                "INSERT INTO shown_totals (report, period, credits, recorded_at)"
-                " VALUES (?,?,?,?) ON CONFLICT (report, period) DO UPDATE SET"
-                " credits=excluded.credits, recorded_at=excluded.recorded_at",
-                (report, period, credits, self._now()),
+                "UPDATE versions SET credits=? WHERE report=? AND period=? AND version=?",
+                (credits, report, period, version),
             )
 
-    def shown_totals(self, period: str | None = None) -> dict[tuple[str, str], float]:
-        """(report, period) -> the credits its owners were last shown."""
-        query = "SELECT report, period, credits FROM shown_totals"
-        args: tuple[str, ...] = ()
-        if period:
-            query += " WHERE period=?"
-            args = (period,)
-        return {(r, p): float(c) for r, p, c in self._read(query, args)}
+    def latest_versions(self, period: str) -> dict[str, int]:
+        """report -> its newest version for ``period``: a pending message of an older one
+        is superseded."""
+        rows = self._read(
+            "SELECT report, MAX(version) FROM versions WHERE period=? GROUP BY report", (period,)
+        )
+        return {str(r): int(v) for r, v in rows}
 
-    def _read(self, query: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    def version_credits(self, report: str, period: str, version: int) -> float | None:
+        rows = self._read(
+            "SELECT credits FROM versions WHERE report=? AND period=? AND version=?",
+            (report, period, version),
+        )
+        return None if not rows or rows[0][0] is None else float(rows[0][0])
+
+    def held(self, report: str, period: str) -> dict[str, Held]:
+        """recipient (as ``recipient_key`` stores it) -> the newest version of ``report``
+        they were confirmed to receive, and the total it showed."""
+        rows = self._read(
+            "SELECT r.recipient, MAX(r.version), v.credits FROM received r"
+            " LEFT JOIN versions v ON v.report=r.report AND v.period=r.period"
+            " AND v.version=r.version WHERE r.report=? AND r.period=? GROUP BY r.recipient",
+            (report, period),
+        )
+        return {
+            str(who): Held(int(version), None if credits is None else float(credits))
+            for who, version, credits in rows
+        }
+
+    def _read(self, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:
             return self._with_lock_wait(lambda: list(self._db.execute(query, args)))
         except sqlite3.Error as exc:

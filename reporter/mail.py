@@ -21,7 +21,7 @@ import secrets
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -99,9 +99,11 @@ def build_message(
     msg_id: str,
     date: dt.datetime,
     reply_to: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> EmailMessage:
     """A multipart/mixed message: text and HTML alternatives (HTML with its inline
-    chart as multipart/related), then the attachments."""
+    chart as multipart/related), then the attachments. ``headers``: more of them
+    (``X-Reporter-Version``)."""
     _, sender_address = email.utils.parseaddr(sender)
     utf8 = needs_smtputf8([sender_address, *recipients])
     # With a UTF-8 address the headers are UTF-8 too (RFC 6532), in the .eml as in transit.
@@ -114,6 +116,8 @@ def build_message(
     if reply_to:
         message["Reply-To"] = one_line(reply_to)
     message["Auto-Submitted"] = "auto-generated"
+    for name, value in (headers or {}).items():
+        message[name] = one_line(value)
     message.set_content(text, subtype="plain", charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
     html_part = message.get_body(("html",))

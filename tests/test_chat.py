@@ -754,6 +754,18 @@ def test_recovery_says_what_is_true_of_a_chat_post_cut_off_mid_request(
 # --- a post that did not get through is posted again as it was written ----------------
 
 
+def outbox_file(tmp_path: Path, report: str, recipient: str) -> Path:
+    """The payload the ledger points at for ``recipient``: its file in the outbox."""
+    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
+        (artifact,) = db.execute(
+            "SELECT artifact FROM deliveries WHERE report=? AND recipient=? AND message='report'",
+            (report, recipient),
+        ).fetchone()
+    path = Path(artifact)
+    assert path.is_relative_to(tmp_path / "state.sqlite3.outbox")
+    return path
+
+
 def test_an_unconfirmed_post_is_posted_again_from_its_stored_payload_not_rebuilt(
     tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
 ) -> None:
@@ -761,12 +773,14 @@ def test_an_unconfirmed_post_is_posted_again_from_its_stored_payload_not_rebuilt
     platforms.faults["teams"] = [404]
     first = run(tmp_path, api, smtp, platforms, "--report", "design")
     assert first.exit_code == 1
-    stored = tmp_path / "out" / PERIOD / "design.slack.json"
-    # Mark the stored payload: a rebuild could not produce this text.
-    payload = json.loads(stored.read_text())
-    payload["text"] = "as the first attempt wrote it"
-    stored.write_text(json.dumps(payload))
-    teams_file = tmp_path / "out" / PERIOD / "design.teams.json"
+    posted = platforms.to("/slack/")[0].json()
+    stored = outbox_file(tmp_path, "design", "slack:SLACK_WEBHOOK_REPORTS")
+    assert json.loads(stored.read_text()) == posted
+    # The copy under --out is for people to read (a dry run writes it too): changing it
+    # changes nothing that is posted.
+    copy = tmp_path / "out" / PERIOD / "design.slack.json"
+    copy.write_text(json.dumps({**posted, "text": "a draft"}))
+    teams_file = outbox_file(tmp_path, "design", "teams:TEAMS_WEBHOOK_REPORTS")
     fetched = len(api.requests)
 
     again = run(tmp_path, api, smtp, platforms, "--report", "design")
@@ -774,7 +788,7 @@ def test_an_unconfirmed_post_is_posted_again_from_its_stored_payload_not_rebuilt
     assert len(api.requests) == fetched  # nothing to rebuild: the API is not asked
     slack = platforms.to("/slack/")
     assert len(slack) == 2
-    assert slack[1].json() == payload
+    assert slack[1].body == slack[0].body
     (teams,) = platforms.to("/teams/")
     assert teams.json() == json.loads(teams_file.read_text())
     assert len(smtp.recorder.messages) == 1
@@ -788,14 +802,15 @@ def test_a_stored_payload_that_is_gone_is_rebuilt(
 ) -> None:
     platforms.faults["slack"] = ["drop"]
     assert run(tmp_path, api, smtp, platforms, "--report", "design").exit_code == 1
-    stored = tmp_path / "out" / PERIOD / "design.slack.json"
+    stored = outbox_file(tmp_path, "design", "slack:SLACK_WEBHOOK_REPORTS")
     written = stored.read_bytes()
     stored.unlink()
     fetched = len(api.requests)
     again = run(tmp_path, api, smtp, platforms, "--report", "design")
     assert again.exit_code == 0, again.output
     assert len(api.requests) > fetched  # rebuilt from the API
-    assert stored.read_bytes() == written  # same data: the same payload
+    rebuilt = outbox_file(tmp_path, "design", "slack:SLACK_WEBHOOK_REPORTS")
+    assert rebuilt.read_bytes() == written  # same data: the same payload
     assert platforms.to("/slack/")[1].body == platforms.to("/slack/")[0].body
     assert len(smtp.recorder.messages) == 1
 
@@ -805,11 +820,10 @@ def test_a_stored_payload_survives_a_rebuild_for_a_new_owner(
 ) -> None:
     platforms.faults["slack"] = ["drop"]
     assert run(tmp_path, api, smtp, platforms, "--report", "design").exit_code == 1
-    stored = tmp_path / "out" / PERIOD / "design.slack.json"
-    payload = json.loads(stored.read_text())
-    payload["text"] = "as the first attempt wrote it"
-    stored.write_text(json.dumps(payload))
-    # A new owner makes this run rebuild the report, which writes design.slack.json anew.
+    stored = outbox_file(tmp_path, "design", "slack:SLACK_WEBHOOK_REPORTS")
+    written = stored.read_bytes()
+    # A new owner makes this run rebuild the report, which writes its payloads anew: the
+    # stored one is a file of its own, and stays as it was.
     reports = REPORTS.replace('"design.lead@company.com"', '"design.lead@company.com", "new@c.com"')
     again = run(tmp_path, api, smtp, platforms, "--report", "design", reports=reports)
     assert again.exit_code == 0, again.output
@@ -819,14 +833,10 @@ def test_a_stored_payload_survives_a_rebuild_for_a_new_owner(
     ]
     slack = platforms.to("/slack/")
     assert len(slack) == 2
-    assert slack[1].json() == payload
+    assert slack[1].json() == json.loads(written)
     assert len(platforms.to("/teams/")) == 1
-    with sqlite3.connect(tmp_path / "state.sqlite3") as db:
-        (artifact,) = db.execute(
-            "SELECT artifact FROM deliveries WHERE recipient='slack:SLACK_WEBHOOK_REPORTS'"
-        ).fetchone()
-    assert Path(artifact).name == "design.slack.resend.json"
-    assert json.loads(Path(artifact).read_text()) == payload
+    assert outbox_file(tmp_path, "design", "slack:SLACK_WEBHOOK_REPORTS") == stored
+    assert stored.read_bytes() == written
 
 
 # --- corrections (run --recheck) ---------------------------------------------------------
@@ -901,7 +911,10 @@ def test_a_correction_is_posted_once_per_changed_total_and_channel(
     assert card["body"][1]["inlines"][0]["color"] == "Attention"
     rows = ledger_rows(tmp_path)
     for channel in ("slack:SLACK_WEBHOOK_REPORTS", "teams:TEAMS_WEBHOOK_REPORTS"):
-        assert rows[("marketing", "correction:3350", channel)] == "sent"
+        assert rows[("marketing", "report", channel)] == "sent"
+    with Ledger(tmp_path / "state.sqlite3") as ledger:
+        held = ledger.held("marketing", "2026-10")
+    assert {held[c].credits for c in held} == {3350.0}  # every owner and channel
 
     # Every owner and channel has it: the corrected total is the new reference.
     third = recheck("--recheck")

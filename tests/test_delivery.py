@@ -88,7 +88,10 @@ def test_mail_server_down_keeps_artefacts_and_the_next_run_sends_them(
 
     code, stdout, stderr = cli_run(tmp_path, api, smtp.env())
     assert code == 0, stderr
-    assert "marketing: delivered (sent to 2 owners, the message a previous run wrote)" in stderr
+    assert (
+        "marketing: delivered, 114,440 credits (sent to 2 owners, the message a previous run wrote)"
+        in stderr
+    )
     assert len(api.requests) == api_calls  # sent from disk, not rebuilt
     assert set(copies(smtp).values()) == {1}
     assert len(copies(smtp)) == 4

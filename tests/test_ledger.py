@@ -11,7 +11,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from reporter.cli import cli
-from reporter.ledger import APPLICATION_ID, SCHEMA_VERSION, Ledger, LedgerError
+from reporter.ledger import APPLICATION_ID, SCHEMA_VERSION, Held, Ledger, LedgerError
 
 _V1 = """
 CREATE TABLE deliveries (
@@ -63,7 +63,7 @@ def test_schema_1_and_2_ledgers_migrate_keeping_every_delivery(tmp_path: Path) -
             again = ledger.claim("marketing", "2026-10", ["ann@company.com"], force=False)
             assert again.done == ["ann@company.com"]
         with sqlite3.connect(path) as db:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+            assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
             assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
             pk = [r[1] for r in db.execute("PRAGMA table_info(deliveries)") if r[5]]
             assert pk == ["report", "period", "message", "recipient"]
@@ -88,19 +88,76 @@ def test_an_alert_is_delivered_once_per_owner_beside_the_report(tmp_path: Path) 
         assert claim.mine == ["bob@company.com"]  # the failed one is due again
 
 
-def test_the_totals_a_report_showed_are_kept_and_updated(tmp_path: Path) -> None:
+def test_each_recipient_holds_the_newest_version_they_were_confirmed_to_receive(
+    tmp_path: Path,
+) -> None:
+    """Versions are numbered in order across runs; a ``sent`` mark records the version the
+    row's message carries, a failed one records nothing."""
     path = tmp_path / "state.sqlite3"
+    owners = ["ann@company.com", "Bob@company.com"]
     with Ledger(path) as ledger:
-        assert ledger.shown_totals() == {}
-        ledger.record_shown("marketing", "2026-10", 1200.5)
-        ledger.record_shown("sales", "2026-10", 10.0)
-        ledger.record_shown("marketing", "2026-10", 1300.0)
+        assert ledger.held("marketing", "2026-10") == {}
+        first = ledger.new_version("marketing", "2026-10")
+        ledger.set_version_credits("marketing", "2026-10", first, 1200.5)
+        assert ledger.new_version("sales", "2026-10", 10.0) == 1
+        ledger.claim("marketing", "2026-10", owners, force=False)
+        ledger.mark(["marketing"], "2026-10", owners, "rendered", versions={"marketing": first})
+        ledger.mark(["marketing"], "2026-10", owners[:1], "sent")
+        ledger.mark(["marketing"], "2026-10", owners[1:], "failed", error="550 no")
     with Ledger(path) as ledger:
-        assert ledger.shown_totals("2026-10") == {
-            ("marketing", "2026-10"): 1300.0,
-            ("sales", "2026-10"): 10.0,
+        second = ledger.new_version("marketing", "2026-10", 1300.0)
+        assert second == first + 1
+        assert ledger.latest_versions("2026-10") == {"marketing": second, "sales": 1}
+        assert ledger.held("marketing", "2026-10") == {"ann@company.com": Held(first, 1200.5)}
+        ledger.claim("marketing", "2026-10", owners, force=True)
+        ledger.mark(["marketing"], "2026-10", owners, "rendered", versions={"marketing": second})
+        ledger.mark(["marketing"], "2026-10", owners, "sent")
+        assert ledger.held("marketing", "2026-10") == {
+            "ann@company.com": Held(second, 1300.0),
+            "bob@company.com": Held(second, 1300.0),
         }
-        assert ledger.shown_totals("2026-09") == {}
+        assert ledger.held("marketing", "2026-09") == {}
+
+
+def test_a_schema_3_ledger_keeps_what_each_owner_was_shown_as_versions(tmp_path: Path) -> None:
+    """The report as delivered is version 1, a delivered correction the next; a correction
+    that failed is forgotten (the next re-check computes it again)."""
+    path = tmp_path / "v3.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE deliveries (report TEXT NOT NULL, period TEXT NOT NULL, message TEXT"
+            " NOT NULL DEFAULT 'report', recipient TEXT NOT NULL, status TEXT NOT NULL,"
+            " message_id TEXT, artifact TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
+            " updated_at TEXT NOT NULL, run_id TEXT,"
+            " PRIMARY KEY (report, period, message, recipient))"
+        )
+        db.execute(
+            "CREATE TABLE shown_totals (report TEXT NOT NULL, period TEXT NOT NULL, credits"
+            " REAL NOT NULL, recorded_at TEXT NOT NULL, PRIMARY KEY (report, period))"
+        )
+        rows = [
+            ("m", "report", "ann@x.com", "sent", "2026-11-01T07:00:00+00:00"),
+            ("m", "report", "bob@x.com", "sent", "2026-11-01T07:00:00+00:00"),
+            ("m", "correction:3350", "ann@x.com", "sent", "2026-11-03T07:00:00+00:00"),
+            ("m", "correction:3350", "bob@x.com", "failed", "2026-11-03T07:00:00+00:00"),
+            ("s", "report", "cy@x.com", "sent", "2026-11-01T07:00:00+00:00"),
+        ]
+        for report, message, recipient, status, at in rows:
+            db.execute(
+                "INSERT INTO deliveries (report, period, message, recipient, status,"
+                " message_id, updated_at) VALUES (?, '2026-10', ?, ?, ?, '<id>', ?)",
+                (report, message, recipient, status, at),
+            )
+        db.execute("INSERT INTO shown_totals VALUES ('s', '2026-10', 42, 'x')")
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        db.execute("PRAGMA user_version=3")
+    with Ledger(path) as ledger:
+        assert ledger.held("m", "2026-10") == {
+            "ann@x.com": Held(2, 3350.0),
+            "bob@x.com": Held(1, None),  # its total was overwritten by the correction's
+        }
+        assert ledger.held("s", "2026-10") == {"cy@x.com": Held(1, 42.0)}
+        assert ledger.latest_versions("2026-10") == {"m": 2, "s": 1}
 
 
 def test_history_lists_alerts_beside_reports(tmp_path: Path) -> None:

@@ -2,13 +2,16 @@
 
 The order is what makes a run safe to repeat: the ledger is settled and each
 report's owners claimed first (``plan``); a report every owner already has is
-not even fetched; every artefact (PDF, CSV, .eml) is on disk before anything
-is sent (``pipeline``, ``build``, ``messages``); and a message that was written
-but not confirmed is sent from that file on a later run, unchanged (``deliver``).
+not even fetched; every artefact (PDF, CSV, message) is on disk before anything
+is sent (``pipeline``, ``build``, ``messages``), each message immutable in the
+outbox (``reporter.outbox``); and a message that was written but not confirmed
+is sent from that file on a later run, unchanged, unless a newer version of its
+report superseded it (``plan``, ``deliver``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -71,6 +74,8 @@ def run(
     period = options.period.key
     if options.dry_run or options.preview_to:
         ledger = None
+    elif ledger is not None:
+        options = dataclasses.replace(options, outbox_dir=ledger.outbox.root)
     plan = plan_run(config, reports, options, ledger, progress)
     outcomes = plan.outcomes
 
@@ -81,8 +86,10 @@ def run(
         outcome = outcomes[item.report]
         outcome.files = [item.pdf_path, item.csv_path]
         outcome.credits = item.credits
-        if item.mail is not None:
-            record(item.mail)
+        if ledger is not None and item.version is not None:
+            ledger.set_version_credits(item.report, period, item.version, item.credits)
+        for mail in item.mails:
+            record(mail)
         for file in item.chat:
             if file.recipient not in plan.chat.get(item.report, []):
                 continue  # posted before, or another run's
@@ -97,6 +104,7 @@ def run(
                     "rendered",
                     artifact=str(file.path),
                     message=file.kinds,
+                    versions=file.versions,
                 )
 
     def record(mail: MailFile) -> None:
@@ -120,6 +128,7 @@ def run(
             max_in_flight=max_in_flight,
             pieces_dir=Path(pieces) if one_per_owner else None,
             on_written=written,
+            versions=plan.versions,
         )
         if one_per_owner:
             try:
@@ -154,9 +163,9 @@ def run(
                 progress(name, "not confirmed by the server for " + ", ".join(sent.unconfirmed))
             if sent.delivered:
                 progress(name, "delivered to " + ", ".join(sent.delivered))
-                if ledger is not None and outcomes[name].credits is not None:
-                    # What the owners were shown, for `run --recheck` to compare later.
-                    ledger.record_shown(name, period, float(outcomes[name].credits or 0.0))
+            if outcomes[name].credits is None and ledger is not None and name in mail.versions:
+                # Sent as a previous run wrote it: the total is that version's.
+                outcomes[name].credits = ledger.version_credits(name, period, mail.versions[name])
     # After email: a channel that fails or hangs never holds a report's mail back.
     posted: dict[str, Sent] = {}
     for file in plan.stored_chat:

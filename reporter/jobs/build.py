@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,6 +19,7 @@ from reporter.config import Config, ReportConfig
 from reporter.files import write_atomic
 from reporter.insights import find_insights
 from reporter.magnific import MagnificClient, UsageQuery
+from reporter.outbox import Outbox
 from reporter.periods import Period
 from reporter.printer import PrintJob, print_job
 from reporter.render import Formatter, render_template, translations
@@ -43,6 +45,11 @@ class RunOptions:
     jobs: int = 1  # processes that render reports
     preview_to: str | None = None  # --to: send every report to this address only, no ledger
     run_url: str | None = None  # the CI run with the PDFs, linked from chat messages
+    outbox_dir: Path | None = None  # where messages for delivery go; None: dry run, preview
+
+    @property
+    def outbox(self) -> Outbox | None:
+        return Outbox(self.outbox_dir) if self.outbox_dir is not None else None
 
 
 @dataclass
@@ -247,9 +254,10 @@ class MailFile:
     recipients: list[str]
     path: Path
     message_id: str
-    # The ledger's ``message`` rows it delivers: ("report",), alerts ("alert:...", ...)
-    # or a correction ("correction:<credits>",).
+    # The ledger's ``message`` rows it delivers: ("report",) or alerts ("alert:...", ...).
     kinds: tuple[str, ...] = ("report",)
+    # The version of each report it carries (see ``Ledger.new_version``); none for alerts.
+    versions: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +268,7 @@ class Written:
     credits: float
     pdf_path: Path
     csv_path: Path
-    mail: MailFile | None  # its own message; None when its owners get one mail each
+    mails: tuple[MailFile, ...]  # its own messages; none when its owners get one mail each
     piece_path: Path | None  # its part of the owners' mails, with one_mail_per_owner
     chat: tuple[ChatFile, ...] = ()  # its payloads for its chat channels
+    version: int | None = None  # the version it is (None: a dry run or preview)

@@ -1,15 +1,17 @@
 """Chat beside email: a report's (or alert's) payloads on disk, and posting them
 through the ledger's marks.
 
-As with email, each payload is written first (``<name>.slack.json`` beside the
-``.eml``) and read back to be posted, so ``--dry-run`` shows exactly what would
-go out and the ledger's ``artifact`` points at it. A post that failed or was never
-confirmed is posted again from that file, as it was (``stored_chat_files``): the
-channel gets what the first attempt tried to post, not a rebuild from newer data.
+As with email, each payload is written first (into the outbox, named by its
+content, with a copy ``<name>.slack.json`` beside the ``.eml`` under ``--out``)
+and read back to be posted; ``--dry-run`` writes only the copy, which the outbox
+never reads. A post that failed or was never confirmed is posted again from the
+outbox file, as it was (``stored_chat_files``), unless a newer version of the
+report superseded it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -26,6 +28,7 @@ from reporter.files import write_atomic
 from reporter.jobs.build import BuiltReport, RunOptions
 from reporter.jobs.deliver import Sent, stored_row
 from reporter.ledger import Delivery, Ledger
+from reporter.outbox import Outbox, identity
 from reporter.render import translations
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,11 @@ class ChatFile:
     path: Path  # the JSON payload
     pdf_path: Path | None = None  # what a slack-upload sends
     kinds: tuple[str, ...] = ("report",)  # the ledger's message rows it delivers
+    version: int | None = None  # the report's version (None: alerts, dry runs)
+
+    @property
+    def versions(self) -> dict[str, int]:
+        return {} if self.version is None else {self.report: self.version}
 
 
 def payload_for(recipient: str, message: ChatMessage) -> dict[str, Any]:
@@ -63,27 +71,57 @@ def write_chat_files(
     *,
     pdf_path: Path | None = None,
     kinds: tuple[str, ...] = ("report",),
+    outbox: Outbox | None = None,
+    period: str = "",
+    version: int | None = None,
 ) -> list[ChatFile]:
-    """``<stem>.slack.json`` and ``<stem>.teams.json`` in ``folder``, one per platform used;
-    a PDF upload reuses the Slack payload (its ``text`` is the file's comment)."""
+    """``<stem>.slack.json`` and ``<stem>.teams.json`` in ``folder``, one per platform used,
+    and with ``outbox`` each channel's payload there, named by its content (a PDF upload
+    with its PDF beside it, so a later run uploads the very file); an upload's comment
+    is the Slack message's fallback text."""
     files = []
-    written: set[Path] = set()
+    bodies: dict[Path, bytes] = {}
     for recipient in recipients:
-        path = platform_file(folder, stem, recipient)
-        if path not in written:
+        copy = platform_file(folder, stem, recipient)
+        if copy not in bodies:
             body = json.dumps(payload_for(recipient, message), ensure_ascii=False, indent=2)
-            write_atomic(path, body.encode() + b"\n")
-            written.add(path)
-        upload = recipient.startswith("slack-upload:")
-        files.append(ChatFile(report, recipient, path, pdf_path if upload else None, kinds))
+            bodies[copy] = body.encode() + b"\n"
+            write_atomic(copy, bodies[copy])
+        upload = pdf_path if recipient.startswith("slack-upload:") else None
+        path = copy
+        if outbox is not None:
+            pdf = upload.read_bytes() if upload is not None else b""
+            name = identity(report, period, *kinds, recipient, _digest(bodies[copy] + pdf))
+            path = outbox.put(period, f"{name}.json", bodies[copy])
+            if upload is not None:  # named as the channel shows it
+                upload = outbox.put(period, upload_name(name, report), pdf)
+        files.append(ChatFile(report, recipient, path, upload, kinds, version))
     return files
+
+
+def upload_name(stem: str, report: str) -> str:
+    """An upload's PDF in the outbox: in a folder named as its payload, under the name
+    the channel shows (``<report>.pdf``)."""
+    return f"{stem}/{report}.pdf"
+
+
+def _digest(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
 
 
 def deliver_chat(file: ChatFile, sender: ChatSender, ledger: Ledger, period: str) -> Sent:
     """Post one payload with the ledger's marks: ``sending``, ``committing`` just before
     the request that may make it visible, then ``sent``, ``failed`` or ``unconfirmed``."""
     reports, recipients, kind = [file.report], [file.recipient], file.kinds
-    ledger.mark(reports, period, recipients, "sending", artifact=str(file.path), message=kind)
+    ledger.mark(
+        reports,
+        period,
+        recipients,
+        "sending",
+        artifact=str(file.path),
+        message=kind,
+        versions=file.versions,
+    )
     try:
         payload = json.loads(file.path.read_text(encoding="utf-8"))
         outcome = sender.post(
@@ -111,19 +149,23 @@ def deliver_chat(file: ChatFile, sender: ChatSender, ledger: Ledger, period: str
 
 
 def stored_chat_files(
-    chat: Mapping[str, Sequence[str]], rows: Sequence[Delivery]
+    chat: Mapping[str, Sequence[str]],
+    rows: Sequence[Delivery],
+    latest: Mapping[str, int],
+    outbox: Outbox,
 ) -> list[ChatFile]:
-    """The payloads a previous run wrote for these channels (report -> channels) and did
-    not get posted, to post again as they are; a channel whose file is gone, or is no
-    longer JSON, or whose upload lost its PDF, is left to a new build."""
+    """The payloads a previous run wrote to the outbox for these channels (report ->
+    channels) and did not get posted, to post again as they are. A channel whose
+    payload a newer version of the report superseded, or whose file is gone, is no
+    longer JSON, or lost its upload's PDF, is left to a new build."""
     by_key = {(r.report, r.recipient): r for r in rows}
     files = []
     for report, channels in chat.items():
         for channel in channels:
-            stored = stored_row(by_key, report, channel)
+            stored = stored_row(by_key, report, channel, latest, outbox)
             if stored is None:
                 continue
-            path = Path(stored[1])
+            row, path = stored
             try:
                 if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
                     continue
@@ -131,10 +173,10 @@ def stored_chat_files(
                 continue
             pdf = None
             if channel.startswith("slack-upload:"):
-                pdf = path.with_name(f"{report}.pdf")
+                pdf = path.with_name(upload_name(path.stem, report))
                 if not pdf.is_file():
                     continue
-            files.append(ChatFile(report, channel, path, pdf))
+            files.append(ChatFile(report, channel, path, pdf, version=row.version))
     return files
 
 
@@ -151,10 +193,12 @@ def report_chat_files(
     options: RunOptions,
     *,
     channels: Sequence[str] | None = None,
-    kinds: tuple[str, ...] = ("report",),
+    version: int | None = None,
+    stem: str | None = None,
 ) -> list[ChatFile]:
     """The report's payloads for each of its channels (or ``channels``), written beside
-    its ``.eml``; none for a preview (``--to``), which never posts to chat."""
+    its ``.eml`` (and into the outbox); none for a preview (``--to``), which never posts
+    to chat."""
     if channels is None:
         channels = config.chat_channels_for(built.report)
     if not channels or options.preview_to:
@@ -169,7 +213,9 @@ def report_chat_files(
         channels,
         message,
         options.out_dir / options.period.key,
-        name,
+        stem or name,
         pdf_path=built.pdf_path,
-        kinds=kinds,
+        outbox=options.outbox,
+        period=options.period.key,
+        version=version,
     )

@@ -1,24 +1,34 @@
 """A report's email: the part of it each message carries, and the message on disk.
 
-A message is written to its ``.eml`` file as soon as its reports are built and
-is read back from there to be sent, so a run never holds a message's bytes
-longer than it takes to write them, and a later run can send the very same
-file (same Message-ID) if this one could not.
+A message is written as soon as its reports are built (into the outbox, see
+``reporter.outbox``, with a copy under ``--out``) and is read back from there to
+be sent, so a run never holds a message's bytes longer than it takes to write
+them, and a later run can send the very same file (same Message-ID) if this one
+could not. Its Message-ID and its outbox name follow from what it is: the
+reports and versions it carries, its recipients and its variant (a correction,
+a preview), so two different messages never share either.
 """
 
 from __future__ import annotations
 
 import pickle
-import re
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reporter.config import Config
-from reporter.files import write_atomic
 from reporter.jobs.build import BuiltReport, MailFile, RunOptions, Written
-from reporter.mail import Attachment, InlineImage, build_message, content_id, message_id
+from reporter.mail import (
+    Attachment,
+    InlineImage,
+    build_message,
+    content_id,
+    message_id,
+    needs_smtputf8,
+)
+from reporter.outbox import identity, write_message
 from reporter.render import render_template, translations
 
 # Mail servers commonly refuse messages over 10 to 25 MB, and base64 adds a third.
@@ -40,9 +50,10 @@ class EmailPiece:
     pdf_path: Path
     csv_path: Path
     csv_rows: int
+    version: int | None = None  # the report's version (None: a dry run or preview)
 
 
-def email_piece(built: BuiltReport) -> EmailPiece:
+def email_piece(built: BuiltReport, version: int | None = None) -> EmailPiece:
     context = {k: v for k, v in built.context.items() if k not in _PDF_ONLY}
     return EmailPiece(
         built.report.name,
@@ -53,12 +64,40 @@ def email_piece(built: BuiltReport) -> EmailPiece:
         built.pdf_path,
         built.csv_path,
         len(built.tables.detail),
+        version,
     )
 
 
 def mail_path(options: RunOptions, stem: str) -> Path:
+    """Where people find a message under ``--out`` (never the file that is delivered)."""
     suffix = ".preview.eml" if options.preview_to else ".eml"
     return options.out_dir / options.period.key / f"{stem}{suffix}"
+
+
+def owner_stem(owner: str) -> str:
+    """A file name for one owner's message that no other address shares: the address
+    itself, with only what a file name cannot hold percent-encoded (``j.smith`` and
+    ``j_smith`` stay two files)."""
+    return "mail-" + urllib.parse.quote(owner.lower(), safe="@.+-_=")
+
+
+def compose_each(
+    pieces: Sequence[EmailPiece],
+    recipients: list[str],
+    config: Config,
+    options: RunOptions,
+    stem: str,
+) -> list[MailFile]:
+    """``compose`` once for the owners whose addresses are ASCII and once for those who
+    need SMTPUTF8, so a mail server without it fails only the latter."""
+    plain = [r for r in recipients if not needs_smtputf8([r])]
+    utf8 = [r for r in recipients if needs_smtputf8([r])]
+    groups = [(plain, stem), (utf8, f"{stem}.smtputf8" if plain else stem)]
+    return [
+        compose(pieces, group, config, options, mail_path(options, name))
+        for group, name in groups
+        if group
+    ]
 
 
 def compose(
@@ -68,7 +107,8 @@ def compose(
     options: RunOptions,
     path: Path,
 ) -> MailFile:
-    """One message carrying ``pieces`` to ``recipients``, written to ``path``."""
+    """One message carrying ``pieces`` to ``recipients``: its copy at ``path`` and, for a
+    delivery, its file in the outbox, which is what ``MailFile.path`` names."""
     first = pieces[0]
     catalog = translations(options.templates_dir, first.locale)
     period = options.period
@@ -126,16 +166,17 @@ def compose(
                 )
             )
     names = [p.name for p in pieces]
-    msg_id = message_id(
-        names,
-        period.key,
-        recipients,
-        config.email.from_,
+    versions = {p.name: p.version for p in pieces if p.version is not None}
+    shown = ", ".join(f"{name}={number}" for name, number in sorted(versions.items()))
+    variant = [f"versions {shown}"] if versions else []
+    if options.preview_to:
         # Each preview is new mail: a mailbox must not drop it as a copy of the last one.
-        variant=f"preview {options.now.isoformat()}"
-        if options.preview_to
+        variant.append(f"preview {options.now.isoformat()}")
+    if correction:
         # A correction is new mail, not a copy of the report it corrects.
-        else (f"correction {correction['current']:.0f}" if correction else ""),
+        variant.append(f"correction {correction['sent']:.0f} {correction['current']:.0f}")
+    msg_id = message_id(
+        names, period.key, recipients, config.email.from_, variant=" ".join(variant)
     )
     message = build_message(
         sender=config.email.from_,
@@ -148,9 +189,11 @@ def compose(
         msg_id=msg_id,
         date=options.now,
         reply_to=config.email.reply_to,
+        headers={"X-Reporter-Version": shown} if shown else {},
     )
-    write_atomic(path, bytes(message))
-    return MailFile(names, recipients, path, msg_id)
+    name = f"{identity(msg_id)}.eml"
+    path = write_message(options.outbox, path, period.key, name, bytes(message))
+    return MailFile(names, recipients, path, msg_id, versions=versions)
 
 
 def per_owner_mails(
@@ -171,7 +214,7 @@ def per_owner_mails(
     for owner, paths in by_owner.items():
         pieces = [pickle.loads(p.read_bytes()) for p in paths]
         mails.append(
-            compose(pieces, [owner], config, options, mail_path(options, f"mail-{_slug(owner)}"))
+            compose(pieces, [owner], config, options, mail_path(options, owner_stem(owner)))
         )
     return mails
 
@@ -183,7 +226,3 @@ def _attach_csv(piece: EmailPiece) -> bool:
 
 def _attachment_name(name: str, period_key: str, ext: str = "pdf") -> str:
     return f"{name}-{period_key}.{ext}"
-
-
-def _slug(owner: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", owner.lower()).strip("-")

@@ -28,6 +28,7 @@ from reporter.errors import ApiAuthError, ReporterError
 from reporter.files import write_atomic
 from reporter.jobs.build import (
     BuiltReport,
+    MailFile,
     Progress,
     RunOptions,
     Written,
@@ -36,7 +37,7 @@ from reporter.jobs.build import (
     write_csv,
 )
 from reporter.jobs.chat import report_chat_files
-from reporter.jobs.messages import compose, email_piece, mail_path
+from reporter.jobs.messages import compose_each, email_piece
 from reporter.magnific import MagnificClient
 from reporter.printer import PRINTER_DIED, Printed, Printers, PrintJob
 from reporter.summary import Outcome
@@ -51,17 +52,18 @@ def finish(
     options: RunOptions,
     recipients: list[str],
     pieces_dir: Path | None,
+    version: int | None = None,
 ) -> Written:
-    """Once a report's PDF is on disk: its message (or, with ``pieces_dir``, its part of
-    its owners' messages) and its chat payloads."""
+    """Once a report's PDF is on disk: its messages (or, with ``pieces_dir``, its part of
+    its owners' messages) and its chat payloads, as ``version`` of the report."""
     report = built.report
-    piece = email_piece(built)
-    mail = None
+    piece = email_piece(built, version)
+    mails: tuple[MailFile, ...] = ()
     piece_path = None
-    chat = tuple(report_chat_files(built, config, options))
+    chat = tuple(report_chat_files(built, config, options, version=version))
     # No recipients: every owner has the report and only its chat channels are due.
     if recipients and pieces_dir is None:
-        mail = compose([piece], recipients, config, options, mail_path(options, report.name))
+        mails = tuple(compose_each([piece], recipients, config, options, report.name))
     elif recipients and pieces_dir is not None:
         piece_path = write_atomic(
             pieces_dir / f"{report.name}.pickle", pickle.dumps(piece, pickle.HIGHEST_PROTOCOL)
@@ -71,9 +73,10 @@ def finish(
         built.tables.totals.credits,
         built.pdf_path,
         built.csv_path,
-        mail,
+        mails,
         piece_path,
         chat,
+        version,
     )
 
 
@@ -89,6 +92,7 @@ def build_all(
     max_in_flight: int,
     pieces_dir: Path | None,
     on_written: Callable[[Written], None],
+    versions: Mapping[str, int] | None = None,
 ) -> list[Written]:
     """Fetch concurrently (bounded by the client); compose each report as its data
     arrives and print it in one of ``options.jobs`` printer processes."""
@@ -129,7 +133,14 @@ def build_all(
             fail(outcomes[report.name], ReporterError(result[0], hint=result[1]), progress)
             return
         try:
-            item = finish(built, config, options, pending[report.name], pieces_dir)
+            item = finish(
+                built,
+                config,
+                options,
+                pending[report.name],
+                pieces_dir,
+                (versions or {}).get(report.name),
+            )
         except Exception as exc:
             fail(outcomes[report.name], as_reporter_error(exc, report), progress)
             return

@@ -3,23 +3,23 @@
 The ledger is settled first (what dead runs left), then each report's owners
 are claimed in one transaction: owners who have it are skipped, owners another
 live run holds are left to it, and a report whose every pending owner and chat
-channel has a message a previous run wrote is sent from those files instead of
-being rebuilt.
+channel has a message a previous run wrote to the outbox, of the report's
+newest version, is sent from those files instead of being rebuilt. A report
+that is rebuilt becomes a new version, which supersedes every pending message
+of an older one.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reporter.config import Config, ReportConfig
-from reporter.files import write_atomic
 from reporter.jobs.build import MailFile, Progress, RunOptions
-from reporter.jobs.chat import ChatFile, platform_file, stored_chat_files
-from reporter.jobs.deliver import record_written, stored_mails
-from reporter.ledger import REPORT, Ledger, recipient_key
+from reporter.jobs.chat import ChatFile, stored_chat_files
+from reporter.jobs.deliver import stored_mails
+from reporter.ledger import Ledger, recipient_key
 from reporter.summary import Outcome
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Plan:
     stored: list[MailFile] = field(default_factory=list)  # written earlier, sent as they are
     stored_chat: list[ChatFile] = field(default_factory=list)  # likewise, posted as they are
     resent: set[str] = field(default_factory=set)  # reports sent from a stored message
+    versions: dict[str, int] = field(default_factory=dict)  # report -> the version it builds
 
 
 def plural(count: int, word: str) -> str:
@@ -94,8 +95,11 @@ def plan_run(
             plan.outcomes[report.name] = outcome
             progress(report.name, outcome.line(), done=True)
 
-    plan.stored = stored_mails(plan.pending, rows)
-    plan.stored_chat = stored_chat_files(plan.chat, rows)
+    if ledger is not None and not options.force:
+        latest = ledger.latest_versions(period)
+        owners_of = {r.name: [str(o) for o in r.owners] for r in reports}
+        plan.stored = stored_mails(plan.pending, rows, latest, ledger.outbox, owners_of)
+        plan.stored_chat = stored_chat_files(plan.chat, rows, latest, ledger.outbox)
     again = {
         (name, recipient_key(owner))
         for mail in plan.stored
@@ -116,55 +120,6 @@ def plan_run(
         plan.chat[name] = channels
         if rest or channels:
             plan.to_build.append(report)
-    if ledger is not None:
-        _keep_from_rebuild(plan, options, ledger)
+            if ledger is not None:
+                plan.versions[name] = ledger.new_version(name, period)
     return plan
-
-
-def _keep_from_rebuild(plan: Plan, options: RunOptions, ledger: Ledger) -> None:
-    """A report rebuilt for its other recipients writes its message, payloads and PDF
-    again, over the files a stored message or post is to send: such a message or payload
-    is copied aside first (and the ledger pointed at the copy), and a stored upload, whose
-    PDF is rewritten, is rebuilt."""
-    rebuilt = {r.name for r in plan.to_build}
-    mails = []
-    for mail in plan.stored:
-        # The rebuild writes ``<name>.eml`` (or an owner's mail) where the stored one is.
-        if not rebuilt & set(mail.reports) or mail.path.name.endswith(".resend.eml"):
-            mails.append(mail)
-            continue
-        try:
-            aside = write_atomic(mail.path.with_suffix(".resend.eml"), mail.path.read_bytes())
-        except OSError:
-            mails.append(mail)  # left where it is: sent as the file now says
-            continue
-        moved = dataclasses.replace(mail, path=aside)
-        record_written(ledger, moved, options.period.key)
-        mails.append(moved)
-    plan.stored = mails
-    kept = []
-    for file in plan.stored_chat:
-        if file.report not in rebuilt:
-            kept.append(file)
-            continue
-        if file.pdf_path is not None:
-            plan.chat[file.report].append(file.recipient)
-            continue
-        folder = options.out_dir / options.period.key
-        path = file.path
-        if path.resolve() == platform_file(folder, file.report, file.recipient).resolve():
-            try:
-                path = write_atomic(path.with_suffix(".resend.json"), file.path.read_bytes())
-            except OSError:
-                plan.chat[file.report].append(file.recipient)
-                continue
-            ledger.mark(
-                [file.report],
-                options.period.key,
-                [file.recipient],
-                "rendered",
-                artifact=str(path),
-                message=REPORT,
-            )
-        kept.append(ChatFile(file.report, file.recipient, path))
-    plan.stored_chat = kept

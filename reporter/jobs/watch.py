@@ -13,6 +13,7 @@ fails claims nothing and is simply due again on the next run.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -30,7 +31,6 @@ from reporter.chat.message import alert_message
 from reporter.chat.post import ChatSender
 from reporter.config import Config, ReportConfig
 from reporter.errors import ApiAuthError
-from reporter.files import write_atomic
 from reporter.jobs.build import MailFile, Progress, quiet_progress
 from reporter.jobs.chat import deliver_chat, write_chat_files
 from reporter.jobs.deliver import Sent, deliver, record_written
@@ -40,6 +40,7 @@ from reporter.ledger import Ledger
 from reporter.lifetime import worker_pool
 from reporter.magnific import MagnificClient, UsageQuery
 from reporter.mail import InlineImage, build_message, content_id, message_id
+from reporter.outbox import Outbox, identity, write_message
 from reporter.periods import Period, PeriodKind
 from reporter.render import Formatter, render_template, translations
 from reporter.summary import Outcome
@@ -56,10 +57,15 @@ class WatchOptions:
     now: dt.datetime
     dry_run: bool = False
     run_url: str | None = None  # the CI run, linked from chat messages
+    outbox_dir: Path | None = None  # where messages for delivery go; None: a dry run
 
     @property
     def month(self) -> Period:
         return month_of(self.date)
+
+    @property
+    def outbox(self) -> Outbox | None:
+        return Outbox(self.outbox_dir) if self.outbox_dir is not None else None
 
 
 def month_of(day: dt.date) -> Period:
@@ -107,6 +113,7 @@ def watch(
     if options.dry_run:
         ledger = None
     if ledger is not None:
+        options = dataclasses.replace(options, outbox_dir=ledger.outbox.root)
         ledger.start_run()
         recovered = ledger.recover()
         if any(recovered.values()):
@@ -354,7 +361,14 @@ def _post_alerts(
         if len(groups) > 1:
             stem += "-" + "-".join(sorted(c.partition(":")[0] for c in group))
         files = write_chat_files(
-            report.name, group, message, options.out_dir / key / "alerts", stem, kinds=keys
+            report.name,
+            group,
+            message,
+            options.out_dir / key / "alerts",
+            stem,
+            kinds=keys,
+            outbox=options.outbox,
+            period=key,
         )
         outcome.files += sorted({f.path for f in files})
         if ledger is None or chat is None:
@@ -362,7 +376,14 @@ def _post_alerts(
         for file in files:
             if file.recipient.startswith("slack-upload:"):
                 continue  # an alert has no PDF to upload
-            ledger.mark([report.name], key, [file.recipient], "rendered", message=keys)
+            ledger.mark(
+                [report.name],
+                key,
+                [file.recipient],
+                "rendered",
+                artifact=str(file.path),
+                message=keys,
+            )
             posted.add(deliver_chat(file, chat, ledger, key))
     _settle_posts(outcome, posted, progress)
 
@@ -519,5 +540,9 @@ def compose_alert(
     stem = f"{report.name}-alert-{options.date.isoformat()}"
     if len(recipients) < len(report.owners):  # some owners had part of it already
         stem += "-" + msg_id.split(".")[-1][:8]
-    path = write_atomic(options.out_dir / period.key / "alerts" / f"{stem}.eml", bytes(message))
+    # In the outbox by Message-ID and the day the data runs through: a later day's message
+    # about the same alerts is a new file, never written over this one.
+    name = f"{identity(msg_id, options.date.isoformat())}.eml"
+    copy = options.out_dir / period.key / "alerts" / f"{stem}.eml"
+    path = write_message(options.outbox, copy, period.key, name, bytes(message))
     return MailFile([report.name], recipients, path, msg_id, kinds=kinds)
