@@ -890,7 +890,7 @@ def test_a_correction_is_posted_once_per_changed_total_and_channel(
     header = slack.json()["blocks"][0]["text"]["text"]
     assert header == "Corrected: Marketing Campaign — credit usage, October 2026"
     sentence = (
-        "Corrected report: it was first sent showing 3,100 credits;"
+        "Corrected report: the last report sent showed 3,100 credits;"
         " late usage data brings the total to 3,350."
     )
     assert f":warning: *{sentence}*" == slack.json()["blocks"][1]["text"]["text"]

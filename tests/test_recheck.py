@@ -72,7 +72,7 @@ def test_late_usage_sends_one_correction_and_only_one(
     assert message["Message-ID"] != smtp.recorder.messages[0].message["Message-ID"]
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     sentence = (
-        "Corrected report: it was first sent showing 3,100 credits;"
+        "Corrected report: the last report sent showed 3,100 credits;"
         " late usage data brings the total to 3,350."
     )
     assert sentence in text

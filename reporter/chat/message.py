@@ -89,7 +89,7 @@ def report_message(
     if correction:
         title = gettext("Corrected: %(subject)s") % {"subject": title}
         notice = gettext(
-            "Corrected report: it was first sent showing %(sent)s credits;"
+            "Corrected report: the last report sent showed %(sent)s credits;"
             " late usage data brings the total to %(current)s."
         ) % {
             "sent": fmt.number(correction["sent"]),
