@@ -797,6 +797,29 @@ def test_an_unconfirmed_post_is_posted_again_from_its_stored_payload_not_rebuilt
     assert rows[("design", "report", "teams:TEAMS_WEBHOOK_REPORTS")] == "sent"
 
 
+def test_a_dry_run_in_between_never_changes_what_a_channel_is_posted(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
+) -> None:
+    """Teams refuses the post; a dry run of a draft (same report name, another title and
+    filter) writes its payloads; the next real run posts what the first attempt wrote."""
+    platforms.faults["teams"] = [404]
+    assert run(tmp_path, api, smtp, platforms, "--report", "design").exit_code == 1
+    stored = outbox_file(tmp_path, "design", "teams:TEAMS_WEBHOOK_REPORTS")
+    written = stored.read_bytes()
+    draft = REPORTS.replace('name = "design"', 'name = "design"\ntitle = "Draft"').replace(
+        "group_ids = [10]", "group_ids = [30]"
+    )
+    dry = run(tmp_path, api, smtp, platforms, "--report", "design", "--dry-run", reports=draft)
+    assert dry.exit_code == 0, dry.output
+    assert "Draft" in (tmp_path / "out" / PERIOD / "design.teams.json").read_text()
+    again = run(tmp_path, api, smtp, platforms, "--report", "design")
+    assert again.exit_code == 0, again.output
+    (teams,) = platforms.to("/teams/")
+    assert teams.json() == json.loads(written)
+    assert "Draft" not in teams.body.decode()
+    assert stored.read_bytes() == written
+
+
 def test_a_stored_payload_that_is_gone_is_rebuilt(
     tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
 ) -> None:

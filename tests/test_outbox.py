@@ -243,3 +243,36 @@ def test_an_owner_that_needs_smtputf8_fails_alone(
     with Ledger(tmp_path / "state.sqlite3") as ledger:
         rows = {r.recipient: r.status for r in ledger.rows(PERIOD)}
     assert rows == {"boss@company.com": "sent", "josé.núñez@company.com": "failed"}
+
+
+def test_a_message_is_never_sent_to_an_address_its_to_does_not_name(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """The last check before a message leaves: whatever went wrong upstream, a message for
+    one owner is not handed to the server for another."""
+    from reporter.environment import SmtpSettings
+    from reporter.jobs.build import MailFile
+    from reporter.jobs.deliver import deliver
+    from reporter.mail import SmtpSender, build_message
+
+    message = build_message(
+        sender="Reports <reports@company.com>",
+        recipients=["j.smith@company.com"],
+        subject="Marketing — credit usage, October 2026",
+        text="Credits used: 31,000",
+        html="<p>Credits used: 31,000</p>",
+        msg_id="<reporter.2026-10.x@company.com>",
+        date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+    )
+    path = tmp_path / "m.eml"
+    path.write_bytes(bytes(message))
+    sender = SmtpSender(SmtpSettings("127.0.0.1", smtp.port, "none", None, None))
+    with Ledger(tmp_path / "state.sqlite3") as ledger:
+        wrong = MailFile(["marketing"], ["j_smith@company.com"], path, "<x>")
+        ledger.claim("marketing", PERIOD, wrong.recipients, force=False)
+        result = deliver(wrong, sender, ledger, PERIOD)
+        (row,) = ledger.rows(PERIOD)
+    assert smtp.recorder.messages == []
+    assert list(result.failed) == ["j_smith@company.com"]
+    assert "its To: does not name j_smith@company.com" in result.failed["j_smith@company.com"]
+    assert row.status == "failed"
