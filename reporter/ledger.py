@@ -570,7 +570,9 @@ class Ledger:
         return {"failed": failed, "unconfirmed": unconfirmed}
 
     def recover(self) -> dict[str, int]:
-        """Settle what dead runs left behind; rows of live runs are never touched."""
+        """Settle what dead runs left behind; rows of live runs are never touched. Half-
+        written outbox files a killed run left (in its ``tmp/``) go too."""
+        self.outbox.clean()
         cache: dict[str, int | None] = {}
         moved = {"failed": 0, "unconfirmed": 0}
         with self._writing() as db:

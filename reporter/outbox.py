@@ -27,6 +27,9 @@ from reporter.files import write_atomic
 
 log = logging.getLogger(__name__)
 
+# Maildir's rule for files left in tmp/: older than 36 hours, nobody is writing them.
+TMP_KEPT_SECONDS = 36 * 3600
+
 
 def identity(*parts: str) -> str:
     """A file name's stem for a message made of ``parts``: 32 hex digits of their digest."""
@@ -52,6 +55,20 @@ class Outbox:
             return path.resolve().is_relative_to(self.root.resolve()) and path.is_file()
         except OSError:
             return False
+
+    def clean(self, older_than: float = TMP_KEPT_SECONDS) -> int:
+        """Remove what runs killed mid-write left in ``tmp/`` (never a delivered-to name);
+        like Maildir, only files old enough that no live writer can still own them."""
+        removed = 0
+        limit = time.time() - older_than
+        for leftover in (self.root / "tmp").glob("*"):
+            try:
+                if leftover.stat().st_mtime < limit:
+                    leftover.unlink()
+                    removed += 1
+            except OSError:
+                continue
+        return removed
 
     def put(self, period: str, name: str, content: bytes) -> Path:
         """Write ``content`` as ``<period>/<name>`` unless that file exists; return its path.

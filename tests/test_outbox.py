@@ -276,3 +276,28 @@ def test_a_message_is_never_sent_to_an_address_its_to_does_not_name(
     assert list(result.failed) == ["j_smith@company.com"]
     assert "its To: does not name j_smith@company.com" in result.failed["j_smith@company.com"]
     assert row.status == "failed"
+
+
+def test_the_outbox_never_replaces_a_message_and_clears_only_stale_leftovers(
+    tmp_path: Path,
+) -> None:
+    import os
+    import time
+
+    from reporter.outbox import TMP_KEPT_SECONDS, Outbox
+
+    outbox = Outbox(tmp_path / "outbox")
+    first = outbox.put(PERIOD, "abc.eml", b"first")
+    assert outbox.put(PERIOD, "abc.eml", b"second") == first
+    assert first.read_bytes() == b"first"
+    assert outbox.holds(first)
+    assert not outbox.holds(tmp_path / "elsewhere.eml")
+    assert list((tmp_path / "outbox" / "tmp").iterdir()) == []
+    stale, fresh = tmp_path / "outbox" / "tmp" / "1.P1.h", tmp_path / "outbox" / "tmp" / "2.P2.h"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    old = time.time() - TMP_KEPT_SECONDS - 60
+    os.utime(stale, (old, old))
+    assert outbox.clean() == 1
+    assert not stale.exists()
+    assert fresh.exists()

@@ -213,8 +213,17 @@ def history_command(state_path: Path, period: str | None) -> None:
         click.echo("No deliveries recorded" + (f" for {period}." if period else "."))
         return
     header = ("period", "report", "message", "recipient", "status", "updated (UTC)", "note")
+    # A report row names the version its message carries ("report v2": see `run --recheck`).
     table = [
-        (r.period, r.report, r.message, r.recipient, r.status, r.updated_at, r.error or "")
+        (
+            r.period,
+            r.report,
+            r.message if r.version is None else f"{r.message} v{r.version}",
+            r.recipient,
+            r.status,
+            r.updated_at,
+            r.error or "",
+        )
         for r in rows
     ]
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(6)]
