@@ -175,6 +175,26 @@ def test_an_owner_whose_first_send_failed_gets_the_current_report_and_never_the_
     assert {h.credits for h in held.values()} == {36000.0}
 
 
+def test_a_correction_one_owner_refused_is_sent_to_them_later_as_written(
+    tmp_path: Path, data: SandboxData, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    config = report("marketing", ["lead@company.com", "cfo@company.com"])
+    assert reporter(tmp_path, api, smtp.env(), config).exit_code == 0
+    data.script(20, dict.fromkeys(OCTOBER, 1000) | {OCTOBER[-1]: 6000})
+    smtp.recorder.refuse["cfo@company.com"] = "452 4.2.2 Mailbox full"
+    assert reporter(tmp_path, api, smtp.env(), config, "--recheck").exit_code == 1
+    smtp.recorder.refuse.clear()
+    data.script(20, dict.fromkeys(OCTOBER, 1000) | {OCTOBER[-1]: 6100})  # within 0.5%
+    fetched = len(api.requests)
+    again = reporter(tmp_path, api, smtp.env(), config)
+    assert again.exit_code == 0, again.output
+    assert len(api.requests) == fetched  # sent as written, not rebuilt
+    _, to_lead = inbox(smtp, "lead@company.com")
+    _, to_cfo = inbox(smtp, "cfo@company.com")
+    assert to_cfo["Message-ID"] == to_lead["Message-ID"]
+    assert str(to_cfo["Subject"]).startswith("Corrected: ")
+
+
 # --- 4. a total that flips back is corrected every time -----------------------------------
 
 

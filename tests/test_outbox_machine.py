@@ -275,9 +275,13 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
                     self.received_ids.add(ident)
             self.seen = len(servers.recorder.messages)
 
+        @property
+        def outbox_root(self) -> Path:
+            return self.dir / "state.sqlite3.outbox"
+
         @invariant()
         def the_outbox_never_changes_what_it_wrote(self) -> None:
-            root = self.dir / "state.sqlite3.outbox"
+            root = self.outbox_root
             for path in root.rglob("*"):
                 if not path.is_file() or path.parent.name == "tmp":
                     continue
@@ -292,11 +296,15 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
             with sqlite3.connect(self.state) as db:
                 rows = {
                     (report, recipient): (status, version)
-                    for report, recipient, status, version in db.execute(
-                        "SELECT report, recipient, status, version FROM deliveries"
+                    for report, recipient, status, version, artifact in db.execute(
+                        "SELECT report, recipient, status, version, artifact FROM deliveries"
                         " WHERE message='report' AND period=?",
                         (PERIOD,),
                     )
+                    # What the ledger sends from is always an outbox file.
+                    if artifact is None
+                    or Path(artifact).is_relative_to(self.outbox_root)
+                    or pytest.fail(f"{artifact} is outside the outbox")
                 }
                 held = {
                     (report, recipient): (version, credits)

@@ -88,6 +88,7 @@ def recheck(
     payloads are written and nothing is claimed, sent or recorded."""
     period = options.period.key
     if not options.dry_run:
+        options = dataclasses.replace(options, outbox_dir=ledger.outbox.root)
         ledger.start_run()
         recovered = ledger.recover()
         if any(recovered.values()):
