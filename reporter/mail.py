@@ -159,6 +159,16 @@ class SendResult:
     unconfirmed: bool = False  # connection lost after the final "." was sent, before a reply
 
 
+@dataclass(frozen=True, slots=True)
+class SmtpCheck:
+    """What ``SmtpSender.verify`` found: the server, a line saying what was checked, and
+    the EHLO extensions it offers once secured and logged in (``"smtputf8"``, lower case)."""
+
+    server: str
+    detail: str
+    extensions: frozenset[str]
+
+
 class _Transient(Exception):
     """Worth retrying: a 4xx reply or a dropped connection before the commit point."""
 
@@ -257,10 +267,10 @@ class SmtpSender:
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def verify(self) -> str:
+    def verify(self) -> SmtpCheck:
         """Connect, secure and log in exactly as a send would, then QUIT without sending:
         proves the settings on the day they are set rather than on the 1st of the month.
-        Returns what was checked; raises ``DeliveryError`` naming what failed."""
+        Returns what was checked and offered; raises ``DeliveryError`` naming what failed."""
         try:
             conn = self._connect()
         except _Busy as exc:
@@ -275,6 +285,7 @@ class SmtpSender:
                 transient=True,
                 hint="check SMTP_HOST and SMTP_PORT, and that this machine may reach the server",
             ) from None
+        extensions = frozenset(conn.esmtp_features)
         try:
             conn.quit()
         except (OSError, smtplib.SMTPException):
@@ -282,7 +293,7 @@ class SmtpSender:
         s = self._settings
         secured = {"starttls": "STARTTLS", "ssl": "TLS", "none": "no encryption"}[s.security]
         login = f"logged in as {s.username}" if s.username else "no login (SMTP_USERNAME unset)"
-        return f"{self._where()}, {secured}, {login}"
+        return SmtpCheck(self._where(), f"{self._where()}, {secured}, {login}", extensions)
 
     def _where(self) -> str:
         return f"{self._settings.host}:{self._settings.port}"
