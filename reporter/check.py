@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from reporter.config import ApiOptions, ReportConfig
+from reporter.config import ApiOptions, ReportConfig, unique_owners
 from reporter.environment import api_settings, smtp_settings
 from reporter.errors import ApiAuthError, ApiError, DeliveryError, ReporterError, UsageError
 from reporter.ledger import Ledger
 from reporter.magnific import EndProbe, MagnificClient, RetryPolicy, UsageQuery, UsageResponse
-from reporter.mail import SmtpSender
+from reporter.mail import SmtpCheck, SmtpSender, needs_smtputf8
 from reporter.periods import last_complete_month
 
-Status = Literal["ok", "note", "skip", "FAIL"]
+Status = Literal["ok", "note", "warn", "skip", "FAIL"]
 
 FILTER_MONTHS = 3
 """Complete months a filter value must show usage in before ``check`` calls it suspect."""
@@ -43,7 +43,8 @@ _FILTER_NAMES = {
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One checked item: ``FAIL`` needs attention (exit 1); ``note`` and ``skip`` do not."""
+    """One checked item: ``FAIL`` needs attention (exit 1); ``warn`` (something will not
+    work for part of what is configured), ``note`` and ``skip`` do not stop a run (exit 0)."""
 
     status: Status
     item: str
@@ -64,6 +65,13 @@ def summary_line(findings: Sequence[Finding]) -> str:
     failed = sum(f.status == "FAIL" for f in findings)
     if failed:
         return f"{failed} of {len(findings)} item(s) need attention; nothing was sent."
+    warned = sum(f.status == "warn" for f in findings)
+    if warned:
+        return (
+            f"No item failed; {warned} of {len(findings)} has a warning; nothing was sent."
+            if warned == 1
+            else f"No item failed; {warned} of {len(findings)} have warnings; nothing was sent."
+        )
     return f"All {len(findings)} item(s) OK; nothing was sent."
 
 
@@ -188,6 +196,24 @@ def filter_findings(
     ]
 
 
+def smtputf8_finding(owners: Sequence[str], offered: bool, server: str) -> Finding | None:
+    """A warning when owners have a UTF-8 local part (RFC 6531) and the mail server does
+    not offer SMTPUTF8: no message can be addressed to them there."""
+    needing = [owner for owner in owners if needs_smtputf8([owner])]
+    if offered or not needing:
+        return None
+    many = len(needing) > 1
+    return Finding(
+        "warn",
+        "SMTPUTF8",
+        f"the mail server {server} does not offer SMTPUTF8, which the owner"
+        f" address{'es' if many else ''} {', '.join(needing)} need{'' if many else 's'}:"
+        f" {'they get' if many else 'it gets'} no mail",
+        hint=f"use an ASCII address for {'these owners' if many else 'this owner'},"
+        " or a mail server that offers SMTPUTF8",
+    )
+
+
 def credits_of(response: UsageResponse) -> float:
     return sum(c.user_credits for bucket in response.data for c in bucket.consumptions)
 
@@ -242,17 +268,20 @@ def ledger_finding(state_path: Path) -> Finding:
 
 
 class Verifier(Protocol):
-    def verify(self) -> str: ...
+    def verify(self) -> SmtpCheck: ...
 
 
-def smtp_finding(make_sender: Callable[[], Verifier]) -> Finding:
-    """Connect, TLS and AUTH as configured, then QUIT: nothing is sent. ``make_sender``
-    reads the environment, so that a missing SMTP_HOST is a finding too."""
+def smtp_findings(make_sender: Callable[[], Verifier], owners: Sequence[str]) -> list[Finding]:
+    """Connect, TLS and AUTH as configured, then QUIT: nothing is sent; and whether the
+    server takes every owner's address. ``make_sender`` reads the environment, so that a
+    missing SMTP_HOST is a finding too."""
     try:
-        detail = make_sender().verify()
+        checked = make_sender().verify()
     except (UsageError, DeliveryError) as exc:
-        return Finding("FAIL", "SMTP", exc.message, hint=exc.hint)
-    return Finding("ok", "SMTP", f"{detail}; nothing sent")
+        return [Finding("FAIL", "SMTP", exc.message, hint=exc.hint)]
+    findings = [Finding("ok", "SMTP", f"{checked.detail}; nothing sent")]
+    warning = smtputf8_finding(owners, "smtputf8" in checked.extensions, checked.server)
+    return findings + ([warning] if warning else [])
 
 
 def chat_findings(
@@ -408,7 +437,8 @@ def run_checks(
             findings += api_findings(
                 client, reports, configured, base_url=api.base_url, today=today
             )
-    findings.append(smtp_finding(lambda: SmtpSender(smtp_settings(environ))))
+    owners = unique_owners([owner for report in reports for owner in report.owners])
+    findings.extend(smtp_findings(lambda: SmtpSender(smtp_settings(environ)), owners))
     findings.extend(chat_findings(channels or {}, environ))
     findings.append(out_finding(out_dir))
     findings.append(ledger_finding(state_path))

@@ -27,6 +27,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
+from typing import Any
 
 import tenacity
 
@@ -162,8 +163,54 @@ class SendResult:
     unconfirmed: bool = False  # connection lost after the final "." was sent, before a reply
 
 
+@dataclass(frozen=True, slots=True)
+class SmtpCheck:
+    """What ``SmtpSender.verify`` found: the server, a line saying what was checked, and
+    the EHLO extensions it offers once secured and logged in (``"smtputf8"``, lower case)."""
+
+    server: str
+    detail: str
+    extensions: frozenset[str]
+
+
 class _Transient(Exception):
     """Worth retrying: a 4xx reply or a dropped connection before the commit point."""
+
+    hint = "the run can be repeated: reports already delivered are not sent again"
+
+
+class _Busy(_Transient):
+    """A 4xx reply to AUTH: the server is busy (421) or failed for now (454), which says
+    nothing about the credentials."""
+
+    hint = "the mail server is busy: run again later (reports already delivered are not sent again)"
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(f"it is busy and did not log in ({reply})")
+        self.reply = reply  # "421 4.3.2 Too busy, try later"
+
+
+class _LoginDeferred(smtplib.SMTPResponseException):
+    """A 4xx reply to AUTH, raised so that ``login`` stops there: it would otherwise try
+    the next mechanism on a connection a 421 closes, and call the credentials rejected."""
+
+
+class _Smtp(smtplib.SMTP):
+    """smtplib's client, except that a 4xx reply to AUTH is no verdict on the login."""
+
+    def auth(
+        self, mechanism: str, authobject: Any, *, initial_response_ok: bool = True
+    ) -> tuple[int, bytes]:
+        try:
+            return super().auth(mechanism, authobject, initial_response_ok=initial_response_ok)
+        except smtplib.SMTPAuthenticationError as exc:
+            if 400 <= exc.smtp_code < 500:
+                raise _LoginDeferred(exc.smtp_code, exc.smtp_error) from None
+            raise
+
+
+class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
+    """The same over implicit TLS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,22 +267,29 @@ class SmtpSender:
                 f"the mail server {self._where()} did not take the message: {exc}"
                 f" (gave up after {self._retry.attempts} attempts)",
                 transient=True,
-                hint="the run can be repeated: reports already delivered are not sent again",
+                hint=exc.hint,
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def verify(self) -> str:
+    def verify(self) -> SmtpCheck:
         """Connect, secure and log in exactly as a send would, then QUIT without sending:
         proves the settings on the day they are set rather than on the 1st of the month.
-        Returns what was checked; raises ``DeliveryError`` naming what failed."""
+        Returns what was checked and offered; raises ``DeliveryError`` naming what failed."""
         try:
             conn = self._connect()
+        except _Busy as exc:
+            raise DeliveryError(
+                f"the mail server {self._where()} is busy and did not log in ({exc.reply})",
+                transient=True,
+                hint="run `reporter check` again later: the login was not checked",
+            ) from None
         except _Transient as exc:
             raise DeliveryError(
                 str(exc),
                 transient=True,
                 hint="check SMTP_HOST and SMTP_PORT, and that this machine may reach the server",
             ) from None
+        extensions = frozenset(conn.esmtp_features)
         try:
             conn.quit()
         except (OSError, smtplib.SMTPException):
@@ -243,7 +297,7 @@ class SmtpSender:
         s = self._settings
         secured = {"starttls": "STARTTLS", "ssl": "TLS", "none": "no encryption"}[s.security]
         login = f"logged in as {s.username}" if s.username else "no login (SMTP_USERNAME unset)"
-        return f"{self._where()}, {secured}, {login}"
+        return SmtpCheck(self._where(), f"{self._where()}, {secured}, {login}", extensions)
 
     def _where(self) -> str:
         return f"{self._settings.host}:{self._settings.port}"
@@ -251,6 +305,8 @@ class SmtpSender:
     def _connect(self) -> smtplib.SMTP:
         try:
             return self._open()
+        except _LoginDeferred as exc:
+            raise _Busy(f"{exc.smtp_code} {_reply_text(exc.smtp_error)}") from None
         except smtplib.SMTPAuthenticationError as exc:
             raise DeliveryError(
                 f"the mail server {self._where()} rejected SMTP_USERNAME/SMTP_PASSWORD"
@@ -279,11 +335,9 @@ class SmtpSender:
         """Connect, secure and log in; the connection is closed if any step fails."""
         s = self._settings
         if s.security == "ssl":
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                s.host, s.port, timeout=s.timeout, context=self._ssl
-            )
+            conn: smtplib.SMTP = _SmtpSsl(s.host, s.port, timeout=s.timeout, context=self._ssl)
         else:
-            conn = smtplib.SMTP(s.host, s.port, timeout=s.timeout)
+            conn = _Smtp(s.host, s.port, timeout=s.timeout)
         try:
             conn.ehlo()
             if s.security == "starttls":
@@ -346,11 +400,20 @@ class SmtpSender:
             committed = True
             conn.send(b".\r\n")
             code, reply = conn.getreply()
-            if code != 250:
-                # A reply, even after the commit point, is definite: nothing was accepted,
+            if code == 250:
+                return SendResult(accepted=accepted, refused=refused)
+            if 400 <= code < 600:
+                # A refusal, even after the commit point, is definite: nothing was accepted,
                 # so a 4xx is retried like any other.
                 raise self._classify(code, reply)
-            return SendResult(accepted=accepted, refused=refused)
+            # No verdict (smtplib's -1 is a line without a reply code): the server has the
+            # whole message and may have taken it, as when the connection drops here.
+            log.warning(
+                "the mail server answered the end of the message with no verdict (%s);"
+                " the next run sends it again",
+                f"{code} {_reply_text(reply)}" if code > 0 else repr(_reply_text(reply)[:80]),
+            )
+            return SendResult(accepted=recipients, unconfirmed=True)
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             if committed:
                 log.warning(

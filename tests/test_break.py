@@ -30,7 +30,14 @@ from reporter.magnific import MagnificClient, RetryPolicy, UsageQuery, parse_ret
 from reporter.mail import SmtpRetry, SmtpSender, build_message
 from reporter.sandbox import SandboxServer
 from tests.conftest import API_KEY, free_port, write_config
-from tests.test_exactly_once import PERIOD, REPORTER, assert_one_error_line, env_for, run_args
+from tests.test_exactly_once import (
+    PERIOD,
+    REPORTER,
+    assert_one_error_line,
+    env_for,
+    reporter,
+    run_args,
+)
 
 ONE_REPORT = '[[reports]]\nname = "marketing"\nowners = ["manager@company.com"]\n'
 
@@ -41,7 +48,8 @@ ONE_REPORT = '[[reports]]\nname = "marketing"\nowners = ["manager@company.com"]\
 @dataclass
 class ScriptedSmtp:
     """A raw SMTP server; ``script[n]`` says how connection ``n`` misbehaves, by stage
-    (greet, ehlo, mail, rcpt, data, dot): ``"hang"``, ``"drop"`` or a literal reply."""
+    (greet, ehlo, auth, mail, rcpt, data, dot): ``"hang"``, ``"drop"``, a literal reply,
+    or a reply then a hang-up (``"421 busy|drop"``)."""
 
     script: list[dict[str, str]] = field(default_factory=list)
     handed: list[bytes] = field(default_factory=list)  # whole messages, final dot seen
@@ -82,13 +90,15 @@ class ScriptedSmtp:
             return False
         if action == "drop":
             return False
-        conn.sendall(((action or normal) + "\r\n").encode())
-        return True
+        reply, _, then = (action or normal).partition("|")
+        conn.sendall((reply + "\r\n").encode())
+        return then != "drop"
 
     def _talk(self, conn: socket.socket, plan: dict[str, str]) -> None:
         replies = {b"EHLO": ("ehlo", "250-hello\r\n250 8BITMIME"), b"MAIL": ("mail", "250 ok")}
         replies[b"RCPT"] = ("rcpt", "250 ok")
         replies[b"DATA"] = ("data", "354 go on")
+        replies[b"AUTH"] = ("auth", "235 welcome")
         with conn, conn.makefile("rb") as lines:
             try:
                 if not self._answer(conn, plan, "greet", "220 scripted"):
@@ -152,6 +162,119 @@ def test_a_mail_servers_reply_on_several_lines_is_reported_on_one(
     assert "\n" not in caught.value.message
     assert reply.splitlines()[1][4:] in caught.value.message
     assert all("\n" not in why for why in caught.value.refused.values())
+
+
+# --- a reply after the final dot that is no answer ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["queued, thanks", " ", "2.0.0 ok", "354 go on", "x" * 9000],
+    ids=["words", "blank", "no-code", "not-a-final-code", "past-smtplib-line-limit"],
+)
+def test_a_reply_after_the_final_dot_that_is_no_verdict_leaves_the_message_unconfirmed(
+    scripted: ScriptedSmtp, reply: str
+) -> None:
+    """The server had the whole message: only a 2xx, 4xx or 5xx says what became of it.
+    Anything else may follow a message it took, so it is unconfirmed, not refused."""
+    scripted.script = [{"dot": reply}]
+    result = _sender(scripted.port).send(_message(), ["manager@company.com"])
+    assert result.unconfirmed
+    assert result.accepted == ["manager@company.com"]
+    assert scripted.connections == 1  # not sent twice in one run
+    assert len(scripted.handed) == 1
+
+
+@pytest.mark.parametrize("reply", ["451 4.3.0 try again", "554 5.7.1 rejected"])
+def test_a_refusal_after_the_final_dot_is_still_a_verdict(
+    scripted: ScriptedSmtp, reply: str
+) -> None:
+    scripted.script = [{"dot": reply}] * 2
+    with pytest.raises(DeliveryError) as caught:
+        _sender(scripted.port).send(_message(), ["manager@company.com"])
+    assert reply.partition(" ")[2] in caught.value.message
+    assert caught.value.transient is reply.startswith("4")
+
+
+def test_a_run_that_met_garbage_after_the_final_dot_says_unconfirmed_and_history_shows_it(
+    tmp_path: Path, api: SandboxServer, scripted: ScriptedSmtp
+) -> None:
+    scripted.script = [{"dot": "queued, thanks"}]
+    config = write_config(tmp_path / "reports.toml", ONE_REPORT)
+    env = {**env_for(api.url), **scripted.env()}
+    run = reporter(run_args(config, tmp_path), env)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    (row,) = [line for line in run.stdout.splitlines() if line.startswith("  marketing")]
+    assert row.split()[2] == "UNCONFIRMED"
+    assert "refused" not in run.stdout + run.stderr
+    history = reporter([REPORTER, "history", "--state", str(tmp_path / "state.sqlite3")], env)
+    assert history.returncode == 0, history.stderr
+    (entry,) = [line for line in history.stdout.splitlines() if "manager@company.com" in line]
+    assert entry.split()[4] == "unconfirmed"
+
+
+# --- a server too busy to log in --------------------------------------------------------
+
+OFFERS_AUTH = "250-hello\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME"
+BUSY = "421 4.3.2 Too busy, try later|drop"  # RFC 5321: 421, then the server hangs up
+
+
+def _login_sender(port: int) -> SmtpSender:
+    settings = SmtpSettings(
+        "127.0.0.1", port, "none", "reports", SecretStr("smtp-pass-0c4e1a7b"), timeout=5.0
+    )
+    return SmtpSender(settings, retry=SmtpRetry(attempts=2, initial_wait=0.01, max_wait=0.05))
+
+
+@pytest.mark.parametrize(
+    "reply", [BUSY, "421 4.3.2 Too busy, try later", "454 4.7.0 Temporary authentication failure"]
+)
+def test_a_login_the_server_is_too_busy_for_is_retried_and_not_called_wrong_credentials(
+    scripted: ScriptedSmtp, reply: str
+) -> None:
+    scripted.script = [{"ehlo": OFFERS_AUTH, "auth": reply}] * 2
+    with pytest.raises(DeliveryError) as caught:
+        _login_sender(scripted.port).send(_message(), ["manager@company.com"])
+    assert caught.value.transient
+    code_and_text = reply.partition("|")[0]
+    assert caught.value.message == (
+        f"the mail server 127.0.0.1:{scripted.port} did not take the message: it is busy"
+        f" and did not log in ({code_and_text}) (gave up after 2 attempts)"
+    )
+    assert caught.value.hint == (
+        "the mail server is busy: run again later (reports already delivered are not sent again)"
+    )
+    assert scripted.connections == 2
+    assert scripted.handed == []
+
+
+def test_a_login_refused_once_for_being_busy_is_delivered_on_the_next_attempt(
+    scripted: ScriptedSmtp,
+) -> None:
+    scripted.script = [{"ehlo": OFFERS_AUTH, "auth": BUSY}, {"ehlo": OFFERS_AUTH}]
+    result = _login_sender(scripted.port).send(_message(), ["manager@company.com"])
+    assert result.accepted == ["manager@company.com"]
+    assert not result.unconfirmed
+    assert scripted.connections == 2
+    assert len(scripted.handed) == 1
+
+
+def test_a_run_whose_mail_server_stays_too_busy_to_log_in_says_so(
+    tmp_path: Path, api: SandboxServer, scripted: ScriptedSmtp
+) -> None:
+    scripted.script = [{"ehlo": OFFERS_AUTH, "auth": BUSY}] * 4
+    config = write_config(tmp_path / "reports.toml", ONE_REPORT)
+    env = {**env_for(api.url), **scripted.env()}
+    env |= {"SMTP_USERNAME": "reports", "SMTP_PASSWORD": "smtp-pass-0c4e1a7b"}
+    run = reporter(run_args(config, tmp_path), env)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "SMTP_USERNAME" not in run.stdout + run.stderr
+    busy = "it is busy and did not log in (421 4.3.2 Too busy, try later)"
+    assert busy in run.stdout + run.stderr
+    assert scripted.connections == 4  # the usual retries
+    assert _status(tmp_path) == "failed"
 
 
 @dataclass

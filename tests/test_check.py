@@ -20,6 +20,7 @@ from reporter.check import (
     date_form_finding,
     end_finding,
     filter_findings,
+    smtputf8_finding,
 )
 from reporter.magnific import EndProbe
 from reporter.periods import last_complete_month
@@ -41,6 +42,7 @@ from tests.conftest import (
     reporter,
     write_config,
 )
+from tests.test_break import BUSY, OFFERS_AUTH, ScriptedSmtp
 
 MARKETING = "a1b2c3d4-1111-4000-8000-000000000001"
 UNKNOWN = "a1b2c3d4-1111-4000-8000-0000000000ff"
@@ -296,6 +298,87 @@ def test_starttls_and_login_are_checked_like_a_send(tmp_path: Path, live_data: S
         == f"ok    SMTP: 127.0.0.1:{port}, STARTTLS, logged in as reports; nothing sent"
     )
     assert recorder.messages == []
+
+
+def test_a_mail_server_too_busy_to_log_in_is_not_called_a_wrong_password(
+    tmp_path: Path, live_data: SandboxData
+) -> None:
+    scripted = ScriptedSmtp([{"ehlo": OFFERS_AUTH, "auth": BUSY}])
+    env = {**scripted.env(), "SMTP_USERNAME": "reports", "SMTP_PASSWORD": SMTP_PASSWORD}
+    try:
+        with stand_in(live_data) as api:
+            code, lines, stderr = check(tmp_path, api, env)
+    finally:
+        scripted.close()
+    assert code == 1
+    assert line(lines, "SMTP") == (
+        f"FAIL  SMTP: the mail server 127.0.0.1:{scripted.port} is busy and did not log in"
+        " (421 4.3.2 Too busy, try later) Hint: run `reporter check` again later: the login"
+        " was not checked"
+    )
+    assert "SMTP_PASSWORD" not in "\n".join(lines) + stderr
+    assert scripted.handed == []
+
+
+UTF8_OWNERS = """
+[[reports]]
+name = "team"
+owners = ["manager@company.com", "josé.núñez@company.com"]
+
+[[reports]]
+name = "board"
+owners = ["jörg@company.com", "JOSÉ.núñez@company.com", "cfo@company.com"]
+"""
+
+
+def test_owners_the_mail_server_cannot_address_without_smtputf8_are_a_warning(
+    tmp_path: Path, live_data: SandboxData, smtp_ascii: SmtpServer
+) -> None:
+    with stand_in(live_data) as api:
+        code, lines, _ = check(tmp_path, api, smtp_ascii.env(), reports=UTF8_OWNERS)
+    assert code == 0, lines
+    assert line(lines, "SMTPUTF8") == (
+        f"warn  SMTPUTF8: the mail server 127.0.0.1:{smtp_ascii.port} does not offer SMTPUTF8,"
+        " which the owner addresses josé.núñez@company.com, jörg@company.com need: they get no"
+        " mail Hint: use an ASCII address for these owners, or a mail server that offers SMTPUTF8"
+    )
+    assert lines[lines.index(line(lines, "SMTP")) + 1].startswith("warn  SMTPUTF8: ")
+    assert lines[-1] == "No item failed; 1 of 9 has a warning; nothing was sent."
+    assert smtp_ascii.recorder.messages == []
+
+
+@pytest.mark.parametrize(
+    ("reports", "offers_smtputf8"),
+    [(UTF8_OWNERS, True), (REPORTS.replace('name = "marketing"', 'name = "m"'), False)],
+    ids=["server-offers-it", "ascii-owners"],
+)
+def test_no_smtputf8_warning_when_the_server_offers_it_or_no_owner_needs_it(
+    tmp_path: Path,
+    live_data: SandboxData,
+    smtp: SmtpServer,
+    smtp_ascii: SmtpServer,
+    reports: str,
+    offers_smtputf8: bool,
+) -> None:
+    server = smtp if offers_smtputf8 else smtp_ascii
+    with stand_in(live_data) as api:
+        code, lines, _ = check(tmp_path, api, server.env(), reports=reports)
+    assert code == 0, lines
+    assert not [text for text in lines if "SMTPUTF8" in text]
+    assert lines[-1].startswith("All ")
+
+
+def test_smtputf8_finding_names_one_owner_in_the_singular() -> None:
+    finding = smtputf8_finding(["a@x.com", "zoë@x.com"], offered=False, server="mx:25")
+    assert finding == Finding(
+        "warn",
+        "SMTPUTF8",
+        "the mail server mx:25 does not offer SMTPUTF8, which the owner address zoë@x.com"
+        " needs: it gets no mail",
+        hint="use an ASCII address for this owner, or a mail server that offers SMTPUTF8",
+    )
+    assert smtputf8_finding(["zoë@x.com"], offered=True, server="mx:25") is None
+    assert smtputf8_finding(["a@x.com"], offered=False, server="mx:25") is None
 
 
 @pytest.mark.parametrize(

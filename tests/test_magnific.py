@@ -8,7 +8,11 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -471,6 +475,57 @@ def test_a_trickling_body_is_cut_off_at_the_whole_request_deadline(api: SandboxS
     )
     assert "[api] total_timeout_seconds" in (caught.value.hint or "")
     assert len(api.requests) == 1
+
+
+@contextmanager
+def silent_mid_body(speaks_for: float) -> Iterator[str]:
+    """An API on loopback that answers 200 with a long body, sends a piece of it every
+    0.2 s for ``speaks_for`` seconds, then says nothing more with the connection open."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as request:
+            length = 0
+            for line in request:
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+                if line == b"\r\n":
+                    break
+            request.read(length)
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            conn.sendall(head + b"Content-Length: 1000000\r\n\r\n" + b'{"data": [')
+            until = time.monotonic() + speaks_for
+            while time.monotonic() < until and not done.wait(0.2):
+                conn.sendall(b" ")
+            done.wait(60)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+
+
+def test_a_body_that_goes_silent_near_the_deadline_does_not_outlast_it() -> None:
+    """Each read of the body waits no longer than what is left of the whole request's
+    deadline: a server silent from just before it cannot add a read timeout on top."""
+    policy = RetryPolicy(attempts=3, initial_wait=0.01, total_timeout=2, read_timeout=3)
+    with silent_mid_body(speaks_for=1.8) as url, client_for(url, retry=policy) as client:
+        started = time.monotonic()
+        with pytest.raises(ApiUnavailableError) as caught:
+            client.fetch_usage(OCTOBER)
+        elapsed = time.monotonic() - started
+    # A correctness bound, not a speed test: reads held to the read timeout alone end
+    # near 1.8 + 2 s.
+    assert elapsed <= 2 + 1, f"took {elapsed:.2f} s"
+    assert str(caught.value).startswith(
+        "the Magnific API did not answer within the deadline of 2s ([api] total_timeout_seconds)"
+    )
 
 
 def test_a_retry_wait_that_would_cross_the_deadline_is_not_waited(api: SandboxServer) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -437,16 +439,21 @@ class MagnificClient:
         left = deadline - started
         if left <= 0:
             raise self._past_deadline("no time was left for another attempt")
-        # Each socket wait is held to what is left of the deadline; reading the body
-        # checks the clock again as every piece arrives.
+        # Each socket wait is held to what is left of the deadline as the request starts;
+        # once the answer has begun, a cut-off holds every later read to the deadline
+        # itself, and reading the body checks the clock again as every piece arrives.
         timeout = httpx.Timeout(
             min(self._retry.read_timeout, left), connect=min(self._retry.connect_timeout, left)
         )
         headers = {KEY_HEADER: self._settings.key.get_secret_value()}
+        cutoff: _Cutoff | None = None
         try:
-            with self._http.stream(
-                "POST", ENDPOINT, json=sent, headers=headers, timeout=timeout
-            ) as response:
+            with (
+                self._http.stream(
+                    "POST", ENDPOINT, json=sent, headers=headers, timeout=timeout
+                ) as response,
+                _Cutoff(response, deadline) as cutoff,
+            ):
                 status = response.status_code
                 log.debug(
                     "POST %s %s -> %d in %.2fs",
@@ -465,6 +472,8 @@ class MagnificClient:
                 raise self._past_deadline(f"timed out ({type(exc).__name__})") from None
             raise Retryable(f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
+            if cutoff is not None and cutoff.fired:
+                raise self._past_deadline("the answer was still arriving") from None
             raise Retryable(f"cannot reach {self._url()}: {_reason(exc)}") from None
 
     def _read_body(self, response: httpx.Response, deadline: float) -> bytes:
@@ -512,6 +521,45 @@ class MagnificClient:
             exc.reason if isinstance(exc, Retryable) else exc,
             wait,
         )
+
+
+class _Cutoff:
+    """Ends a response's reads at ``deadline``.
+
+    httpx gives every read of a body the whole read timeout, fixed when the request
+    starts, so a server that goes silent just before the deadline would hold a read up to
+    a read timeout past it. At the deadline the response's socket is shut down, which
+    wakes a blocked read with the end of the stream (a transport error its caller reports
+    as past the deadline); a response finished before then is left alone.
+    """
+
+    def __init__(self, response: httpx.Response, deadline: float) -> None:
+        stream = response.extensions.get("network_stream")  # httpcore's, for a real socket
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        self._socket: socket.socket | None = sock if isinstance(sock, socket.socket) else None
+        self._lock = threading.Lock()
+        self._over = False
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Cutoff:
+        if self._socket is not None:
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:  # after this, the socket may go back to the pool: never touch it
+            self._over = True
+        self._timer.cancel()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._over or self._socket is None:
+                return
+            self.fired = True
+            with contextlib.suppress(OSError):  # already closed: nothing left to wake
+                self._socket.shutdown(socket.SHUT_RDWR)
 
 
 def _list_dates(dates: Sequence[dt.date], shown: int = 10) -> str:
