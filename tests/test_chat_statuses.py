@@ -3,13 +3,16 @@ stand-in on loopback and ``reporter run`` in a process of its own.
 
 An answer that does not say whether the post was taken (a gateway's 502 or 504, a 500)
 is ``unconfirmed``: not retried in that run, posted again by the next. 429 and 503 say
-it was not taken: retried in the run.
+it was not taken: retried in the run. And a server that quotes the request back,
+URL-decoded or re-encoded its own way, never gets a webhook's secret into the output,
+``reporter history`` or the ledger.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+import urllib.parse
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -138,3 +141,54 @@ def test_a_gateway_error_on_completing_an_upload_is_unconfirmed_and_earlier_step
     assert len(platforms.asked("/api/files.completeUploadExternal")) == 2
     assert ledger_rows(tmp_path)[("design", "report", UPLOAD)] == "sent"
     assert len(platforms.asked("/slack/")) == 1
+
+
+# --- a server that quotes the request back ---------------------------------------------------
+
+# A Teams Workflows URL: the signature is the credential. It holds a "+" (a space to a
+# form decoder), and escapes a decoder turns into "+", "/" and "=".
+SIG = "kR4+xQ%2Bs3cr3tSig%2F9w%3D%3D"
+MARK = "s3cr3tSig"  # in every form of the signature
+SIG_FORMS = (
+    SIG,
+    urllib.parse.unquote(SIG),
+    urllib.parse.unquote_plus(SIG),
+    urllib.parse.quote(urllib.parse.unquote_plus(SIG)),
+    MARK,
+)
+TEAMS_PATH = (
+    "/teams/workflows/4f1d2c/triggers/manual/paths/invoke"
+    f"?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={SIG}"
+)
+ECHOES: dict[str, Callable[[str], str]] = {
+    "url-decoded": urllib.parse.unquote,
+    "form-decoded": urllib.parse.unquote_plus,
+    "decoded-and-re-encoded": lambda path: urllib.parse.quote(
+        urllib.parse.unquote_plus(path), safe="/?&="
+    ),
+    "partly-decoded": lambda path: path.replace("%2F", "/").replace("%2B", "%2b"),
+}
+
+
+@pytest.mark.parametrize("echo", list(ECHOES))
+def test_a_webhook_secret_quoted_back_in_any_form_reaches_no_output_history_or_ledger(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms, echo: str
+) -> None:
+    said = f"Bad Request: POST {ECHOES[echo](TEAMS_PATH)} HTTP/1.1"
+    assert MARK in said
+    platforms.faults["teams"] = [(400, said.replace("{", "{{").replace("}", "}}"), {})]
+    env = {"TEAMS_WEBHOOK_REPORTS": platforms.url + TEAMS_PATH}
+    result = run(tmp_path, api, smtp, platforms, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the Teams webhook in TEAMS_WEBHOOK_REPORTS refused the message (HTTP 400" in (
+        result.stdout
+    )
+    assert ledger_rows(tmp_path)[("design", "report", TEAMS)] == "failed"
+    history = reporter("history", "--state", str(tmp_path / "state.sqlite3"), env=env)
+    blobs = {"stdout": result.stdout, "stderr": result.stderr, "history": history.stdout}
+    blobs |= {
+        str(p): p.read_bytes().decode(errors="replace") for p in tmp_path.rglob("*") if p.is_file()
+    }
+    for form in SIG_FORMS:
+        assert [name for name, text in blobs.items() if form in text] == [], form
+    assert "HTTP 400: Bad Request: POST [redacted] HTTP/1.1" in history.stdout  # the note

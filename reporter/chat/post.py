@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from reporter import __version__
 from reporter.errors import DeliveryError, UsageError, one_line
 from reporter.magnific import RetryPolicy, parse_retry_after
 from reporter.magnific.client import Retryable, WaitRetryAfter
-from reporter.redact import REDACTED
+from reporter.redact import Redactor, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -328,12 +327,9 @@ def _describe(recipient: str) -> str:
 
 def _scrub(text: str, url: str) -> str:
     """A server's text without the URL it was sent to: a webhook's URL is its credential,
-    and gateways quote the request (or just its path) back in their error pages."""
-    parts = urllib.parse.urlsplit(url)
-    secrets = [url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.query]
-    for secret in sorted((s for s in secrets if len(s) > 1), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    and gateways quote the request (or just its path) back in their error pages, often
+    URL-decoded or re-encoded (``Redactor`` matches every form)."""
+    return Redactor.of(url_secrets(url, webhook=True))(text)
 
 
 def _new_url_hint(recipient: str) -> str:
