@@ -1,6 +1,6 @@
 """Slack and Teams beside email: a real HTTP server on loopback stands in for both
 platforms' webhooks and Slack's upload API, checks every payload's shape, and misbehaves
-on demand (429 with Retry-After, 500, a dropped connection, 404)."""
+on demand (429 with Retry-After, 503, a dropped connection, 404)."""
 
 from __future__ import annotations
 
@@ -130,11 +130,20 @@ class Post:
         return json.loads(self.body)
 
 
+@dataclass(frozen=True)
+class TakenThen:
+    """A fault: the platform takes the post, but the answer is this status (a gateway in
+    front of it that lost the platform's answer, or the platform failing after posting)."""
+
+    status: int
+
+
 @dataclass
 class Platforms:
     """Slack and Teams on one loopback port: ``/slack/...``, ``/teams/...``, ``/api/...``."""
 
     posts: list[Post] = field(default_factory=list)  # every request that was taken
+    requests: list[str] = field(default_factory=list)  # every request's path, taken or not
     problems: list[str] = field(default_factory=list)  # shapes the platforms would refuse
     faults: dict[str, list[Any]] = field(default_factory=dict)  # path -> answers, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -144,6 +153,10 @@ class Platforms:
 
     def to(self, prefix: str) -> list[Post]:
         return [p for p in self.posts if p.path.startswith(prefix)]
+
+    def asked(self, prefix: str) -> list[str]:
+        """Every request to ``prefix``, whatever it was answered."""
+        return [path for path in self.requests if path.startswith(prefix)]
 
     def env(self, *, bot: bool = False) -> dict[str, str]:
         env = {
@@ -171,6 +184,7 @@ def _handler(platforms: Platforms) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             path = self.path
             with platforms.lock:
+                platforms.requests.append(path)
                 faults = platforms.faults.get(path.split("/")[1], [])
                 fault = faults.pop(0) if faults else None
             if fault == "drop-early":  # gone before the body is even read
@@ -194,6 +208,10 @@ def _handler(platforms: Platforms) -> type[BaseHTTPRequestHandler]:
                     platforms.problems += slack_problems(post.json())
                 if path.startswith("/teams/"):
                     platforms.problems += card_problems(post.json())
+            if isinstance(fault, TakenThen):
+                page = f"<html><body>{fault.status}</body></html>".encode()
+                self.answer(fault.status, page, {"content-type": "text/html"})
+                return
             if fault == "drop":  # taken, but the client never hears so
                 self.close_connection = True
                 self.connection.shutdown(2)
@@ -381,10 +399,10 @@ def test_a_revoked_webhook_fails_only_its_channel_and_never_the_email(
     assert len(smtp.recorder.messages) == 2
 
 
-def test_a_500_is_retried_and_posted_once(
+def test_a_503_is_retried_and_posted_once(
     tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
 ) -> None:
-    platforms.faults["slack"] = [500, 503]
+    platforms.faults["slack"] = [503, 503]  # a 500 may mean taken: test_chat_statuses.py
     result = run(tmp_path, api, smtp, platforms, "--report", "design")
     assert result.exit_code == 0, result.output
     assert len(platforms.to("/slack/")) == 1

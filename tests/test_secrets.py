@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from reporter.redact import Redactor
+from reporter.redact import REDACTED, Redactor
 from reporter.sandbox import SandboxData, dumps
 from tests.conftest import API_KEY, SMTP_PASSWORD, SmtpServer, pdf_text, user_environ
 
@@ -192,3 +193,78 @@ def test_redactor_knows_the_secrets_of_the_environment(
     environ: dict[str, str], text: str, expected: str
 ) -> None:
     assert Redactor.from_environ(environ)(text) == expected
+
+
+TEAMS_HOOK = (
+    "https://prod-01.example.logic.azure.com/workflows/9f2e7a1c4b/triggers/manual/paths/invoke"
+    "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=Ab+Cd%2Bs3cret%2FEf%3D"
+)
+
+
+HOOK = {"TEAMS_WEBHOOK_OPS": TEAMS_HOOK}
+
+
+@pytest.mark.parametrize(
+    ("environ", "text", "expected"),
+    [
+        # The value of a secret-bearing query parameter, however a server quotes it.
+        (HOOK, "sig=Ab+Cd%2Bs3cret%2FEf%3D", "sig=[redacted]"),  # as written
+        (HOOK, "sig=Ab+Cd+s3cret/Ef=", "sig=[redacted]"),  # URL-decoded
+        (HOOK, "sig=Ab Cd+s3cret/Ef=", "sig=[redacted]"),  # form-decoded: "+" is a space
+        (HOOK, "sig=Ab%20Cd%2Bs3cret/Ef%3D", "sig=[redacted]"),  # re-encoded: "%20"
+        (HOOK, "sig=Ab+Cd%2bs3cret/Ef%3d", "sig=[redacted]"),  # partly decoded, lower hex
+        (HOOK, "sig=Ab%2BCd%252Bs3cret%252FEf%253D", "sig=[redacted]"),  # encoded twice
+        (
+            {"SLACK_API_URL": "https://proxy.example/api?access_token=tok%2Fsecret9"},
+            "token tok/secret9",
+            "token [redacted]",
+        ),
+        (
+            {"MAGNIFIC_API_BASE_URL": "https://gw.example/v1?Key=abcd+efgh"},
+            "abcd%20efgh",
+            "[redacted]",
+        ),
+        (
+            {"MAGNIFIC_API_BASE_URL": "https://gw.example/v1?CODE=q1w2e3r4"},
+            "code q1w2e3r4",
+            "code [redacted]",
+        ),
+        # A webhook's URL is its credential: its path, its id alone, JSON-escaped.
+        (HOOK, "/workflows/9f2e7a1c4b/triggers/manual/paths/invoke", "[redacted]"),
+        (HOOK, "no workflow 9f2e7a1c4b", "no workflow [redacted]"),
+        (
+            {"SLACK_WEBHOOK_OPS": "https://hooks.slack.com/services/T0A1/B0B2/x9Y8z7W6"},
+            "\\/services\\/T0A1\\/B0B2\\/x9Y8z7W6",
+            "[redacted]",
+        ),
+    ],
+)
+def test_a_url_secret_is_redacted_in_every_form_a_server_may_quote_it(
+    environ: dict[str, str], text: str, expected: str
+) -> None:
+    redacted = Redactor.from_environ(environ)(f"Bad Request: {text} (HTTP/1.1)")
+    assert redacted == f"Bad Request: {expected} (HTTP/1.1)"
+
+
+def test_a_config_named_webhook_variable_is_redacted_decoded_once_the_config_is_read() -> None:
+    environ = {"OPS_TEAMS": TEAMS_HOOK}  # no WEBHOOK in its name: known only from the config
+    decoded = urllib.parse.unquote(TEAMS_HOOK.partition(".com")[2])
+    assert Redactor.from_environ(environ).also(environ, ["OPS_TEAMS"])(decoded) == REDACTED
+
+
+@pytest.mark.parametrize(
+    ("environ", "text"),
+    [
+        ({"SLACK_API_URL": "https://slack.com/api"}, "/api/files.completeUploadExternal"),
+        ({"MAGNIFIC_API_BASE_URL": "https://api.example/v1?code=1"}, "code=1"),
+        ({"MAGNIFIC_API_BASE_URL": "https://api.example/v1?page=abcdef"}, "page=abcdef"),
+        ({"TEAMS_WEBHOOK_OPS": TEAMS_HOOK}, "triggers manual paths invoke workflows"),
+    ],
+)
+def test_ordinary_parts_of_a_url_are_kept(environ: dict[str, str], text: str) -> None:
+    assert Redactor.from_environ(environ)(text) == text
+
+
+def test_overlapping_secrets_are_redacted_as_one_stretch() -> None:
+    redact = Redactor.of(["xyzabcd", "abcd1234"])
+    assert redact("see xyzabcd1234 here") == "see [redacted] here"

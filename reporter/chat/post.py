@@ -1,23 +1,28 @@
 """Posting to chat: the webhooks and Slack's three-step file upload, with retries. The edge.
 
-Retries reuse the API client's policy ([api] in the config) through tenacity: a 429
-waits what ``Retry-After`` says, 5xx and failures to connect back off with jitter,
-and any other 4xx (a revoked or mistyped webhook) fails that channel at once. A
-redirect is not followed, and a 2xx that is not the platform's own answer (a proxy's
-sign-in page) fails too: recording it as posted would lose the message.
+Retries reuse the API client's policy ([api] in the config) through tenacity, for
+answers that say the message was not taken: a 429 waits what ``Retry-After`` says, a
+503 and failures to connect back off with jitter. Any other 4xx (a revoked or mistyped
+webhook) fails that channel at once. A redirect is not followed, and a 2xx that is not
+the platform's own answer (a proxy's sign-in page) fails too: recording it as posted
+would lose the message.
 
 Exactly once, as far as HTTP allows: a request whose body was sent but whose answer
-never came (the connection dropped, or the answer timed out) may have been posted.
-It is not retried in this run; it is recorded ``unconfirmed`` and posted again by the
-next run. Chat has no Message-ID for the platform to drop a copy by, so in that one
-case a channel may show the message twice; a lost report is worse.
+does not say whether it was taken may have been posted. That is no answer at all (the
+connection dropped, or the answer timed out), or any 5xx but 503: a gateway's 502 or
+504 (the platform behind it may have posted and its answer got lost) and a 500 (the
+platform failed, nobody knows how far it got). It is not retried in this run; it is
+recorded ``unconfirmed`` and posted again by the next run. Chat has no Message-ID for
+the platform to drop a copy by, so in that one case a channel may show the message
+twice; a lost report is worse. The rule holds for the request that makes a post
+visible (the webhook's POST, Slack's files.completeUploadExternal); the steps of an
+upload before it are retried, as a copy of them shows nowhere.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +35,14 @@ from reporter import __version__
 from reporter.errors import DeliveryError, UsageError, one_line
 from reporter.magnific import RetryPolicy, parse_retry_after
 from reporter.magnific.client import Retryable, WaitRetryAfter
-from reporter.redact import REDACTED
+from reporter.redact import Redactor, url_secrets
 
 log = logging.getLogger(__name__)
 
 SLACK_API_URL = "https://slack.com/api"
-_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+# Answers that say the request was not taken: retried in the run. Any other 5xx leaves
+# it open whether the platform took it (see the module docstring).
+_NOT_TAKEN = frozenset({429, 503})
 _ERROR_TEXT_LIMIT = 200
 PLATFORMS = {"slack": "Slack webhook", "teams": "Teams webhook", "slack-upload": "Slack upload"}
 
@@ -51,7 +58,8 @@ class ChatPostError(DeliveryError):
 
 
 class _Unanswered(Exception):
-    """The request went out and no answer came back: it may have been posted."""
+    """The request went out and no answer said whether it was taken: it may have been
+    posted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +157,18 @@ class ChatSender:
         on_commit()
         try:
             response = self._with_retries(
-                recipient, lambda: self._attempt(recipient, "POST", url, json=payload)
+                recipient, lambda: self._attempt(recipient, "POST", url, commit=True, json=payload)
             )
         except _Unanswered:
             return "unconfirmed"
         _check_taken(recipient, response, url)
         return "sent"
 
-    def _attempt(self, recipient: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def _attempt(
+        self, recipient: str, method: str, url: str, *, commit: bool, **kwargs: Any
+    ) -> httpx.Response:
+        """One request. ``commit``: this request is the one that makes the post visible, so
+        an answer that may mean it was taken is ``_Unanswered``, never retried."""
         try:
             response = self._http.request(method, url, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -174,10 +186,15 @@ class ChatSender:
         status = response.status_code
         if 200 <= status < 300:
             return response
-        if status in _RETRYABLE:
+        if status in _NOT_TAKEN or (500 <= status < 600 and not commit):
             raise Retryable(
                 f"HTTP {status}", retry_after=parse_retry_after(response.headers.get("retry-after"))
             )
+        if 500 <= status < 600:
+            log.warning(
+                "%s: HTTP %d after the message was sent: it may have been posted", recipient, status
+            )
+            raise _Unanswered()
         if 300 <= status < 400:
             # Following it would hand the message (and, for the Web API, the token) to
             # an address nobody configured.
@@ -237,6 +254,7 @@ class ChatSender:
             ticket = self._slack_api(
                 recipient,
                 "files.getUploadURLExternal",
+                commit=False,
                 data={"filename": pdf.name, "length": str(len(content))},
             )
             upload_url, file_id = str(ticket["upload_url"]), str(ticket["file_id"])
@@ -246,6 +264,7 @@ class ChatSender:
                     recipient,
                     "POST",
                     upload_url,
+                    commit=False,
                     content=content,
                     headers={"content-type": "application/octet-stream"},
                 ),
@@ -262,6 +281,7 @@ class ChatSender:
             self._slack_api(
                 recipient,
                 "files.completeUploadExternal",
+                commit=True,
                 json={
                     "files": [{"id": file_id, "title": pdf.name}],
                     "channel_id": channel,
@@ -272,12 +292,15 @@ class ChatSender:
             return "unconfirmed"
         return "sent"
 
-    def _slack_api(self, recipient: str, method: str, **kwargs: Any) -> dict[str, Any]:
+    def _slack_api(
+        self, recipient: str, method: str, *, commit: bool, **kwargs: Any
+    ) -> dict[str, Any]:
         """One Web API call; Slack answers errors as 200 with ``"ok": false``."""
         url = f"{self._settings.slack_api_url}/{method}"
         headers = {"authorization": f"Bearer {self._settings.bot_token or ''}"}
         response = self._with_retries(
-            recipient, lambda: self._attempt(recipient, "POST", url, headers=headers, **kwargs)
+            recipient,
+            lambda: self._attempt(recipient, "POST", url, commit=commit, headers=headers, **kwargs),
         )
         try:
             body = response.json()
@@ -304,12 +327,9 @@ def _describe(recipient: str) -> str:
 
 def _scrub(text: str, url: str) -> str:
     """A server's text without the URL it was sent to: a webhook's URL is its credential,
-    and gateways quote the request (or just its path) back in their error pages."""
-    parts = urllib.parse.urlsplit(url)
-    secrets = [url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.query]
-    for secret in sorted((s for s in secrets if len(s) > 1), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    and gateways quote the request (or just its path) back in their error pages, often
+    URL-decoded or re-encoded (``Redactor`` matches every form)."""
+    return Redactor.of(url_secrets(url, webhook=True))(text)
 
 
 def _new_url_hint(recipient: str) -> str:
