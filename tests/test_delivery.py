@@ -265,4 +265,4 @@ def test_history_prints_the_ledger(tmp_path: Path, api: SandboxServer, smtp: Smt
     lines = result.stdout.splitlines()
     assert lines[0].split() == HISTORY_HEADER
     assert len(lines) == 5
-    assert all(" report " in line and " sent " in line for line in lines[1:])
+    assert all(" report:v1 " in line and " sent " in line for line in lines[1:])

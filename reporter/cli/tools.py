@@ -213,12 +213,12 @@ def history_command(state_path: Path, period: str | None) -> None:
         click.echo("No deliveries recorded" + (f" for {period}." if period else "."))
         return
     header = ("period", "report", "message", "recipient", "status", "updated (UTC)", "note")
-    # A report row names the version its message carries ("report v2": see `run --recheck`).
+    # A report row names the version its message carries ("report:v2": see `run --recheck`).
     table = [
         (
             r.period,
             r.report,
-            r.message if r.version is None else f"{r.message} v{r.version}",
+            r.message if r.version is None else f"{r.message}:v{r.version}",
             r.recipient,
             r.status,
             r.updated_at,

@@ -34,8 +34,8 @@ from reporter.render import translations
 log = logging.getLogger(__name__)
 
 UNCONFIRMED_DETAIL = (
-    "the connection dropped after the message was sent, before the platform answered;"
-    " the next run posts it again"
+    "the post was sent but the answer did not say whether the platform took it (no answer,"
+    " or a 500, 502 or 504); the next run posts it again"
 )
 
 
@@ -173,7 +173,7 @@ def stored_chat_files(
                 continue
             pdf = None
             if channel.startswith("slack-upload:"):
-                pdf = path.with_name(upload_name(path.stem, report))
+                pdf = path.parent / upload_name(path.stem, report)
                 if not pdf.is_file():
                     continue
             files.append(ChatFile(report, channel, path, pdf, version=row.version))
