@@ -1,12 +1,15 @@
 """The outbox's guarantees over whole months, not single defects: Hypothesis drives random
-sequences of runs, re-checks, dry runs, previews, owner changes, late data and a mail
-server that refuses or drops, against the real stand-in API and a real SMTP server on
-loopback, and checks after every step:
+sequences of runs, re-checks, dry runs, previews, owner changes, one mail per owner on and
+off, late data (a total flipping back too), a mail server that refuses or drops after the
+final dot, and a Teams gateway answering 504 to a post it passed on, against the real
+stand-in API, a real SMTP server and the chat stand-ins on loopback, and checks after every
+step:
 
 - nobody receives a message for a report they do not own, nor one whose To: is not them;
 - a message's bytes never change once written for delivery (the outbox);
 - a recipient never receives an older version of a report after a newer one;
-- a duplicate is only ever the same Message-ID resent after the server dropped it;
+- a duplicate is only ever the same Message-ID resent after the server dropped it (a
+  repeated post only after a 504), and no dry run's draft is ever sent or posted;
 - each recipient's newest message is the version the ledger says they hold, showing
   that version's figures (or their row says it is unconfirmed);
 - after a clean run every owner holds the report; after a clean re-check, what each
@@ -47,10 +50,12 @@ from reporter.cli import cli
 from reporter.jobs.recheck import changed_by
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import API_KEY, Recorder, free_port, write_config
+from tests.test_chat import Platforms, TakenThen, serve_platforms
 
 PERIOD = "2026-10"
 OCTOBER = [dt.date(2026, 10, day) for day in range(1, 32)]
 POOL = ["a@company.com", "b@company.com", "j.smith@company.com", "j_smith@company.com"]
+CHANNELS = ["teams:TEAMS_WEBHOOK_REPORTS", "slack-upload:C0123ABCD"]
 PREVIEW = "preview@company.com"
 GROUPS = {"marketing": 20, "design": 30}
 DAILY = {"marketing": 1000, "design": 200}
@@ -79,6 +84,7 @@ class Servers:
     api: SandboxServer
     recorder: DroppingRecorder
     smtp_port: int
+    chat: Platforms
 
 
 @pytest.fixture
@@ -89,8 +95,8 @@ def servers() -> Iterator[Servers]:
     controller = Controller(recorder, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        with SandboxServer(data, api_key=API_KEY) as api:
-            yield Servers(data, api, recorder, port)
+        with SandboxServer(data, api_key=API_KEY) as api, serve_platforms() as chat:
+            yield Servers(data, api, recorder, port, chat)
     finally:
         controller.stop()
 
@@ -121,6 +127,9 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
             servers.recorder.refuse.clear()
             servers.recorder.dropped.clear()
             servers.recorder.drop_after_data = 0
+            servers.chat.posts.clear()
+            servers.chat.faults.clear()
+            self.gateway_errors = 0  # 504s answered after a post was taken
             self.late = {"marketing": 0, "design": 0}
             self._script()
             self.owners = {"marketing": [POOL[0], POOL[2]], "design": [POOL[1], POOL[3]]}
@@ -153,11 +162,19 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
                 )
             extra = "one_mail_per_owner = true\n" if self.bundle else ""
             fast = "[api]\ninitial_wait_seconds = 0.01\nmax_wait_seconds = 0.05\n"
-            return write_config(self.dir / "reports.toml", fast + reports, email_extra=extra)
+            chat = 'teams_webhook_env = "TEAMS_WEBHOOK_REPORTS"\nslack_channel = "C0123ABCD"'
+            return write_config(
+                self.dir / "reports.toml", fast + reports, email_extra=extra, defaults=chat
+            )
 
         def _reporter(self, *extra: str, draft: bool = False) -> int:
-            faulty = bool(servers.recorder.refuse or servers.recorder.drop_after_data)
+            faulty = bool(
+                servers.recorder.refuse
+                or servers.recorder.drop_after_data
+                or servers.chat.faults.get("teams")
+            )
             env = {
+                **servers.chat.env(bot=True),
                 "MAGNIFIC_API_KEY": API_KEY,
                 "MAGNIFIC_API_BASE_URL": servers.api.url,
                 "SMTP_HOST": "127.0.0.1",
@@ -234,14 +251,19 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
                 self.late[report] = int(value) * 100
                 self._script()
 
-        @rule(fault=st.sampled_from(["heal", "drop", *POOL]))
+        @rule(fault=st.sampled_from(["heal", "drop", "504", *POOL]))
         def mail_server(self, fault: str) -> None:
-            """The mail server heals, drops the next message after its final dot, or
-            refuses one owner's mailbox from now on."""
+            """The servers heal; the mail server drops the next message after its final dot,
+            or refuses one owner's mailbox from now on; or a gateway in front of the Teams
+            webhook answers 504 to the next post, which it passed on."""
             self.healthy_step = ""
             if fault == "heal":
                 servers.recorder.refuse.clear()
                 servers.recorder.drop_after_data = 0
+                servers.chat.faults.clear()
+            elif fault == "504":
+                servers.chat.faults["teams"] = [TakenThen(504)]
+                self.gateway_errors += 1
             elif fault == "drop":
                 servers.recorder.drop_after_data = 1
             else:
@@ -274,6 +296,14 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
                         assert ident[1] in servers.recorder.dropped, "a duplicate"
                     self.received_ids.add(ident)
             self.seen = len(servers.recorder.messages)
+
+        @invariant()
+        def each_post_is_the_real_report_and_a_copy_only_after_a_504(self) -> None:
+            posts = servers.chat.to("/teams/")
+            assert all(b"Draft" not in p.body for p in posts), "a dry run's draft was posted"
+            assert len(posts) - len({p.body for p in posts}) <= self.gateway_errors
+            uploads = servers.chat.to("/api/files.completeUploadExternal")
+            assert all(b"Draft" not in p.body for p in uploads)
 
         @property
         def outbox_root(self) -> Path:
@@ -324,6 +354,9 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
             for (report, recipient), (status, version) in rows.items():
                 message = newest.get((report, recipient))
                 has = held.get((report, recipient))
+                if recipient in CHANNELS:
+                    assert status != "sent" or (has is not None and has[0] == version)
+                    continue
                 if status == "sent":
                     assert has is not None
                     assert message is not None
@@ -336,11 +369,11 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
                     assert versions_of(message)[report] == has[0]
             if self.healthy_step == "run":
                 for report, owners in self.owners.items():
-                    for owner in owners:
+                    for owner in [*owners, *CHANNELS]:
                         assert (report, owner) in held, f"{owner} has no {report} after a run"
             if self.healthy_step == "recheck":
                 for report, owners in self.owners.items():
-                    for owner in owners:
+                    for owner in [*owners, *CHANNELS]:
                         if (report, owner) in held:
                             had = held[(report, owner)][1]
                             assert changed_by(had, self._current(report)) <= THRESHOLD
