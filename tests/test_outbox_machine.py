@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterator
@@ -139,6 +140,9 @@ def test_delivery_invariants_hold_over_random_months(servers: Servers) -> None:
             self.last_version: dict[tuple[str, str], int] = {}  # (recipient, report)
             self.received_ids: set[tuple[str, str]] = set()
             self.healthy_step = ""  # the command of a step no fault touched, if any
+
+        def teardown(self) -> None:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
         # --- the world --------------------------------------------------------------
 
