@@ -776,10 +776,13 @@ class Ledger:
             )
 
     def latest_versions(self, period: str) -> dict[str, int]:
-        """report -> its newest version for ``period``: a pending message of an older one
-        is superseded."""
+        """report -> its newest version for ``period`` that was built (its data came in): a
+        pending message of an older one is superseded. A version whose build failed
+        supersedes nothing."""
         rows = self._read(
-            "SELECT report, MAX(version) FROM versions WHERE period=? GROUP BY report", (period,)
+            "SELECT report, MAX(version) FROM versions WHERE period=? AND credits IS NOT NULL"
+            " GROUP BY report",
+            (period,),
         )
         return {str(r): int(v) for r, v in rows}
 

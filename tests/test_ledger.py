@@ -105,8 +105,10 @@ def test_each_recipient_holds_the_newest_version_they_were_confirmed_to_receive(
         ledger.mark(["marketing"], "2026-10", owners[:1], "sent")
         ledger.mark(["marketing"], "2026-10", owners[1:], "failed", error="550 no")
     with Ledger(path) as ledger:
+        unbuilt = ledger.new_version("marketing", "2026-10")  # its fetch failed
+        assert ledger.latest_versions("2026-10")["marketing"] == first  # supersedes nothing
         second = ledger.new_version("marketing", "2026-10", 1300.0)
-        assert second == first + 1
+        assert second == unbuilt + 1
         assert ledger.latest_versions("2026-10") == {"marketing": second, "sales": 1}
         assert ledger.held("marketing", "2026-10") == {"ann@company.com": Held(first, 1200.5)}
         ledger.claim("marketing", "2026-10", owners, force=True)
