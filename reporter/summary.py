@@ -6,6 +6,7 @@ shapes; keeping both here, pure, means they cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +96,19 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").strip()
 
 
+# An address as a server or the config may write it (``<ann@x.com>``, ``ann@x.com:``).
+_ADDRESS = re.compile(r"[^\s@,;:<>()\[\]\"']+@[^\s@,;:<>()\[\]\"']+")
+
+
+def without_addresses(text: str) -> str:
+    """``text`` with every email address replaced by "an owner": a job summary is read by
+    everyone who can see the repository's runs, which in a public one is everybody."""
+    return _ADDRESS.sub("an owner", text)
+
+
 def markdown_summary(outcomes: Sequence[Outcome], period_key: str, shard: str = "") -> str:
-    """The same table for ``$GITHUB_STEP_SUMMARY``, with a total row."""
+    """The same table for ``$GITHUB_STEP_SUMMARY``, with a total row; report names, figures
+    and what happened, never an owner's address."""
     title = f"### Credit usage reports, {period_key}" + (f" (shard {shard})" if shard else "")
     lines = [
         title,
@@ -106,7 +118,8 @@ def markdown_summary(outcomes: Sequence[Outcome], period_key: str, shard: str = 
     ]
     for o in outcomes:
         status = o.label if o.ok else f"**{o.label}**"
-        lines.append(f"| {_cell(o.report)} | {o.credits_text} | {status} | {_cell(o.detail)} |")
+        detail = _cell(without_addresses(o.detail))
+        lines.append(f"| {_cell(o.report)} | {o.credits_text} | {status} | {detail} |")
     counted = [o.credits for o in outcomes if o.credits is not None]
     if counted:
         lines.append(f"| **Total** | **{sum(counted):,.0f}** | | |")

@@ -133,7 +133,7 @@ def test_action_yml_is_composite_pinned_and_passes_actionlint(tmp_path: Path) ->
         assert found[1] in ids
     uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
     # The action uploads its ledger only; the PDFs are the caller's to upload or not.
-    assert [u["with"]["path"] for u in uploads] == ["${{ steps.ledger.outputs.dir }}"]
+    assert [u["with"]["path"] for u in uploads] == ["${{ steps.keep.outputs.dir }}"]
     assert uploads[0]["with"]["overwrite"] is True
     assert uploads[0]["if"].startswith("always()")
     for s in steps:
@@ -257,7 +257,9 @@ repo = os.environ["GITHUB_REPOSITORY"]
 path = sys.argv[2]
 listing = re.fullmatch(f"repos/{{repo}}/actions/artifacts\\\\?name=([^&]+)&per_page=100", path)
 download = re.fullmatch(f"repos/{{repo}}/actions/artifacts/(\\\\d+)/zip", path)
-if listing:
+if path == f"repos/{{repo}}":
+    print(json.dumps({{"private": (store / "private").exists()}}))
+elif listing:
     found = [a for a in artifacts if a["name"] == listing[1]]
     print(json.dumps({{"total_count": len(found), "artifacts": found}}))
 elif download:
@@ -280,7 +282,15 @@ class ActionRun:
     so the action cannot lean on something these tests never fed it.
     """
 
-    def __init__(self, workspace: Path, inputs: dict[str, str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        inputs: dict[str, str],
+        env: dict[str, str],
+        *,
+        private: str = "true",
+    ) -> None:
+        self.private = private  # github.event.repository.private ("" when the event has none)
         self.action = load_action()
         self.workspace = workspace
         workspace.mkdir(parents=True, exist_ok=True)
@@ -304,6 +314,8 @@ class ActionRun:
             return self.outputs.get(step_id, {}).get(name, "")
         if expression == "github.action_path":
             return str(ROOT)
+        if expression == "github.event.repository.private":
+            return self.private
         raise AssertionError(f"the test does not evaluate ${{{{ {expression} }}}}")
 
     def evaluate(self, text: str) -> str:
@@ -448,7 +460,7 @@ def test_the_actions_steps_keep_the_ledger_so_a_rerun_weeks_later_sends_only_the
     assert "| beta |" in job.summary.read_text(encoding="utf-8")  # the job summary's table
     assert [r.recipients for r in smtp.recorder.messages] == [["alpha@company.com"]]
     assert job.step("keep").returncode == 0  # `if: always()`: runs after the failure
-    assert job.outputs["keep"] == {"upload": "true"}
+    assert job.outputs["keep"] == {"upload": "true", "dir": job.outputs["ledger"]["dir"]}
     job.upload(gh_store, run_id=500, created_at="2026-11-01T06:09:00Z", head_repo=REPO_ID)
 
     # Weeks later, on a fresh runner (no cache, no workspace): re-run after the fix.
@@ -567,3 +579,85 @@ def test_the_daily_watch_calls_the_action_which_keeps_its_own_ledger(
     (eml,) = (workspace / "out" / "2026-11" / "alerts").glob("*.eml")
     assert b"100% of the November budget used" in eml.read_bytes()
     assert smtp.recorder.messages == []
+
+
+# --- a public repository: the ledger names every owner, so its artifact is sealed ---------
+
+
+def _job_to_upload(
+    workspace: Path, env: dict[str, str], private: str, key: str
+) -> tuple[ActionRun, subprocess.CompletedProcess[str]]:
+    two_reports(workspace)
+    job = ActionRun(workspace, {"period": "2026-10", "ledger-key": key}, env, private=private)
+    for step_id in ("inputs", "install"):
+        assert job.step(step_id).returncode == 0
+    return job, job.step("ledger")
+
+
+@pytest.mark.parametrize("private", ["false", ""])  # "": the event does not say; the API does
+def test_a_public_repository_without_a_ledger_key_is_refused_before_anything_is_sent(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, gh_store: Path, private: str
+) -> None:
+    job, restored = _job_to_upload(tmp_path / "job", action_env(gh_store, api, smtp), private, "")
+    assert restored.returncode == 1
+    assert restored.stdout.startswith(f"::error::{REPO} is public")
+    assert "Set the action's ledger-key input from a secret" in restored.stdout
+    assert job.outcomes["ledger"] == "failure"  # so the run step never starts
+    assert smtp.recorder.messages == []
+
+
+def test_with_a_ledger_key_the_artifact_is_sealed_and_the_next_run_opens_it(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, gh_store: Path
+) -> None:
+    env = action_env(gh_store, api, smtp)
+    key = subprocess.run(
+        [sys.executable, "-m", "reporter.sealed", "key"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    smtp.recorder.refuse["beta@company.com"] = "550 5.1.1 mailbox unavailable"
+    job, restored = _job_to_upload(tmp_path / "job-1", env, "false", key)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert job.step("run").returncode == 1
+    kept = job.step("keep")
+    assert kept.returncode == 0, kept.stderr
+    assert key not in kept.stdout + kept.stderr
+    job.upload(gh_store, run_id=600, created_at="2026-11-01T06:09:00Z", head_repo=REPO_ID)
+    with zipfile.ZipFile(gh_store / "9000.zip") as archive:
+        assert archive.namelist() == ["ledger.sealed"]
+        sealed = archive.read("ledger.sealed")
+    assert b"@company.com" not in sealed
+    assert b"SQLite format" not in sealed
+    summary = job.summary.read_text(encoding="utf-8")
+    assert "| beta |" in summary
+    assert "@" not in summary  # report names and counts, never an address
+
+    # A wrong key: one readable line, nothing sent.
+    del smtp.recorder.refuse["beta@company.com"]
+    other = subprocess.run(
+        [sys.executable, "-m", "reporter.sealed", "key"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    _, refused = _job_to_upload(tmp_path / "job-2", env, "false", other)
+    assert refused.returncode == 1
+    assert "Error: the ledger artifact cannot be opened with this ledger key" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert other not in refused.stdout + refused.stderr
+
+    # The right key: the ledger (and its outbox) come back, and only beta is sent.
+    rerun, reopened = _job_to_upload(tmp_path / "job-3", env, "false", key)
+    assert reopened.returncode == 0, reopened.stdout + reopened.stderr
+    assert (Path(rerun.outputs["ledger"]["dir"]) / "state.sqlite3.outbox").is_dir()
+    assert rerun.step("run").returncode == 0
+    assert sorted(r.recipients[0] for r in smtp.recorder.messages) == [
+        "alpha@company.com",
+        "beta@company.com",
+    ]
+
+
+def test_a_private_repository_keeps_working_without_a_key(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, gh_store: Path
+) -> None:
+    (gh_store / "private").touch()
+    job, restored = _job_to_upload(tmp_path / "job", action_env(gh_store, api, smtp), "", "")
+    assert restored.returncode == 0, restored.stdout
+    assert job.step("run").returncode == 0
+    assert job.step("keep").returncode == 0
+    assert job.outputs["keep"]["dir"] == job.outputs["ledger"]["dir"]
