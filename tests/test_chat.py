@@ -838,6 +838,21 @@ def test_a_dry_run_in_between_never_changes_what_a_channel_is_posted(
     assert stored.read_bytes() == written
 
 
+def test_a_stored_payload_changed_on_disk_is_not_posted(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
+) -> None:
+    """An outbox payload is named by its content: one edited since is rebuilt, not posted."""
+    platforms.faults["teams"] = [404]
+    assert run(tmp_path, api, smtp, platforms, "--report", "design").exit_code == 1
+    stored = outbox_file(tmp_path, "design", "teams:TEAMS_WEBHOOK_REPORTS")
+    stored.write_text(json.dumps({"type": "message", "text": "edited by hand"}))
+    again = run(tmp_path, api, smtp, platforms, "--report", "design")
+    assert again.exit_code == 0, again.output
+    (teams,) = platforms.to("/teams/")
+    assert "edited by hand" not in teams.body.decode()
+    assert teams.json()["attachments"][0]["content"]["type"] == "AdaptiveCard"
+
+
 def test_a_stored_payload_that_is_gone_is_rebuilt(
     tmp_path: Path, api: SandboxServer, smtp: SmtpServer, platforms: Platforms
 ) -> None:

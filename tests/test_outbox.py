@@ -321,3 +321,18 @@ def test_the_outbox_never_replaces_a_message_and_clears_only_stale_leftovers(
     assert outbox.clean() == 1
     assert not stale.exists()
     assert fresh.exists()
+
+
+@pytest.mark.parametrize("damage", [b"garbage, not a message\r\n", b""])
+def test_a_damaged_outbox_message_is_never_sent_the_owner_gets_a_new_build(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer, damage: bytes
+) -> None:
+    config = report("marketing", ["lead@company.com"])
+    assert reporter(tmp_path, api, down(smtp), config).exit_code == 1
+    (stored,) = outbox_files(tmp_path)
+    stored.write_bytes(damage)
+    again = reporter(tmp_path, api, smtp.env(), config)
+    assert again.exit_code == 0, again.output
+    (message,) = inbox(smtp, "lead@company.com")
+    assert "Credits used: 31,000" in text_of(message)
+    assert stored.read_bytes() == damage  # left as found; the new build is a file of its own

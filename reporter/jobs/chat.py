@@ -27,7 +27,7 @@ from reporter.config import Config
 from reporter.files import write_atomic
 from reporter.jobs.build import BuiltReport, RunOptions
 from reporter.jobs.deliver import Sent, stored_row
-from reporter.ledger import Delivery, Ledger
+from reporter.ledger import REPORT, Delivery, Ledger
 from reporter.outbox import Outbox, identity
 from reporter.render import translations
 
@@ -99,6 +99,11 @@ def write_chat_files(
     return files
 
 
+def period_of(path: Path) -> str:
+    """The period an outbox file belongs to: its folder's name."""
+    return path.parent.name
+
+
 def upload_name(stem: str, report: str) -> str:
     """An upload's PDF in the outbox: in a folder named as its payload, under the name
     the channel shows (``<report>.pdf``)."""
@@ -166,16 +171,19 @@ def stored_chat_files(
             if stored is None:
                 continue
             row, path = stored
+            pdf = None
             try:
-                if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+                body = path.read_bytes()
+                if not isinstance(json.loads(body), dict):
                     continue
+                if channel.startswith("slack-upload:"):
+                    pdf = path.parent / upload_name(path.stem, report)
+                    body += pdf.read_bytes()
             except (OSError, ValueError):
                 continue
-            pdf = None
-            if channel.startswith("slack-upload:"):
-                pdf = path.parent / upload_name(path.stem, report)
-                if not pdf.is_file():
-                    continue
+            # Named by its content when written: a file changed since is not posted.
+            if path.stem != identity(report, period_of(path), REPORT, channel, _digest(body)):
+                continue
             files.append(ChatFile(report, channel, path, pdf, version=row.version))
     return files
 

@@ -188,7 +188,7 @@ def stored_mails(
                 for other in with_it
             ):
                 continue
-            if not _addressed_to_owners(path, with_it, owners_of):
+            if not _still_due(path, row, owner, with_it, owners_of):
                 continue
             reports.setdefault(path, set()).update(with_it)
             if owner not in owners.setdefault(path, []):
@@ -204,14 +204,24 @@ def stored_mails(
     ]
 
 
-def _addressed_to_owners(
-    path: Path, reports: set[str], owners_of: Mapping[str, Sequence[str]]
+def _still_due(
+    path: Path,
+    row: Delivery,
+    owner: str,
+    reports: set[str],
+    owners_of: Mapping[str, Sequence[str]],
 ) -> bool:
-    """Whether everyone a stored message names is still an owner of each report in it:
-    an owner removed since must not be named in what the others receive."""
+    """Whether a stored message can go to ``owner`` as it is: it is the message the ledger
+    recorded (its Message-ID), it names ``owner``, and everyone it names is still an owner
+    of each report in it (an owner removed since must not be named in what the others
+    receive). Otherwise the owner gets a new build."""
     try:
         message = read_message(path)
     except OSError:
         return False
+    if row.message_id and str(message.get("Message-ID", "")).strip() != row.message_id:
+        return False  # not the file the ledger wrote: damaged or replaced
     named = {a.lower() for _, a in email.utils.getaddresses(message.get_all("To", []))}
+    if recipient_key(owner) not in named:
+        return False
     return all(named <= {recipient_key(o) for o in owners_of.get(report, ())} for report in reports)
