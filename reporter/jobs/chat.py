@@ -91,7 +91,7 @@ def write_chat_files(
         path = copy
         if outbox is not None:
             pdf = upload.read_bytes() if upload is not None else b""
-            name = identity(report, period, *kinds, recipient, _digest(bodies[copy] + pdf))
+            name = payload_name(report, period, kinds, version, recipient, bodies[copy] + pdf)
             path = outbox.put(period, f"{name}.json", bodies[copy])
             if upload is not None:  # named as the channel shows it
                 upload = outbox.put(period, upload_name(name, report), pdf)
@@ -110,8 +110,19 @@ def upload_name(stem: str, report: str) -> str:
     return f"{stem}/{report}.pdf"
 
 
-def _digest(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
+def payload_name(
+    report: str,
+    period: str,
+    kinds: Sequence[str],
+    version: int | None,
+    recipient: str,
+    content: bytes,
+) -> str:
+    """A payload's outbox name: what it is for (report, period, kinds, version, channel) and
+    a digest of what it says, so a payload changed on disk no longer matches its name and
+    a rebuild (a new version) never lands on an old file."""
+    digest = hashlib.sha256(content).hexdigest()
+    return identity(report, period, *kinds, str(version or ""), recipient, digest)
 
 
 def deliver_chat(file: ChatFile, sender: ChatSender, ledger: Ledger, period: str) -> Sent:
@@ -182,7 +193,8 @@ def stored_chat_files(
             except (OSError, ValueError):
                 continue
             # Named by its content when written: a file changed since is not posted.
-            if path.stem != identity(report, period_of(path), REPORT, channel, _digest(body)):
+            name = payload_name(report, period_of(path), (REPORT,), row.version, channel, body)
+            if path.stem != name:
                 continue
             files.append(ChatFile(report, channel, path, pdf, version=row.version))
     return files
