@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from reporter.chat.post import plain_http
 from reporter.config import ApiOptions, ReportConfig, unique_owners
 from reporter.environment import api_settings, smtp_settings
 from reporter.errors import ApiAuthError, ApiError, DeliveryError, ReporterError, UsageError
@@ -325,12 +326,23 @@ def chat_findings(
             )
         elif url.startswith("https://"):
             findings.append(Finding("ok", item, "set to an https URL; nothing posted"))
+        elif plain_http(url):  # `run` posts to it too, with the same warning
+            findings.append(
+                Finding(
+                    "warn",
+                    item,
+                    f"holds a plain http:// URL: posts travel unencrypted ({named_by})",
+                    hint=f"set {name} to the https URL the platform gave you",
+                )
+            )
+        elif url.startswith("http://"):
+            findings.append(Finding("ok", item, "set to a loopback URL; nothing posted"))
         else:
             findings.append(
                 Finding(
                     "FAIL",
                     item,
-                    f"does not hold an https URL ({named_by})",
+                    f"does not hold an http(s) URL ({named_by})",
                     hint=f"set {name} to the webhook URL the platform gave you (https://...)",
                 )
             )

@@ -684,13 +684,38 @@ def test_check_reports_each_webhook_variable_and_posts_nothing() -> None:
     lines = [f.line() for f in chat_findings(channels, environ)]
     assert lines == [
         "ok    Slack webhook HOOK_A: set to an https URL; nothing posted",
-        "FAIL  Teams webhook HOOK_B: does not hold an https URL (report marketing)"
-        " Hint: set HOOK_B to the webhook URL the platform gave you (https://...)",
+        "warn  Teams webhook HOOK_B: holds a plain http:// URL: posts travel unencrypted"
+        " (report marketing) Hint: set HOOK_B to the https URL the platform gave you",
         "FAIL  Slack upload to C1: SLACK_BOT_TOKEN is not set (report marketing, slack_channel)"
         " Hint: set SLACK_BOT_TOKEN to a bot token with files:write",
         "FAIL  Teams webhook HOOK_C: not set (report design, teams_webhook_env)"
         " Hint: set HOOK_C to the channel's webhook URL",
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "finding", "warned"),
+    [
+        ("http://hooks.example.com/x", "warn", True),
+        ("http://127.0.0.1:8080/x", "ok", False),
+        ("http://localhost/x", "ok", False),
+        ("http://[::1]:9/x", "ok", False),
+        ("https://hooks.example.com/x", "ok", False),
+    ],
+)
+def test_check_and_run_agree_on_a_plain_http_webhook(
+    url: str, finding: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both warn for http:// to another machine and post to it; neither minds loopback."""
+    from reporter.chat.post import chat_settings
+
+    channels = {"marketing": ["teams:HOOK"]}
+    (found,) = chat_findings(channels, {"HOOK": url})
+    assert found.status == finding
+    with caplog.at_level("WARNING"):
+        settings = chat_settings(channels, {"HOOK": url})
+    assert settings.webhooks == {"teams:HOOK": url}  # run posts to it either way
+    assert ("plain http:// URL" in caplog.text) is warned
 
 
 # --- the ledger's recipients ---------------------------------------------------------------

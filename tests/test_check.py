@@ -563,3 +563,49 @@ def test_the_end_probe_uses_the_date_form_a_run_will_send(
     probes = [r.body for r in api.requests if r.body["granularity"] == "day"]
     assert len(probes) == 2
     assert all("T" not in body["end_date"] for body in probes)
+
+
+def test_the_readme_says_what_check_does_with_chat() -> None:
+    """It once said chat delivery did not exist, long after it did."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## First contact: `reporter check`")[1].split("\n## ")[0]
+    assert "does not exist" not in section
+    assert "each webhook variable the config names must be set" in " ".join(section.split())
+
+
+def test_ctrl_c_during_check_says_nothing_was_sent(tmp_path: Path) -> None:
+    """Not the run's "delivered reports are recorded": check never sends anything."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import user_environ
+
+    silent = socket.socket()  # accepts the API request and never answers it
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    config = write_config(
+        tmp_path / "reports.toml",
+        '[[reports]]\nname = "marketing"\nowners = ["lead@company.com"]\n',
+    )
+    env = user_environ(
+        {
+            "MAGNIFIC_API_KEY": API_KEY,
+            "MAGNIFIC_API_BASE_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+        }
+    )
+    command = [str(Path(sys.executable).parent / "reporter"), "check", "--config", str(config)]
+    command += ["--state", str(tmp_path / "state.sqlite3"), "--out", str(tmp_path / "out")]
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as process:
+        connection, _ = silent.accept()  # check is now waiting on the API
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    connection.close()
+    silent.close()
+    assert process.returncode == 130
+    assert "Interrupted: the check stopped before it finished; it sends nothing" in stderr
+    assert "delivered reports" not in stderr
+    assert "Traceback" not in stderr

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,21 @@ class ChatSettings:
     slack_api_url: str = SLACK_API_URL
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def plain_http(url: str) -> bool:
+    """A webhook URL that would carry its secret unencrypted: ``http://`` to anything but
+    this machine (a loopback stand-in or relay is fine). ``run`` and ``check`` both warn."""
+    if not url.startswith("http://"):
+        return False
+    try:
+        host = urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:
+        return True
+    return host not in LOOPBACK_HOSTS and not host.startswith("127.")
+
+
 def chat_settings(channels: Mapping[str, list[str]], environ: Mapping[str, str]) -> ChatSettings:
     """Read each report's channels' variables, before any request: one unset is a config
     error naming the report and the variable. ``channels``: report -> recipients."""
@@ -102,6 +118,14 @@ def chat_settings(channels: Mapping[str, list[str]], environ: Mapping[str, str])
                     f"report {report!r}: the environment variable {name} ({setting}) does"
                     " not hold an http(s) URL",
                     hint=f"set {name} to the webhook URL the platform gave you",
+                )
+            if plain_http(url) and recipient not in webhooks:
+                log.warning(
+                    "the environment variable %s (%s) holds a plain http:// URL: the webhook"
+                    " and what is posted travel unencrypted; use the https URL the platform"
+                    " gave you",
+                    name,
+                    setting,
                 )
             webhooks[recipient] = url
     base = environ.get("SLACK_API_URL", "").strip().rstrip("/") or SLACK_API_URL

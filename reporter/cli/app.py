@@ -50,6 +50,16 @@ DEFAULT_STATE = Path(".reporter/state.sqlite3")
 WEBHOOKS = ("slack:", "teams:")  # chat recipients whose variable holds a secret URL
 
 
+# What is true after Ctrl-C, per command: only `run` and `watch` deliver anything.
+INTERRUPTED = {
+    "run": "delivered reports are recorded and will not be sent again; run again to finish"
+    " the rest.",
+    "watch": "alerts already sent are recorded and will not be sent again; run again to"
+    " finish the rest.",
+    "check": "the check stopped before it finished; it sends nothing, so nothing was sent.",
+}
+
+
 class _Cli(click.Group):
     """Turns ``ReporterError`` into ``Error: ...`` plus a hint, and the right exit status."""
 
@@ -70,11 +80,8 @@ class _Cli(click.Group):
         except KeyboardInterrupt as exc:
             code = exc.exit_code if isinstance(exc, Interrupted) else 130
             name = f" by {exc}" if isinstance(exc, Interrupted) else ""
-            click.echo(
-                f"Interrupted{name}: delivered reports are recorded and will not be sent again;"
-                " run again to finish the rest.",
-                err=True,
-            )
+            said = INTERRUPTED.get(ctx.invoked_subcommand or "", "stopped.")
+            click.echo(f"Interrupted{name}: {said}", err=True)
             exit_now(code)
 
 
