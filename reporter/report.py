@@ -77,7 +77,9 @@ def build_context(
         "name": report.name,
         "period_key": period.key,
         "period_label": fmt.period(period, gettext),
+        # "Octubre de 2026" where it starts a heading, "octubre de 2026" within a sentence.
         "period_title": _capitalised(fmt.period(period, gettext)),
+        "period_name": fmt.period(period, gettext),
         "period_range": fmt.date_range(period.start, period.end),
         "previous_label": fmt.period(period.previous(), gettext),
         **_comparison_labels(tables, fmt, gettext, ngettext),

@@ -661,6 +661,7 @@ def test_the_summary_is_localised_like_the_email() -> None:
     context = {
         "title": "Marketing",
         "period_title": "Octubre de 2026",
+        "period_name": "octubre de 2026",
         "period_range": "1–31 oct 2026",
         "totals": Totals(),
         "compare_label": "vs septiembre de 2026",
@@ -670,7 +671,7 @@ def test_the_summary_is_localised_like_the_email() -> None:
     }
     gettext = translations(default_templates_dir(), "es").gettext
     message = report_message(context, locale="es", gettext=gettext, link=None)
-    assert message.title == "Marketing — uso de créditos, Octubre de 2026"
+    assert message.title == "Marketing — uso de créditos, octubre de 2026"
     assert message.facts[0] == ("Créditos usados", "12.345 (+5,0% vs septiembre de 2026)")
     assert message.facts[1][0] == "Presupuesto"
 
@@ -703,19 +704,29 @@ def test_check_reports_each_webhook_variable_and_posts_nothing() -> None:
         ("https://hooks.example.com/x", "ok", False),
     ],
 )
-def test_check_and_run_agree_on_a_plain_http_webhook(
-    url: str, finding: str, warned: bool, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_check_and_run_agree_on_a_plain_http_webhook(url: str, finding: str, warned: bool) -> None:
     """Both warn for http:// to another machine and post to it; neither minds loopback."""
+    import logging
+
     from reporter.chat.post import chat_settings
 
     channels = {"marketing": ["teams:HOOK"]}
     (found,) = chat_findings(channels, {"HOOK": url})
     assert found.status == finding
-    with caplog.at_level("WARNING"):
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("reporter.chat.post")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # an earlier `run -q` in this process set ERROR
+    try:
         settings = chat_settings(channels, {"HOOK": url})
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
     assert settings.webhooks == {"teams:HOOK": url}  # run posts to it either way
-    assert ("plain http:// URL" in caplog.text) is warned
+    assert any("plain http:// URL" in line for line in said) is warned
 
 
 # --- the ledger's recipients ---------------------------------------------------------------

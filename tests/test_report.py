@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import email
 import re
 import subprocess
+from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +132,13 @@ def test_spanish_report_end_to_end(tmp_path: Path, api: SandboxServer) -> None:
     assert f"{total:,}".replace(",", ".") in text
     assert "Qué ha cambiado" in text
     assert "frente a septiembre de 2026" in text
-    eml = (folder / "team.eml").read_bytes().decode()
-    assert "uso de cr=C3=A9ditos, Octubre de 2026" in eml or "uso de créditos" in eml
+    # A month is capitalised where it starts a heading, and lower case within a sentence.
+    message = email.message_from_bytes((folder / "team.eml").read_bytes(), policy=SMTP)
+    assert str(message["Subject"]).endswith("— uso de créditos, octubre de 2026")
+    plain = message.get_body(("plain",))
+    assert plain is not None
+    assert "Uso de créditos de la API de Magnific, octubre de 2026" in plain.get_content()
+    assert "Octubre de 2026" not in plain.get_content()
 
 
 def test_spanish_catalogue_translates_every_message() -> None:

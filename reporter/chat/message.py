@@ -82,7 +82,7 @@ def report_message(
         ]
     title = gettext("%(title)s — credit usage, %(period)s") % {
         "title": context["title"],
-        "period": context["period_title"],
+        "period": context["period_name"],
     }
     correction = context.get("correction")
     notice = ""

@@ -129,7 +129,7 @@ def compose(
                 "csv_attached": attach_csv[piece.name],
             }
         )
-    period_label = contexts[0]["period_title"]
+    period_label = contexts[0]["period_name"]  # within the subject's sentence
     if len(pieces) == 1:
         subject = catalog.gettext("%(title)s — credit usage, %(period)s") % {
             "title": first.display_title,
