@@ -244,7 +244,10 @@ def test_a_signal_stops_a_run_stuck_on_the_api_within_two_seconds(
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text()
+        try:
+            text = (task / "children").read_text()
+        except FileNotFoundError:  # a thread (a fetcher) ended between listing and reading
+            continue
         found |= {int(c) for c in text.split()}
     return found
 
