@@ -23,21 +23,20 @@ from reporter.errors import ReporterError
 from reporter.files import write_atomic
 from reporter.jobs.build import (
     BuiltReport,
-    MailFile,
     Progress,
     RunOptions,
-    Written,
     compose_report,
     fetch_tables,
     quiet_progress,
     render_report,
 )
 from reporter.jobs.chat import UNCONFIRMED_DETAIL as CHAT_UNCONFIRMED
-from reporter.jobs.chat import ChatFile, deliver_chat
-from reporter.jobs.deliver import UNCONFIRMED_DETAIL, Sent, deliver, record_written, send_preview
+from reporter.jobs.chat import deliver_chat, record_payload
+from reporter.jobs.deliver import UNCONFIRMED_DETAIL, deliver, record_written, send_preview
 from reporter.jobs.messages import per_owner_mails
 from reporter.jobs.pipeline import build_all, fail
 from reporter.jobs.plan import Plan, plan_run, plural, taken_detail
+from reporter.jobs.records import ChatFile, MailFile, Sent, Written
 from reporter.ledger import Ledger
 from reporter.magnific import MagnificClient
 from reporter.mail import SmtpSender
@@ -97,15 +96,7 @@ def run(
             if file.path not in outcome.files:
                 outcome.files.append(file.path)
             if ledger is not None:
-                ledger.mark(
-                    [item.report],
-                    period,
-                    [file.recipient],
-                    "rendered",
-                    artifact=str(file.path),
-                    message=file.kinds,
-                    versions=file.versions,
-                )
+                record_payload(ledger, file, period)
 
     def record(mail: MailFile) -> None:
         """A message on disk is recorded at once: a crash after this resends that file."""

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from reporter import charts
 from reporter.config import Config, ReportConfig
@@ -25,9 +24,6 @@ from reporter.printer import PrintJob, print_job
 from reporter.render import Formatter, render_template, translations
 from reporter.report import Figure, Source, build_context, chart_labels
 from reporter.usage import ReportTables, build_tables, csv_frame, tidy_frame
-
-if TYPE_CHECKING:
-    from reporter.jobs.chat import ChatFile
 
 log = logging.getLogger(__name__)
 
@@ -241,34 +237,3 @@ def render_report(
     print_job(job)
     write_csv(built, job)
     return built
-
-
-# --- the record a run keeps -----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MailFile:
-    """A message on disk, ready to send: the run keeps its path, never its bytes."""
-
-    reports: list[str]
-    recipients: list[str]
-    path: Path
-    message_id: str
-    # The ledger's ``message`` rows it delivers: ("report",) or alerts ("alert:...", ...).
-    kinds: tuple[str, ...] = ("report",)
-    # The version of each report it carries (see ``Ledger.new_version``); none for alerts.
-    versions: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """What a run keeps of a report once its files are written."""
-
-    report: str
-    credits: float
-    pdf_path: Path
-    csv_path: Path
-    mails: tuple[MailFile, ...]  # its own messages; none when its owners get one mail each
-    piece_path: Path | None  # its part of the owners' mails, with one_mail_per_owner
-    chat: tuple[ChatFile, ...] = ()  # its payloads for its chat channels
-    version: int | None = None  # the version it is (None: a dry run or preview)

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ from reporter.chat.teams import teams_payload
 from reporter.config import Config
 from reporter.files import write_atomic
 from reporter.jobs.build import BuiltReport, RunOptions
-from reporter.jobs.deliver import Sent, stored_row
+from reporter.jobs.deliver import stored_row
+from reporter.jobs.records import ChatFile, Sent
 from reporter.ledger import REPORT, Delivery, Ledger
 from reporter.outbox import Outbox, identity
 from reporter.render import translations
@@ -37,22 +37,6 @@ UNCONFIRMED_DETAIL = (
     "the post was sent but the answer did not say whether the platform took it (no answer,"
     " or a 500, 502 or 504); the next run posts it again"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ChatFile:
-    """One channel's payload on disk, ready to post: small and picklable."""
-
-    report: str
-    recipient: str  # slack:<VARIABLE>, teams:<VARIABLE> or slack-upload:<channel>
-    path: Path  # the JSON payload
-    pdf_path: Path | None = None  # what a slack-upload sends
-    kinds: tuple[str, ...] = ("report",)  # the ledger's message rows it delivers
-    version: int | None = None  # the report's version (None: alerts, dry runs)
-
-    @property
-    def versions(self) -> dict[str, int]:
-        return {} if self.version is None else {self.report: self.version}
 
 
 def payload_for(recipient: str, message: ChatMessage) -> dict[str, Any]:
@@ -123,6 +107,20 @@ def payload_name(
     a rebuild (a new version) never lands on an old file."""
     digest = hashlib.sha256(content).hexdigest()
     return identity(report, period, *kinds, str(version or ""), recipient, digest)
+
+
+def record_payload(ledger: Ledger, file: ChatFile, period: str) -> None:
+    """A payload on disk is recorded at once, with its file and version: a crash after
+    this posts that very file (``record_written`` for email)."""
+    ledger.mark(
+        [file.report],
+        period,
+        [file.recipient],
+        "rendered",
+        artifact=str(file.path),
+        message=file.kinds,
+        versions=file.versions,
+    )
 
 
 def deliver_chat(file: ChatFile, sender: ChatSender, ledger: Ledger, period: str) -> Sent:

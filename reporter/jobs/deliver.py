@@ -12,12 +12,11 @@ import email
 import email.policy
 import email.utils
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
 from reporter.errors import DeliveryError
-from reporter.jobs.build import MailFile
+from reporter.jobs.records import MailFile, Sent
 from reporter.ledger import REPORT, Delivery, Ledger, recipient_key
 from reporter.mail import SmtpSender
 from reporter.outbox import Outbox
@@ -27,20 +26,6 @@ UNCONFIRMED_DETAIL = (
     " the next run sends it again with the same Message-ID"
 )
 RESENDABLE = ("failed", "rendered", "unconfirmed")
-
-
-@dataclass
-class Sent:
-    """What delivery achieved, per recipient."""
-
-    delivered: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # recipient -> why
-    unconfirmed: list[str] = field(default_factory=list)  # handed over, never acknowledged
-
-    def add(self, other: Sent) -> None:
-        self.delivered.extend(other.delivered)
-        self.failed.update(other.failed)
-        self.unconfirmed.extend(other.unconfirmed)
 
 
 def read_message(path: Path) -> EmailMessage:

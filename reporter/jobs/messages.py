@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from reporter.config import Config
-from reporter.jobs.build import BuiltReport, MailFile, RunOptions, Written
+from reporter.jobs.build import BuiltReport, RunOptions
+from reporter.jobs.records import MailFile, Written
 from reporter.mail import (
     Attachment,
     InlineImage,

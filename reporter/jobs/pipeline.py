@@ -28,16 +28,15 @@ from reporter.errors import ApiAuthError, ReporterError
 from reporter.files import write_atomic
 from reporter.jobs.build import (
     BuiltReport,
-    MailFile,
     Progress,
     RunOptions,
-    Written,
     fetch_tables,
     prepare_report,
     write_csv,
 )
 from reporter.jobs.chat import report_chat_files
 from reporter.jobs.messages import compose_each, email_piece
+from reporter.jobs.records import MailFile, Written
 from reporter.magnific import MagnificClient
 from reporter.printer import PRINTER_DIED, Printed, Printers, PrintJob
 from reporter.summary import Outcome

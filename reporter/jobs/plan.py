@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from reporter.config import Config, ReportConfig
-from reporter.jobs.build import MailFile, Progress, RunOptions
-from reporter.jobs.chat import ChatFile, stored_chat_files
+from reporter.jobs.build import Progress, RunOptions
+from reporter.jobs.chat import stored_chat_files
 from reporter.jobs.deliver import stored_mails
+from reporter.jobs.records import ChatFile, MailFile
 from reporter.ledger import Ledger, recipient_key
 from reporter.summary import Outcome
 

@@ -21,19 +21,13 @@ from collections.abc import Sequence
 from reporter.chat.post import ChatSender
 from reporter.config import Config, ReportConfig
 from reporter.errors import ApiAuthError
-from reporter.jobs.build import (
-    MailFile,
-    Progress,
-    RunOptions,
-    fetch_tables,
-    quiet_progress,
-    render_report,
-)
-from reporter.jobs.chat import ChatFile, deliver_chat, report_chat_files
-from reporter.jobs.deliver import Sent, deliver, record_written
+from reporter.jobs.build import Progress, RunOptions, fetch_tables, quiet_progress, render_report
+from reporter.jobs.chat import deliver_chat, record_payload, report_chat_files
+from reporter.jobs.deliver import deliver, record_written
 from reporter.jobs.messages import compose_each, email_piece
 from reporter.jobs.pipeline import as_reporter_error, fail
 from reporter.jobs.plan import plural, taken_detail
+from reporter.jobs.records import ChatFile, MailFile, Sent
 from reporter.ledger import Held, Ledger, recipient_key
 from reporter.magnific import MagnificClient
 from reporter.mail import SmtpSender
@@ -174,14 +168,7 @@ def _recheck_one(
     for mail in mails:
         record_written(ledger, mail, period)
     for file in posts:
-        ledger.mark(
-            [report.name],
-            period,
-            [file.recipient],
-            "rendered",
-            artifact=str(file.path),
-            versions=file.versions,
-        )
+        record_payload(ledger, file, period)
     for mail in mails:
         result.add(deliver(mail, sender, ledger, period))
     for file in posts:

@@ -31,11 +31,12 @@ from reporter.chat.message import alert_message
 from reporter.chat.post import ChatSender
 from reporter.config import Config, ReportConfig
 from reporter.errors import ApiAuthError
-from reporter.jobs.build import MailFile, Progress, quiet_progress
-from reporter.jobs.chat import deliver_chat, write_chat_files
-from reporter.jobs.deliver import Sent, deliver, record_written
+from reporter.jobs.build import Progress, quiet_progress
+from reporter.jobs.chat import deliver_chat, record_payload, write_chat_files
+from reporter.jobs.deliver import deliver, record_written
 from reporter.jobs.pipeline import as_reporter_error, fail
 from reporter.jobs.plan import plural
+from reporter.jobs.records import MailFile, Sent
 from reporter.ledger import Ledger
 from reporter.lifetime import worker_pool
 from reporter.magnific import MagnificClient, UsageQuery
@@ -376,14 +377,7 @@ def _post_alerts(
         for file in files:
             if file.recipient.startswith("slack-upload:"):
                 continue  # an alert has no PDF to upload
-            ledger.mark(
-                [report.name],
-                key,
-                [file.recipient],
-                "rendered",
-                artifact=str(file.path),
-                message=keys,
-            )
+            record_payload(ledger, file, key)
             posted.add(deliver_chat(file, chat, ledger, key))
     _settle_posts(outcome, posted, progress)
 
