@@ -571,7 +571,17 @@ class Ledger:
 
     def recover(self) -> dict[str, int]:
         """Settle what dead runs left behind; rows of live runs are never touched. Half-
-        written outbox files a killed run left (in its ``tmp/``) go too."""
+        written outbox files a killed run left (in its ``tmp/``) go too. An outbox that
+        cannot be written is a ``LedgerError``, before the run fetches anything."""
+        try:
+            self.outbox.prepare()
+        except OSError as exc:
+            raise LedgerError(
+                self.path,
+                f"cannot keep its outbox {self.outbox.root}: {exc.strerror or exc}",
+                "the outbox is a directory beside the ledger: move away what is in its"
+                " place, or pass --state with a path in a writable directory",
+            ) from None
         self.outbox.clean()
         cache: dict[str, int | None] = {}
         moved = {"failed": 0, "unconfirmed": 0}

@@ -56,6 +56,16 @@ class Outbox:
         except OSError:
             return False
 
+    def prepare(self) -> None:
+        """Make sure messages can be written here (its ``tmp/`` exists and takes a file),
+        before a run fetches anything: an outbox that cannot be made fails the run at
+        once, not each report after its data was fetched."""
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        probe = tmp_dir / f"{time.time_ns()}.P{os.getpid()}.{socket.gethostname()}.probe"
+        probe.open("xb").close()
+        probe.unlink()
+
     def clean(self, older_than: float = TMP_KEPT_SECONDS) -> int:
         """Remove what runs killed mid-write left in ``tmp/`` (never a delivered-to name);
         like Maildir, only files old enough that no live writer can still own them."""

@@ -271,8 +271,8 @@ def test_a_message_is_never_sent_to_an_address_its_to_does_not_name(
     """The last check before a message leaves: whatever went wrong upstream, a message for
     one owner is not handed to the server for another."""
     from reporter.environment import SmtpSettings
-    from reporter.jobs.records import MailFile
     from reporter.jobs.deliver import deliver
+    from reporter.jobs.records import MailFile
     from reporter.mail import SmtpSender, build_message
 
     message = build_message(

@@ -176,7 +176,8 @@ def stored_mails(
             if not _still_due(path, row, owner, with_it, owners_of):
                 continue
             reports.setdefault(path, set()).update(with_it)
-            if owner not in owners.setdefault(path, []):
+            # One mailbox is one envelope recipient, however its owners' entries spell it.
+            if row.recipient not in {recipient_key(o) for o in owners.setdefault(path, [])}:
                 owners[path].append(owner)
             ids[path] = row.message_id or str(read_message(path)["Message-ID"])
             for other in with_it:
@@ -204,6 +205,8 @@ def _still_due(
         message = read_message(path)
     except OSError:
         return False
+    if any(part.defects for part in message.walk()):
+        return False  # cut short or mangled: not the message as written
     if row.message_id and str(message.get("Message-ID", "")).strip() != row.message_id:
         return False  # not the file the ledger wrote: damaged or replaced
     named = {a.lower() for _, a in email.utils.getaddresses(message.get_all("To", []))}

@@ -21,6 +21,7 @@ from typing import Any
 from reporter.config import Config
 from reporter.jobs.build import BuiltReport, RunOptions
 from reporter.jobs.records import MailFile, Written
+from reporter.ledger import recipient_key
 from reporter.mail import (
     Attachment,
     InlineImage,
@@ -205,12 +206,16 @@ def per_owner_mails(
 ) -> list[MailFile]:
     """With ``[email] one_mail_per_owner``: one message per owner with all their reports,
     composed from the parts the reports left on disk, one owner at a time."""
+    # An owner is a mailbox: ``Ann@x`` owning one report and ``ann@x`` another get one
+    # message, addressed as first spelt (the ledger stores both as ``ann@x``).
     by_owner: dict[str, list[Path]] = {}
+    spelt: dict[str, str] = {}
     for item in written:
         if item.piece_path is None:
             continue
         for owner in pending[item.report]:
-            by_owner.setdefault(owner, []).append(item.piece_path)
+            key = recipient_key(owner)
+            by_owner.setdefault(spelt.setdefault(key, owner), []).append(item.piece_path)
     mails = []
     for owner, paths in by_owner.items():
         pieces = [pickle.loads(p.read_bytes()) for p in paths]
