@@ -156,6 +156,7 @@ def test_an_owner_whose_first_send_failed_gets_the_current_report_and_never_the_
     data.script(20, dict.fromkeys(OCTOBER, 1000) | {OCTOBER[-1]: 6000})  # 36,000
     recheck = reporter(tmp_path, api, smtp.env(), config, "--recheck")
     assert recheck.exit_code == 0, recheck.output
+    assert "sent to 2 owners (1 of them had none yet and got the current report" in recheck.output
 
     original, correction = inbox(smtp, "lead@company.com")
     assert "Credits used: 31,000" in text_of(original)

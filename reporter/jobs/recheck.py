@@ -174,7 +174,8 @@ def _recheck_one(
     for file in posts:
         assert chat is not None  # channels are only due with a sender
         posted.add(deliver_chat(file, chat, ledger, period))
-    _settle(outcome, result, posted, was, current)
+    fresh = [r for r in result.delivered + posted.delivered if due.get(r, 0.0) is None]
+    _settle(outcome, result, posted, was, current, len(fresh))
 
 
 def _group_order(item: tuple[float | None, list[str]]) -> tuple[int, float]:
@@ -213,7 +214,11 @@ def _write(
     return mails, posts
 
 
-def _settle(outcome: Outcome, result: Sent, posted: Sent, was: str, current: float) -> None:
+def _settle(
+    outcome: Outcome, result: Sent, posted: Sent, was: str, current: float, fresh: int = 0
+) -> None:
+    """The report's outcome; ``fresh``: recipients who had no version and got the current
+    report as it is, not a correction."""
     outcome.recipients = result.delivered + posted.delivered
     problems = [f"{r}: {why}" for r, why in {**result.failed, **posted.failed}.items()]
     problems += [f"{r}: not confirmed by the server" for r in result.unconfirmed]
@@ -231,3 +236,5 @@ def _settle(outcome: Outcome, result: Sent, posted: Sent, was: str, current: flo
     if posted.delivered:
         done.append(f"posted to {', '.join(posted.delivered)}")
     outcome.detail = f"corrected {was} -> {current:,.0f}, " + ", ".join(done)
+    if fresh:
+        outcome.detail += f" ({fresh} of them had none yet and got the current report as it is)"
