@@ -337,3 +337,19 @@ def test_a_damaged_outbox_message_is_never_sent_the_owner_gets_a_new_build(
     (message,) = inbox(smtp, "lead@company.com")
     assert "Credits used: 31,000" in text_of(message)
     assert stored.read_bytes() == damage  # left as found; the new build is a file of its own
+
+
+def test_force_sends_a_new_message_that_a_mailbox_will_not_drop_as_a_copy(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    """--force is a new build (a new version, a new Message-ID); an automatic resend after
+    an unconfirmed send is the same message (see test_delivery)."""
+    config = report("marketing", ["lead@company.com"])
+    assert reporter(tmp_path, api, smtp.env(), config).exit_code == 0
+    forced = reporter(tmp_path, api, smtp.env(), config, "--force")
+    assert forced.exit_code == 0, forced.output
+    first, second = inbox(smtp, "lead@company.com")
+    assert first["Message-ID"] != second["Message-ID"]
+    assert str(first["X-Reporter-Version"]) == "marketing=1"
+    assert str(second["X-Reporter-Version"]) == "marketing=2"
+    assert "Credits used: 31,000" in text_of(second)
