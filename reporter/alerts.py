@@ -11,6 +11,11 @@ first day it holds, and never again.
 - spike: one day's credits are ``spike_factor`` times the median of the 28
   days before it; a day whose 28 days have a median of 0 (too little history)
   raises nothing.
+
+An alert carries what explains it, so its reader can tell from the message alone
+whether to act: a spike the tools and users that made the difference against
+their own typical day (not merely the day's largest); a threshold or a forecast
+the month's pace (``MonthToDate``: days gone, days left, the forecast's basis).
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ AlertKind = Literal["threshold", "forecast", "spike"]
 
 @dataclass(frozen=True, slots=True)
 class Driver:
-    """A tool or user behind the credits an alert is about; ``name`` None: unattributed."""
+    """A tool or user behind the credits an alert is about; ``name`` None: usage not
+    attributed to a user. ``typical``: for a spike, its own median day of the 28 before."""
 
     name: str | None
     credits: float
+    typical: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +79,27 @@ class MonthToDate:
     crossing: dt.date | None  # the day the budget was passed, or the run rate reaches it
     cumulative: pd.DataFrame  # date, credits (cumulative), for the chart
     alerts: list[Alert]
+
+    @property
+    def elapsed_days(self) -> int:
+        """Complete days of the month the figures cover (the forecast divides by them)."""
+        return (self.through - self.period.start).days + 1
+
+    @property
+    def days_left(self) -> int:
+        """Days of the month after ``through``: 0 once the month is over."""
+        return max(0, (self.period.end - self.through).days)
+
+    @property
+    def used_pct(self) -> float | None:
+        return self.used / self.budget * 100 if self.budget else None
+
+    @property
+    def pace_pct(self) -> float | None:
+        """Where the month ends, as a share of the budget, at the pace so far."""
+        if not self.budget or self.forecast is None:
+            return None
+        return self.forecast / self.budget * 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +174,10 @@ def _spikes(per_day: pd.Series, tidy: pd.DataFrame, start: dt.date, factor: floa
         if base is None or pd.isna(base) or base <= 0 or credits < factor * base:
             continue
         assert isinstance(day, pd.Timestamp)
-        tools, users = _drivers(tidy[tidy["date"] == day])
+        window = tidy[
+            (tidy["date"] >= day - pd.Timedelta(days=SPIKE_WINDOW_DAYS)) & (tidy["date"] <= day)
+        ]
+        tools, users = _above_typical(window, day, "tool"), _above_typical(window, day, "user")
         found.append(
             Alert(
                 "spike",
@@ -172,3 +203,24 @@ def _drivers(rows: pd.DataFrame) -> tuple[list[Driver], list[Driver]]:
         ]
 
     return top("tool"), top("user")
+
+
+def _above_typical(window: pd.DataFrame, day: pd.Timestamp, column: str) -> list[Driver]:
+    """The tools (or users) whose credits on ``day`` were furthest above their own median
+    day of the 28 before it: what made the spike, which is not always the day's largest
+    (a tool that is big every day did not cause it)."""
+    named = window.assign(
+        **{column: window[column].astype(object).where(window[column].notna(), _NONE)}
+    )
+    sums = named.groupby([column, "date"])["credits"].sum().unstack("date", fill_value=0)
+    days = pd.date_range(day - pd.Timedelta(days=SPIKE_WINDOW_DAYS), day, freq="D")
+    table = sums.reindex(columns=days, fill_value=0.0)
+    today, typical = table[day], table[days[:-1]].median(axis=1)
+    excess = (today - typical)[today > typical].sort_values(ascending=False, kind="stable")
+    return [
+        Driver(None if name == _NONE else str(name), float(today[name]), float(typical[name]))
+        for name in excess.head(TOP_DRIVERS).index
+    ]
+
+
+_NONE = "\x00none"  # usage with no user, as a key pandas will group (NaN it drops)

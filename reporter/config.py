@@ -116,11 +116,33 @@ class ReportConfig(_Model):
     slack_webhook_env: EnvName | None = None
     teams_webhook_env: EnvName | None = None
     slack_channel: SlackChannel | None = None
+    # The report's name before a rename: what its owners already got under that name
+    # (monthly reports, alerts, chat posts) counts as theirs, and is not sent again.
+    renamed_from: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] | None = None
 
     @field_validator("owners")
     @classmethod
     def _sendable_owners(cls, owners: list[str]) -> list[str]:
         return unique_owners([smtp_address(owner) for owner in owners])
+
+    @model_validator(mode="after")
+    def _alerts_need_a_budget(self) -> ReportConfig:
+        """A report's own threshold or forecast alert without a budget would never fire:
+        say so rather than let its owners count on an alert that cannot come. (Defaults
+        in [defaults] simply do not apply to a report without a budget.)"""
+        if self.budget_credits:
+            return self
+        if self.alert_thresholds:
+            raise ValueError(
+                "alert_thresholds: needs budget_credits (a threshold is a share of the"
+                " budget); set budget_credits, or remove alert_thresholds"
+            )
+        if self.forecast_alert:
+            raise ValueError(
+                "forecast_alert: needs budget_credits (the forecast is compared with the"
+                " budget); set budget_credits, or remove forecast_alert"
+            )
+        return self
 
     @property
     def display_title(self) -> str:
@@ -155,7 +177,34 @@ class Config(_Model):
                     f" reports[{seen[report.name]}]; report names must be unique"
                 )
             seen[report.name] = index
+        for index, report in enumerate(self.reports):
+            old = report.renamed_from
+            if old is None:
+                continue
+            if old == report.name:
+                raise ValueError(
+                    f"reports[{index}] ({report.name!r}): renamed_from: is the report's own"
+                    " name; remove renamed_from"
+                )
+            if old in seen:
+                raise ValueError(
+                    f"reports[{index}] ({report.name!r}): renamed_from: {old!r} is still the"
+                    f" name of reports[{seen[old]}]; a report can only take over a name no"
+                    " longer in use"
+                )
+        olds = [r.renamed_from for r in self.reports if r.renamed_from]
+        twice = sorted({o for o in olds if olds.count(o) > 1})
+        if twice:
+            raise ValueError(
+                f"renamed_from: {twice[0]!r} is named by more than one report; only one"
+                " report can take over an old name"
+            )
         return self
+
+    @property
+    def renames(self) -> dict[str, str]:
+        """Old report name -> the name it now goes by (``renamed_from``)."""
+        return {r.renamed_from: r.name for r in self.reports if r.renamed_from}
 
     def report(self, name: str) -> ReportConfig:
         for report in self.reports:

@@ -55,7 +55,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DELIVERED = ("sent",)
+# "superseded": an alert recorded without a message, because a more telling one (a higher
+# threshold) already reached the recipient; nothing more is due for it either.
+DELIVERED = ("sent", "superseded")
 IN_FLIGHT = ("claimed", "rendered", "sending", "committing")
 
 # "RPTR": marks the file as ours, so a foreign SQLite file is never written to.
@@ -816,6 +818,91 @@ class Ledger:
             str(who): Held(int(version), None if credits is None else float(credits))
             for who, version, credits in rows
         }
+
+    # --- renamed reports ------------------------------------------------------------
+
+    def rename(self, renames: Mapping[str, str]) -> int:
+        """Move what the ledger holds under a report's old name (``renamed_from``) to its
+        new one, so what its owners and channels got before the rename (reports, alerts,
+        posts) counts as theirs and is not sent again. Returns the rows moved.
+
+        Idempotent, and in one transaction. If the new name has rows of its own for a
+        period (it ran before ``renamed_from`` was set), the old name's versions come first
+        and the new name's are renumbered after them; a delivery row is kept from whichever
+        name delivered it. A message the old name left pending is rebuilt, never resent:
+        it may carry the old title."""
+        moved = 0
+        with self._writing() as db:
+            for old, new in renames.items():
+                periods = [
+                    str(p)
+                    for (p,) in db.execute(
+                        "SELECT period FROM deliveries WHERE report=?"
+                        " UNION SELECT period FROM versions WHERE report=?",
+                        (old, old),
+                    )
+                ]
+                for period in periods:
+                    moved += self._rename_period(db, old, new, period)
+        if moved:
+            log.info("ledger: %d row(s) of renamed reports moved to their new names", moved)
+        return moved
+
+    @staticmethod
+    def _rename_period(db: sqlite3.Connection, old: str, new: str, period: str) -> int:
+        (shift,) = db.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM versions WHERE report=? AND period=?",
+            (old, period),
+        ).fetchone()
+        if shift:
+            # Negated first, then shifted: a row never takes a number still in use.
+            for table in ("versions", "received", "deliveries"):
+                for step in ("-version", "?-version"):
+                    args = (shift,) if step.startswith("?") else ()
+                    db.execute(
+                        f"UPDATE {table} SET version={step}"
+                        " WHERE report=? AND period=? AND version IS NOT NULL",
+                        (*args, new, period),
+                    )
+        db.execute("UPDATE versions SET report=? WHERE report=? AND period=?", (new, old, period))
+        db.execute(
+            "UPDATE OR IGNORE received SET report=? WHERE report=? AND period=?",
+            (new, old, period),
+        )
+        db.execute("DELETE FROM received WHERE report=? AND period=?", (old, period))
+        moved = 0
+        rows = db.execute(
+            "SELECT message, recipient, status FROM deliveries WHERE report=? AND period=?",
+            (old, period),
+        ).fetchall()
+        for message, recipient, status in rows:
+            mine = db.execute(
+                "SELECT status FROM deliveries"
+                " WHERE report=? AND period=? AND message=? AND recipient=?",
+                (new, period, message, recipient),
+            ).fetchone()
+            if mine is not None:
+                if status not in DELIVERED or mine[0] in DELIVERED or mine[0] in IN_FLIGHT:
+                    db.execute(
+                        "DELETE FROM deliveries"
+                        " WHERE report=? AND period=? AND message=? AND recipient=?",
+                        (old, period, message, recipient),
+                    )
+                    continue
+                db.execute(
+                    "DELETE FROM deliveries"
+                    " WHERE report=? AND period=? AND message=? AND recipient=?",
+                    (new, period, message, recipient),
+                )
+            db.execute(
+                "UPDATE deliveries SET report=?,"
+                " message_id=CASE WHEN status='sent' THEN message_id END,"
+                " artifact=CASE WHEN status='sent' THEN artifact END"
+                " WHERE report=? AND period=? AND message=? AND recipient=?",
+                (new, old, period, message, recipient),
+            )
+            moved += 1
+        return moved
 
     def _read(self, query: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         try:

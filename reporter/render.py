@@ -49,11 +49,12 @@ class Formatter:
     def decimal(self, value: float, digits: int = 1) -> str:
         return numbers.format_decimal(value, format="#,##0." + "0" * digits, locale=self.locale)
 
-    def share(self, value: float | None) -> str:
-        """A share of a whole, ``23.6%``."""
+    def share(self, value: float | None, digits: int = 1) -> str:
+        """A share of a whole, ``23.6%`` (``113%`` with ``digits=0``)."""
         if value is None:
             return "–"
-        return numbers.format_percent(value / 100, format="#,##0.0%", locale=self.locale)
+        pattern = "#,##0" + ("." + "0" * digits if digits else "") + "%"
+        return numbers.format_percent(value / 100, format=pattern, locale=self.locale)
 
     def change(self, value: float | None) -> str:
         """A signed change, ``+12.3%`` or ``−4.0%``; a dash when there is nothing to compare."""

@@ -94,14 +94,16 @@ def test_a_month_day_by_day_sends_each_alert_once_on_its_day(
         subject = str(message["Subject"])
         assert subject.startswith("Marketing Campaign: ")
         assert set(subject.removeprefix("Marketing Campaign: ").split("; ")) == DUE[day]
-    # The spike day's message carries its figures, the chart and "data as of".
+    # The spike day's message carries its figures, the chart and "data through".
     message = sent_on[dt.date(2026, 11, 12)][0]
     text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "Data as of the end of Nov 12, 2026 (UTC)." in text
+    assert "Data through Nov 12, 2026 (complete days, UTC)." in text
     assert "Nov 12, 2026: 400 credits, 4.0 times a typical day (100 credits" in text
     assert "Credits used: 1,500 of a budget of 3,000 (50.0%)" in text
     assert "Forecast for the month: 3,750 (reaches the budget on Nov 24, 2026)" in text
-    assert "Top tools: AI Image Models 400" in text
+    assert (
+        "Tools above their typical day: AI Image Models 400 credits against a typical 100." in text
+    )
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     images = [p for p in message.walk() if p.get_content_type() == "image/png"]
     assert len(images) == 1
@@ -183,7 +185,7 @@ def test_alerts_are_in_the_reports_locale(
         " previsión por encima del presupuesto de noviembre; pico de uso el 12 nov"
     )
     text = received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "Datos hasta el final del 12 nov 2026 (UTC)." in text
+    assert "Datos hasta el 12 nov 2026 inclusive (días completos, UTC)." in text
     assert "Créditos usados: 1.500 de un presupuesto de 3.000" in text
 
 

@@ -110,7 +110,8 @@ def report_message(
 def alert_message(
     *,
     title: str,
-    headlines: Sequence[str],
+    headline: str,
+    items: Sequence[str],
     month: str,
     as_of: str,
     used: float,
@@ -120,7 +121,8 @@ def alert_message(
     gettext: Gettext,
     link: str | None,
 ) -> ChatMessage:
-    """An alert of ``reporter watch``: what is due, and the month so far."""
+    """An alert of ``reporter watch``: what is due, with what explains each alert
+    (``items``, from ``alert_text``, as the email says it), and the month so far."""
     fmt = Formatter(locale)
     facts = [(gettext("Credits used"), fmt.number(used))]
     if budget:
@@ -132,11 +134,12 @@ def alert_message(
     if forecast is not None:
         facts.append((gettext("Forecast"), fmt.number(forecast)))
     return ChatMessage(
-        title=f"{title}: {headlines[0]}" if headlines else title,
-        subtitle=gettext("%(month)s, as of %(day)s") % {"month": month, "day": as_of},
+        title=f"{title}: {headline}",
+        subtitle=gettext("%(month)s, data through %(day)s (complete days, UTC)")
+        % {"month": month, "day": as_of},
         facts=tuple(facts),
         list_title=gettext("Alerts"),
-        items=tuple(h[:1].upper() + h[1:] for h in headlines),
+        items=tuple(items),
         link=(gettext("The run"), link) if link else None,
         footer=gettext("Sent by reporter watch from Magnific API data."),
     )

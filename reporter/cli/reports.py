@@ -206,7 +206,8 @@ def run_command(
     "--date",
     "date_text",
     metavar="YYYY-MM-DD",
-    help="Watch the month containing this day, with data through it. Default: today (UTC).",
+    help="Watch the month containing this day, with data through the end of it. Default:"
+    " yesterday (UTC), the last complete day, so the 1st watches the month just ended.",
 )
 @report_option()
 @state_option("Delivery ledger (SQLite), shared with `run`.")
@@ -229,8 +230,11 @@ def watch_command(
     """Check each report's month so far and email its owners each alert newly due:
     a budget threshold reached, a month-end forecast above the budget, a usage spike.
 
-    Each alert goes to each owner once (the ledger of `run` records it); one request
-    per report, no PDF. Run it daily; exit status as for `run`.
+    The data runs through the end of yesterday (UTC), the last complete day, unless
+    --date says otherwise; on the 1st that is the month just ended, so what became due
+    on its last day is still sent. Each alert goes to each owner once (the ledger of
+    `run` records it); one request per report, no PDF. Run it daily; exit status as
+    for `run`.
 
     \b
     Example:
@@ -242,12 +246,7 @@ def watch_command(
     now = now_utc()
     config = load_config(config_path)
     selected, shard = sharded_reports(config, report_names, shard_text, str(config_path))
-    try:
-        day = dt.date.fromisoformat(date_text) if date_text else now.date()
-    except ValueError:
-        raise UsageError(
-            f"--date {date_text!r} is not a date", hint="give a day as YYYY-MM-DD, e.g. 2026-11-12"
-        ) from None
+    day = watch_date(date_text, now.date())
     api, sender = sending_edges(out_dir, dry_run=dry_run, quiet=quiet)
     chat = chat_edge(config, selected, dry_run=dry_run, preview=False)
     # Every input is checked: from here on the watch needs the whole machinery.
@@ -289,6 +288,28 @@ def watch_command(
             if ledger is not None:
                 ledger.close()
     finish(outcomes, options.month, shard)
+
+
+def watch_date(text: str | None, today: dt.date) -> dt.date:
+    """The day ``watch`` has data through: ``--date``, or the last complete day (UTC).
+
+    Today is never the default: at 07:00 the API holds a few hours of it, and a forecast
+    or threshold on a partial day understates the month."""
+    if not text:
+        return today - dt.timedelta(days=1)
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--date {text!r} is not a date", hint="give a day as YYYY-MM-DD, e.g. 2026-11-12"
+        ) from None
+    if day > today:
+        raise UsageError(
+            f"--date {text} is in the future (today is {today.isoformat()}, UTC)",
+            hint="give a day up to today; without --date, watch uses yesterday, the last"
+            " complete day",
+        )
+    return day
 
 
 def run_reports(

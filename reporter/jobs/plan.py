@@ -64,6 +64,7 @@ def plan_run(
         recovered = ledger.recover()
         if any(recovered.values()):
             log.warning("settled what an interrupted run left: %s", recovered)
+        ledger.rename(config.renames)
         if not options.force:
             rows = ledger.rows(period)
     for report in reports:

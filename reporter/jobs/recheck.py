@@ -87,6 +87,7 @@ def recheck(
         recovered = ledger.recover()
         if any(recovered.values()):
             log.warning("settled what an interrupted run left: %s", recovered)
+        ledger.rename(config.renames)
     else:
         sender, chat = None, None
     outcomes = []

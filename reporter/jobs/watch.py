@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from babel import dates as babel_dates
 
 from reporter import charts
+from reporter.alert_text import data_through, explain, order, subject_lines
 from reporter.alerts import SPIKE_WINDOW_DAYS, Alert, AlertSettings, MonthToDate, month_to_date
 from reporter.chat.message import alert_message
 from reporter.chat.post import ChatSender
@@ -35,7 +35,7 @@ from reporter.jobs.build import Progress, quiet_progress
 from reporter.jobs.chat import deliver_chat, record_payload, write_chat_files
 from reporter.jobs.deliver import deliver, record_written
 from reporter.jobs.pipeline import as_reporter_error, fail
-from reporter.jobs.plan import plural
+from reporter.jobs.plan import plural, taken_detail
 from reporter.jobs.records import MailFile, Sent
 from reporter.ledger import Ledger
 from reporter.lifetime import worker_pool
@@ -119,6 +119,7 @@ def watch(
         recovered = ledger.recover()
         if any(recovered.values()):
             log.warning("settled what an interrupted run left: %s", recovered)
+        ledger.rename(config.renames)
     outcomes = {r.name: Outcome(r.name, "pending") for r in reports}
     auth_error: ApiAuthError | None = None
     fetch_slots = max(1, min(max_in_flight, len(reports)))
@@ -225,6 +226,7 @@ class _Alerting:
     left: int = 0  # messages still being written
     sent: Sent = field(default_factory=Sent)
     error: Exception | None = None
+    taken: dict[str, int] = field(default_factory=dict)  # owner -> pid of a live run
 
     def __post_init__(self) -> None:
         self.left = len(self.groups)
@@ -253,7 +255,7 @@ class _Alerting:
             fail(outcome, as_reporter_error(self.error, self.report), progress)
             return
         due = {a.key: a for alerts, _ in self.groups for a in alerts}.values()
-        names = ", ".join(a.key.removeprefix("alert:") for a in sorted(due, key=_order))
+        names = ", ".join(a.key.removeprefix("alert:") for a in sorted(due, key=order))
         if dry_run:
             outcome.status = "written"
             outcome.detail = f"dry run: {names} written, not sent"
@@ -271,6 +273,8 @@ class _Alerting:
         else:
             outcome.status = "delivered"
             outcome.detail = f"{names} sent to {plural(len(sent.delivered), 'owner')}"
+        if self.taken:
+            outcome.detail += f"; {taken_detail(self.taken)}"
         outcome.recipients = sent.delivered
         progress(self.report.name, outcome.line(), done=True)
 
@@ -283,19 +287,14 @@ def _claim(
     progress: Progress,
 ) -> _Alerting | None:
     """Claim each due alert for each owner; None (the outcome settled) when none is due."""
-    key = month.period.key
     owners = [str(o) for o in report.owners]
-    due: dict[str, list[Alert]] = {}  # owner -> the alerts this run sends them
-    for alert in month.alerts:
-        if ledger is None:
-            mine = owners
-        else:
-            mine = ledger.claim(report.name, key, owners, force=False, message=alert.key).mine
-        for owner in mine:
-            due.setdefault(owner, []).append(alert)
+    due, taken = claim_alerts(report.name, month, owners, ledger)
     if not due:
-        outcome.status = "quiet" if not month.alerts else "already_delivered"
-        outcome.detail = "" if not month.alerts else "every due alert was sent before"
+        if taken:
+            outcome.status, outcome.detail = "taken", taken_detail(taken)
+        else:
+            outcome.status = "quiet" if not month.alerts else "already_delivered"
+            outcome.detail = "" if not month.alerts else "every due alert was sent before"
         progress(report.name, outcome.line(), done=True)
         return None
     # Owners with the same alerts due share one message (usually: all of them).
@@ -308,7 +307,58 @@ def _claim(
         month,
         outcome,
         [([by_key[k] for k in keys], recipients) for keys, recipients in groups.items()],
+        taken=taken,
     )
+
+
+SUPERSEDED = (
+    "a higher threshold was already sent: recorded, not sent, so no message understates"
+    " the share used"
+)
+
+
+def claim_alerts(
+    report: str, month: MonthToDate, recipients: Sequence[str], ledger: Ledger | None
+) -> tuple[dict[str, list[Alert]], dict[str, int]]:
+    """recipient -> the alerts this run sends them, and recipient -> pid of a live run
+    holding some of theirs. Everything due is claimed (``ledger`` None: a dry run, where
+    everything is due).
+
+    A threshold is only ever sent with the highest threshold passed: one a recipient has
+    not had but that is below a threshold they already got (added to the config
+    mid-month, say "90%" when 113% is used) is recorded as ``superseded``, unsent."""
+    key = month.period.key
+    due: dict[str, list[Alert]] = {}
+    taken: dict[str, int] = {}
+    for alert in month.alerts:
+        mine = list(recipients)
+        if ledger is not None:
+            claim = ledger.claim(report, key, recipients, force=False, message=alert.key)
+            mine = claim.mine
+            taken |= claim.taken
+        for recipient in mine:
+            due.setdefault(recipient, []).append(alert)
+    passed = [a for a in month.alerts if a.kind == "threshold"]
+    highest = max(passed, key=lambda a: a.threshold or 0) if passed else None
+    for recipient, alerts in list(due.items()):
+        below = [a for a in alerts if a.kind == "threshold"]
+        if not below or highest in alerts:
+            continue
+        if ledger is not None:
+            ledger.mark(
+                [report],
+                key,
+                [recipient],
+                "superseded",
+                message=[a.key for a in below],
+                error=SUPERSEDED,
+            )
+        rest = [a for a in alerts if a.kind != "threshold"]
+        if rest:
+            due[recipient] = rest
+        else:
+            del due[recipient]
+    return due, taken
 
 
 def _post_alerts(
@@ -327,13 +377,7 @@ def _post_alerts(
     if not channels or not month.alerts:
         return
     key = month.period.key
-    due: dict[str, list[Alert]] = {}  # channel -> alerts this run posts there
-    for alert in month.alerts:
-        mine = channels
-        if ledger is not None:
-            mine = ledger.claim(report.name, key, channels, force=False, message=alert.key).mine
-        for channel in mine:
-            due.setdefault(channel, []).append(alert)
+    due, _ = claim_alerts(report.name, month, channels, ledger)  # channel -> alerts
     if not due:
         return
     locale = config.locale_for(report)
@@ -342,13 +386,15 @@ def _post_alerts(
     posted = Sent()
     groups: dict[tuple[str, ...], list[str]] = {}
     for channel, alerts in due.items():
-        groups.setdefault(tuple(a.key for a in sorted(alerts, key=_order)), []).append(channel)
+        groups.setdefault(tuple(a.key for a in sorted(alerts, key=order)), []).append(channel)
     by_key = {a.key: a for a in month.alerts}
     for keys, group in groups.items():
         alerts = [by_key[k] for k in keys]
+        texts = explain(alerts, month, locale, gettext)
         message = alert_message(
             title=report.display_title,
-            headlines=[headline(a, month.period, locale, gettext) for a in alerts],
+            headline=texts[0].headline,
+            items=[t.as_item() for t in texts],
             month=fmt.period(month.period, gettext),
             as_of=fmt.date(month.through),
             used=month.used,
@@ -411,42 +457,6 @@ def _settle_posts(outcome: Outcome, posted: Sent, progress: Progress) -> None:
 # --- the message (pure but for writing its file) --------------------------------------
 
 
-def _month_name(period: Period, locale: str) -> str:
-    return babel_dates.format_date(period.start, "LLLL", locale=locale)  # "November"
-
-
-def headline(alert: Alert, month: Period, locale: str, gettext: Any) -> str:
-    """What an alert says in a subject line."""
-    name = _month_name(month, locale)
-    if alert.kind == "threshold":
-        return str(
-            gettext("%(pct)s%% of the %(month)s budget used")
-            % {"pct": alert.threshold, "month": name}
-        )
-    if alert.kind == "forecast":
-        return str(gettext("forecast to exceed the %(month)s budget") % {"month": name})
-    assert alert.day is not None
-    return str(gettext("usage spike on %(day)s") % {"day": Formatter(locale).day_month(alert.day)})
-
-
-def _order(alert: Alert) -> tuple[int, int]:
-    """The most pressing first: the highest threshold, then the forecast, then spikes."""
-    if alert.kind == "threshold":
-        return (0, -(alert.threshold or 0))
-    return (1, 0) if alert.kind == "forecast" else (2, 0)
-
-
-def _subject_lines(alerts: list[Alert], lines: list[str]) -> list[str]:
-    """The subject names the highest threshold passed; the body lists the lower ones too
-    ("100% of the budget used" says that 50% and 80% were)."""
-    first_threshold = next((a for a in alerts if a.kind == "threshold"), None)
-    return [
-        line
-        for alert, line in zip(alerts, lines, strict=True)
-        if alert.kind != "threshold" or alert is first_threshold
-    ]
-
-
 def compose_alert(
     report: ReportConfig,
     month: MonthToDate,
@@ -460,9 +470,11 @@ def compose_alert(
     catalog = translations(options.templates_dir, locale)
     gettext = catalog.gettext
     fmt = Formatter(locale)
-    alerts = sorted(alerts, key=_order)
-    lines = [headline(a, month.period, locale, gettext) for a in alerts]
-    subject = f"{report.display_title}: " + "; ".join(_subject_lines(alerts, lines))
+    alerts = sorted(alerts, key=order)
+    texts = explain(alerts, month, locale, gettext)
+    subject = f"{report.display_title}: " + "; ".join(
+        subject_lines(alerts, [t.headline for t in texts])
+    )
     period = month.period
     forecast_line = None
     if month.forecast is not None and not month.cumulative.empty:
@@ -482,36 +494,18 @@ def compose_alert(
     )
     png = charts.render_png(spec, locale)
     cid = content_id(f"{report.name}-alert", options.date.isoformat())
-    items = []
-    month_drivers_shown = False
-    for alert, text in zip(alerts, lines, strict=True):
-        # The month's top tools and users once, under the first alert about the month.
-        shown = alert.kind == "spike" or not month_drivers_shown
-        month_drivers_shown = month_drivers_shown or alert.kind != "spike"
-        items.append(
-            {
-                "kind": alert.kind,
-                "headline": text[:1].upper() + text[1:],
-                "day": fmt.date(alert.day) if alert.day else None,
-                "day_credits": alert.day_credits,
-                "typical": alert.typical,
-                "ratio": (alert.day_credits or 0) / alert.typical if alert.typical else None,
-                "tools": alert.tools if shown else [],
-                "users": alert.users if shown else [],
-            }
-        )
     context = {
         "subject": subject,
         "title": report.display_title,
         "month": fmt.period(period, gettext),
-        "as_of": fmt.date(month.through),
+        "data_through": data_through(month, locale, gettext),
         "used": month.used,
         "budget": month.budget,
-        "used_pct": month.used / month.budget * 100 if month.budget else None,
+        "used_pct": month.used_pct,
         "forecast": month.forecast,
         "crossing": fmt.date(month.crossing) if month.crossing else None,
         "crossed": month.budget is not None and month.used >= month.budget,
-        "alerts": items,
+        "alerts": texts,
         "chart_cid": cid,
     }
     text = render_template(options.templates_dir, "alert.txt.j2", locale, context)

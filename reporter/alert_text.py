@@ -1,0 +1,199 @@
+"""What an alert says, in words. Pure.
+
+One text serves the email (HTML and plain), Slack and Teams, so a manager reads the
+same explanation wherever it reaches them, in the report's locale. Each alert says
+why it is due in figures a reader can check: a threshold the share used, the days
+left and the pace; a forecast its arithmetic and the day the budget is reached; a
+spike the day against a typical day, and the tools and users that made the
+difference against their own typical day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from babel import dates as babel_dates
+from babel import units
+
+from reporter.alerts import Alert, Driver, MonthToDate
+from reporter.periods import Period
+from reporter.render import Formatter
+
+Gettext = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertText:
+    """One alert in words: ``headline`` as a subject names it (lower-case start),
+    ``lines`` the sentences that explain it."""
+
+    kind: str
+    headline: str
+    lines: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        return self.headline[:1].upper() + self.headline[1:]
+
+    def as_item(self) -> str:
+        """The alert as one chat list item: its title, then its explanation."""
+        return " ".join([f"{self.title}.", *self.lines])
+
+
+def order(alert: Alert) -> tuple[int, int]:
+    """The most pressing first: the highest threshold, then the forecast, then spikes."""
+    if alert.kind == "threshold":
+        return (0, -(alert.threshold or 0))
+    return (1, 0) if alert.kind == "forecast" else (2, 0)
+
+
+def headline(alert: Alert, month: Period, locale: str, gettext: Gettext) -> str:
+    """What an alert says in a subject line."""
+    name = babel_dates.format_date(month.start, "LLLL", locale=locale)  # "November"
+    if alert.kind == "threshold":
+        return str(
+            gettext("%(pct)s%% of the %(month)s budget used")
+            % {"pct": alert.threshold, "month": name}
+        )
+    if alert.kind == "forecast":
+        return str(gettext("forecast to exceed the %(month)s budget") % {"month": name})
+    assert alert.day is not None
+    return str(gettext("usage spike on %(day)s") % {"day": Formatter(locale).day_month(alert.day)})
+
+
+def subject_lines(alerts: Sequence[Alert], lines: Sequence[str]) -> list[str]:
+    """The subject names the highest threshold passed; the body lists the lower ones too
+    ("100% of the budget used" says that 50% and 80% were)."""
+    first_threshold = next((a for a in alerts if a.kind == "threshold"), None)
+    return [
+        line
+        for alert, line in zip(alerts, lines, strict=True)
+        if alert.kind != "threshold" or alert is first_threshold
+    ]
+
+
+def explain(
+    alerts: Sequence[Alert], month: MonthToDate, locale: str, gettext: Gettext
+) -> list[AlertText]:
+    """``alerts``, most pressing first, each with what explains it. The month's top tools
+    and users are told once, under the first alert about the month."""
+    fmt = Formatter(locale)
+    texts = []
+    month_drivers_told = pace_told = False
+    for alert in sorted(alerts, key=order):
+        lines: list[str] = []
+        if alert.kind == "threshold":
+            if not pace_told:  # under the highest threshold; the lower ones are its past
+                lines.append(_pace(month, fmt, locale, gettext))
+                pace_told = True
+        elif alert.kind == "forecast":
+            lines += _forecast_basis(month, fmt, locale, gettext)
+        else:
+            lines.append(_spike_day(alert, fmt, gettext))
+        if alert.kind == "spike":
+            lines += _drivers_line(
+                gettext("Tools above their typical day"), alert.tools, fmt, gettext
+            )
+            lines += _drivers_line(
+                gettext("Users above their typical day"), alert.users, fmt, gettext
+            )
+        elif not month_drivers_told:
+            month_drivers_told = True
+            lines += _drivers_line(gettext("Top tools this month"), alert.tools, fmt, gettext)
+            lines += _drivers_line(gettext("Top users this month"), alert.users, fmt, gettext)
+        texts.append(
+            AlertText(alert.kind, headline(alert, month.period, locale, gettext), tuple(lines))
+        )
+    return texts
+
+
+def data_through(month: MonthToDate, locale: str, gettext: Gettext) -> str:
+    """What every alert says of its data: complete days, through the day it ran for."""
+    return gettext("Data through %(day)s (complete days, UTC).") % {
+        "day": Formatter(locale).date(month.through)
+    }
+
+
+def _days(count: int, locale: str) -> str:
+    return str(units.format_unit(count, "duration-day", locale=locale))  # "9 days", "1 día"
+
+
+def _pace(month: MonthToDate, fmt: Formatter, locale: str, gettext: Gettext) -> str:
+    used = fmt.share(month.used_pct, digits=0)
+    if month.days_left == 0:
+        return gettext("%(used)s of the budget used by the end of the month.") % {"used": used}
+    if month.pace_pct is None:
+        return gettext("%(used)s of the budget used with %(left)s left.") % {
+            "used": used,
+            "left": _days(month.days_left, locale),
+        }
+    return gettext(
+        "%(used)s of the budget used with %(left)s left; at this pace the month ends at %(pace)s."
+    ) % {
+        "used": used,
+        "left": _days(month.days_left, locale),
+        "pace": fmt.share(month.pace_pct, digits=0),
+    }
+
+
+def _forecast_basis(month: MonthToDate, fmt: Formatter, locale: str, gettext: Gettext) -> list[str]:
+    if month.forecast is None:
+        return []
+    lines = [
+        gettext(
+            "Forecast for the month: %(forecast)s credits, from %(used)s credits so far"
+            " ÷ %(elapsed)s × %(days)s in the month."
+        )
+        % {
+            "forecast": fmt.number(month.forecast),
+            "used": fmt.number(month.used),
+            "elapsed": _days(month.elapsed_days, locale),
+            "days": _days(month.period.days, locale),
+        }
+    ]
+    if month.crossing is not None:
+        lines.append(
+            gettext("At this pace the budget is reached on %(day)s.")
+            % {"day": fmt.date(month.crossing)}
+        )
+    return lines
+
+
+def _spike_day(alert: Alert, fmt: Formatter, gettext: Gettext) -> str:
+    assert alert.day is not None
+    assert alert.typical
+    return gettext(
+        "%(day)s: %(credits)s credits, %(ratio)s times a typical day (%(typical)s credits,"
+        " the median of the 28 days before)."
+    ) % {
+        "day": fmt.date(alert.day),
+        "credits": fmt.number(alert.day_credits),
+        "ratio": fmt.decimal((alert.day_credits or 0) / alert.typical),
+        "typical": fmt.number(alert.typical),
+    }
+
+
+def _drivers_line(
+    label: str, drivers: Sequence[Driver], fmt: Formatter, gettext: Gettext
+) -> list[str]:
+    """``label: A 1,200, B 300``, or against their typical day for a spike's drivers; a
+    user ``None`` is usage not attributed to a user, never a user of that name."""
+    if not drivers:
+        return []
+    parts = []
+    for driver in drivers:
+        name = driver.name if driver.name is not None else gettext("not attributed to a user")
+        if driver.typical is None:
+            parts.append(f"{name} {fmt.number(driver.credits)}")
+        else:
+            parts.append(
+                gettext("%(name)s %(credits)s credits against a typical %(typical)s")
+                % {
+                    "name": name,
+                    "credits": fmt.number(driver.credits),
+                    "typical": fmt.number(driver.typical),
+                }
+            )
+    separator = "; " if drivers[0].typical is not None else ", "
+    return [f"{label}: {separator.join(parts)}."]
