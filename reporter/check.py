@@ -215,6 +215,30 @@ def smtputf8_finding(owners: Sequence[str], offered: bool, server: str) -> Findi
     )
 
 
+def alert_finding(
+    report: str,
+    budget: float | None,
+    thresholds: Sequence[int],
+    forecast: bool,
+    spike_factor: float,
+) -> Finding:
+    """Which alerts ``watch`` sends for one report, so nobody counts on one that is off."""
+    active = []
+    if thresholds:
+        shares = ", ".join(f"{t}%" for t in thresholds)
+        active.append(f"budget thresholds {shares} of {budget:,.0f} credits")
+    if forecast:
+        active.append("forecast above the budget")
+    if spike_factor > 0:
+        active.append(f"spikes at {spike_factor:g}x the typical day")
+    if not active:
+        return Finding("note", f"alerts {report}", "none: watch sends nothing for this report")
+    detail = "; ".join(active)
+    if not budget:
+        detail += " (no budget_credits, so no threshold or forecast alerts)"
+    return Finding("ok", f"alerts {report}", detail)
+
+
 def credits_of(response: UsageResponse) -> float:
     return sum(c.user_credits for bucket in response.data for c in bucket.consumptions)
 
@@ -435,8 +459,10 @@ def run_checks(
     state_path: Path,
     today: dt.date,
     channels: Mapping[str, Sequence[str]] | None = None,
+    alerts: Sequence[Finding] = (),
 ) -> list[Finding]:
-    """Every item, in the order a user fixes them: API, mail, chat, disk."""
+    """Every item, in the order a user fixes them: API, mail, chat, disk; then the
+    alerts each report has (``alert_finding``), which need no fixing."""
     findings: list[Finding] = []
     try:
         api = api_settings(environ)
@@ -454,4 +480,5 @@ def run_checks(
     findings.extend(chat_findings(channels or {}, environ))
     findings.append(out_finding(out_dir))
     findings.append(ledger_finding(state_path))
+    findings.extend(alerts)
     return findings

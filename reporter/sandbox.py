@@ -24,7 +24,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -246,7 +246,8 @@ class SandboxData:
         self.team = team or synthetic_team()
         self._today = today
         self._months = functools.lru_cache(maxsize=64)(self._generate_month)
-        self._scripted: dict[int, dict[dt.date, int]] = {}  # group index -> credits per day
+        # group index -> day -> (tool index, user index or -1: no user, credits) parts
+        self._scripted: dict[int, dict[dt.date, list[tuple[int, int, int]]]] = {}
 
     @property
     def today(self) -> dt.date:
@@ -266,18 +267,25 @@ class SandboxData:
         mask = (frame["date"] >= pd.Timestamp(first)) & (frame["date"] <= pd.Timestamp(last))
         frame = frame.loc[mask]
         for group, daily in self._scripted.items():
-            days = [d for d in sorted(daily) if first <= d <= last and daily[d] > 0]
+            parts = [
+                (d, tool, user, credits)
+                for d in sorted(daily)
+                if first <= d <= last
+                for tool, user, credits in daily[d]
+                if credits > 0
+            ]
             chosen = pd.DataFrame(
                 {
-                    "date": pd.to_datetime(days),
-                    "tool": 0,
-                    "user": 0,
+                    "date": pd.to_datetime([p[0] for p in parts]),
+                    "tool": [p[1] for p in parts],
+                    "user": [p[2] for p in parts],
                     "project": 0,
                     "group": group,
                     "key": 0,
-                    "uses": [max(1, daily[d] // TOOLS[0].credits_per_use) for d in days],
-                    "credits": [daily[d] for d in days],
-                }
+                    "uses": [max(1, c // TOOLS[t].credits_per_use) for _, t, _, c in parts],
+                    "credits": [p[3] for p in parts],
+                },
+                columns=_COLUMNS,
             )
             frame = pd.concat([frame[frame["group"] != group], chosen], ignore_index=True)
         return frame
@@ -286,8 +294,15 @@ class SandboxData:
         """Give the group ``group_id`` exactly ``daily`` credits a day (one tool, one user)
         instead of its synthetic usage, so a test knows the day a budget is crossed;
         calling it again changes the series, as late-arriving usage does."""
+        self.script_parts(group_id, {d: [(0, 0, c)] for d, c in daily.items()})
+
+    def script_parts(
+        self, group_id: int, daily: Mapping[dt.date, Sequence[tuple[int, int, int]]]
+    ) -> None:
+        """As ``script``, each day's credits split as (tool index into ``TOOLS``, user
+        index into the team or -1 for usage no user accounts for, credits)."""
         index = [gid for gid, _ in GROUPS].index(group_id)
-        self._scripted[index] = dict(daily)
+        self._scripted[index] = {d: list(parts) for d, parts in daily.items()}
 
     def answer(
         self, body: Any, *, dates: DateForms = "both", end: EndMeaning = "inclusive"

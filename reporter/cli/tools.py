@@ -251,8 +251,8 @@ def check_command(
     verbose: bool,
 ) -> None:
     """Check the API key, the API's date form and end_date, each report's filters,
-    the SMTP login, the chat webhook variables, --out and the ledger, sending
-    nothing: one line per item.
+    the SMTP login, the chat webhook variables, --out and the ledger, and list the
+    alerts `watch` sends for each report, sending nothing: one line per item.
 
     Exit status: 0 all good, 1 something needs attention, 2 cannot start (bad
     config, options or report name). Reads the same environment as `run`.
@@ -266,7 +266,7 @@ def check_command(
     setup_logging(verbose, False)
     config = load_config(config_path)
     selected = select_reports(config, report_names, str(config_path))
-    from reporter.check import exit_status, run_checks, summary_line
+    from reporter.check import alert_finding, exit_status, run_checks, summary_line
 
     findings = run_checks(
         selected,
@@ -277,6 +277,16 @@ def check_command(
         state_path=state_path,
         today=now_utc().date(),
         channels={r.name: config.chat_channels_for(r) for r in selected},
+        alerts=[
+            alert_finding(
+                r.name,
+                r.budget_credits,
+                config.thresholds_for(r),
+                config.forecast_alert_for(r),
+                config.spike_factor_for(r),
+            )
+            for r in selected
+        ],
     )
     for finding in findings:
         click.echo(finding.line())
