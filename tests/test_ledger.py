@@ -208,3 +208,77 @@ def test_two_runs_opening_a_new_ledger_at_the_same_instant_both_get_it(tmp_path:
             run.join(60)
         failures += [r for r in (results.get(timeout=5), results.get(timeout=5)) if r != "ok"]
     assert failures == []
+
+
+def test_a_renamed_reports_rows_move_to_its_new_name_before_the_new_names_own(
+    tmp_path: Path,
+) -> None:
+    """``renamed_from``: the old name's versions come first, the new name's (it ran before
+    ``renamed_from`` was set) are renumbered after them; a row is kept from whichever name
+    delivered it; a message the old name left pending is rebuilt, not resent."""
+    period = "2026-10"
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        ledger.start_run()
+        old = ledger.new_version("marketing", period, 100.0)
+        ledger.claim("marketing", period, ["ann@company.com", "bob@company.com"], force=False)
+        ledger.mark(
+            ["marketing"],
+            period,
+            ["ann@company.com"],
+            "sent",
+            message_id="<v1@x>",
+            versions={"marketing": old},
+        )
+        ledger.mark(
+            ["marketing"],
+            period,
+            ["bob@company.com"],
+            "failed",
+            message_id="<v1@x>",
+            artifact="/out/old.eml",
+            versions={"marketing": old},
+        )
+        ledger.claim(
+            "marketing", period, ["ann@company.com"], force=False, message="alert:threshold:80"
+        )
+        ledger.mark(
+            ["marketing"], period, ["ann@company.com"], "sent", message="alert:threshold:80"
+        )
+        new = ledger.new_version("growth", period, 120.0)
+        ledger.claim("growth", period, ["ann@company.com", "cy@company.com"], force=False)
+        ledger.mark(
+            ["growth"],
+            period,
+            ["ann@company.com"],
+            "failed",
+            message_id="<g1@x>",
+            versions={"growth": new},
+        )
+        ledger.mark(
+            ["growth"],
+            period,
+            ["cy@company.com"],
+            "sent",
+            message_id="<g1@x>",
+            versions={"growth": new},
+        )
+        assert (old, new) == (1, 1)
+
+        assert ledger.rename({"marketing": "growth"}) == 3
+        assert ledger.rename({"marketing": "growth"}) == 0  # idempotent
+
+        assert ledger.latest_versions(period) == {"growth": 2}
+        assert ledger.version_credits("growth", period, 1) == 100.0
+        assert ledger.version_credits("growth", period, 2) == 120.0
+        assert ledger.held("growth", period) == {
+            "ann@company.com": Held(1, 100.0),
+            "cy@company.com": Held(2, 120.0),
+        }
+        rows = {(r.report, r.recipient, r.message): r for r in ledger.rows(period, message=None)}
+    assert {r for r, _, _ in rows} == {"growth"}
+    assert rows[("growth", "ann@company.com", "report")].status == "sent"  # the old name's
+    assert rows[("growth", "ann@company.com", "report")].version == 1
+    assert rows[("growth", "cy@company.com", "report")].version == 2
+    pending = rows[("growth", "bob@company.com", "report")]
+    assert (pending.status, pending.message_id, pending.artifact) == ("failed", None, None)
+    assert rows[("growth", "ann@company.com", "alert:threshold:80")].status == "sent"

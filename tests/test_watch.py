@@ -230,3 +230,22 @@ def test_many_reports_are_decided_and_written_in_worker_processes_each_alert_onc
         subject = str(by_owner[f"lead{i}@company.com"]["Subject"])
         assert subject.startswith(f"Team {i}: ")
         assert set(subject.removeprefix(f"Team {i}: ").split("; ")) == DUE[dt.date(2026, 11, 12)]
+
+
+def test_the_readmes_example_alert_is_what_watch_sends(
+    tmp_path: Path, month_api: SandboxServer, smtp: SmtpServer
+) -> None:
+    """The README shows the message for this module's data on Nov 12, word for word."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Alerts while the month runs") :]
+    example = section[
+        section.index("```text\n") + 8 : section.index("\n```", section.index("```text"))
+    ]
+    subject, _, body = example.partition("\n\n")
+    result = watch(tmp_path, month_api, smtp, dt.date(2026, 11, 12), "--report", "marketing")
+    assert result.exit_code == 0, result.output
+    (received,) = smtp.recorder.messages
+    assert subject == f"Subject: {' '.join(str(received.message['Subject']).split())}"
+    text = received.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    sent = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    assert body.split("\n") == sent[: len(body.split("\n"))]

@@ -16,6 +16,8 @@ import os
 import re
 import sqlite3
 import statistics
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
 from pathlib import Path
@@ -423,3 +425,100 @@ def test_a_renamed_report_sends_its_owners_nothing_they_already_got(
         assert invoke("watch", "--config", str(renamed)).exit_code == 0
     (*_, last) = smtp.recorder.messages
     assert headlines(last.message) == {"100% of the November budget used"}
+
+
+# --- alert settings without a budget, and what `check` says is active -------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [("alert_thresholds = [80]", "alert_thresholds"), ("forecast_alert = true", "forecast_alert")],
+)
+def test_a_reports_own_alert_setting_without_a_budget_is_a_config_error(
+    tmp_path: Path, setting: str, key: str
+) -> None:
+    config = write_config(
+        tmp_path / "reports.toml",
+        '[[reports]]\nname = "ok"\nowners = ["a@company.com"]\nbudget_credits = 10\n\n'
+        f'[[reports]]\nname = "design"\nowners = ["b@company.com"]\n{setting}\n',
+    )
+    for command in ("watch", "run", "check"):
+        done = reporter_process(command, "--config", str(config))
+        assert done.returncode == 2, (command, done.stderr)
+        (first, *_) = done.stderr.splitlines()
+        assert first.startswith(
+            f"Error: {config}: reports[1] ('design'): {key}: needs budget_credits"
+        )
+        assert "Traceback" not in done.stderr
+
+
+def test_defaults_alert_settings_simply_do_not_apply_to_a_report_without_a_budget(
+    tmp_path: Path, live_api: tuple[SandboxData, SandboxServer], smtp: SmtpServer
+) -> None:
+    """`check` lists each report's active alerts: the defaults' thresholds and forecast
+    for the report with a budget, spikes only for the one without."""
+    _, api = live_api
+    config = write_config(
+        tmp_path / "reports.toml",
+        '[[reports]]\nname = "marketing"\nowners = ["a@company.com"]\nbudget_credits = 30000\n\n'
+        '[[reports]]\nname = "design"\nowners = ["b@company.com"]\n\n'
+        '[[reports]]\nname = "quiet"\nowners = ["c@company.com"]\nspike_factor = 0\n',
+        defaults="alert_thresholds = [50, 90]\nforecast_alert = true\nspike_factor = 2.5",
+    )
+    env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url, **smtp.env()}
+    done = reporter_process(
+        "check", "--config", str(config), "--out", str(tmp_path / "out"), env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert (
+        "ok    alerts marketing: budget thresholds 50%, 90% of 30,000 credits; forecast above"
+        " the budget; spikes at 2.5x the typical day" in lines
+    )
+    assert (
+        "ok    alerts design: spikes at 2.5x the typical day (no budget_credits, so no"
+        " threshold or forecast alerts)" in lines
+    )
+    assert "note  alerts quiet: none: watch sends nothing for this report" in lines
+
+
+def reporter_process(
+    *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``reporter`` command as a user types it."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "reporter"), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("reports", "problem"),
+    [
+        (
+            '[[reports]]\nname = "a"\nowners = ["a@company.com"]\nrenamed_from = "a"\n',
+            "reports[0] ('a'): renamed_from: is the report's own name",
+        ),
+        (
+            '[[reports]]\nname = "a"\nowners = ["a@company.com"]\n\n'
+            '[[reports]]\nname = "b"\nowners = ["b@company.com"]\nrenamed_from = "a"\n',
+            "reports[1] ('b'): renamed_from: 'a' is still the name of reports[0]",
+        ),
+        (
+            '[[reports]]\nname = "b"\nowners = ["a@company.com"]\nrenamed_from = "a"\n\n'
+            '[[reports]]\nname = "c"\nowners = ["b@company.com"]\nrenamed_from = "a"\n',
+            "renamed_from: 'a' is named by more than one report",
+        ),
+    ],
+)
+def test_a_renamed_from_that_cannot_be_meant_is_a_config_error(
+    tmp_path: Path, reports: str, problem: str
+) -> None:
+    config = write_config(tmp_path / "reports.toml", reports)
+    done = reporter_process("watch", "--config", str(config), "--dry-run")
+    assert done.returncode == 2
+    assert problem in done.stderr.splitlines()[0]
