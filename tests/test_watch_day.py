@@ -18,6 +18,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from email.message import EmailMessage
 from pathlib import Path
@@ -522,3 +523,91 @@ def test_a_renamed_from_that_cannot_be_meant_is_a_config_error(
     done = reporter_process("watch", "--config", str(config), "--dry-run")
     assert done.returncode == 2
     assert problem in done.stderr.splitlines()[0]
+
+
+# --- several processes at once ---------------------------------------------------------
+
+
+def start_watch(tmp_path: Path, config: Path, env: Mapping[str, str]) -> subprocess.Popen[str]:
+    args = ["watch", "--config", str(config), "--date", "2026-11-24", "-q"]
+    args += ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state.sqlite3")]
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "reporter"), *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def fixed_api() -> Iterator[SandboxServer]:
+    data = SandboxData(synthetic_team(users=48, seed=7), today=dt.date(2026, 11, 25))
+    data.script(20, MIDMONTH)
+    with SandboxServer(data, api_key=API_KEY) as server:
+        yield server
+
+
+def test_three_watches_at_once_send_once_and_the_others_name_the_run_that_holds_it(
+    tmp_path: Path, fixed_api: SandboxServer, smtp: SmtpServer
+) -> None:
+    smtp.recorder.data_delay = 8.0  # the sender holds its alert while the others look
+    config = config_for(tmp_path, 20000, [100])
+    env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": fixed_api.url, **smtp.env()}
+    runs = [start_watch(tmp_path, config, env) for _ in range(3)]
+    outputs = {run.pid: run.communicate(timeout=120) for run in runs}
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    (received,) = smtp.recorder.messages
+    assert headlines(received.message) == {"100% of the November budget used"}
+    (sender,) = [pid for pid, (out, _) in outputs.items() if " delivered " in out]
+    for pid, (out, _) in outputs.items():
+        if pid != sender:
+            assert "taken by another run" in out, out
+            assert f"another run (pid {sender})" in out, out
+            assert "already delivered" not in out
+
+
+def in_transaction(state: Path) -> bool:
+    """Whether a run has marked a message as being sent (the ledger may not exist yet)."""
+    if not state.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{state}?mode=ro", uri=True) as db:
+            found = db.execute(
+                "SELECT 1 FROM deliveries WHERE status IN ('sending', 'committing')"
+            ).fetchone()
+    except sqlite3.OperationalError:  # still being created
+        return False
+    return found is not None
+
+
+def test_a_run_killed_while_holding_an_alert_leaves_it_due_and_the_others_said_taken(
+    tmp_path: Path, fixed_api: SandboxServer, smtp: SmtpServer
+) -> None:
+    smtp.recorder.data_delay = 60.0
+    config = config_for(tmp_path, 20000, [100])
+    env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": fixed_api.url, **smtp.env()}
+    holder = start_watch(tmp_path, config, env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the holder is in the SMTP transaction
+            if in_transaction(tmp_path / "state.sqlite3"):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the first watch never reached the SMTP transaction")
+        other = start_watch(tmp_path, config, env)
+        out, err = other.communicate(timeout=120)
+        assert other.returncode == 0, err
+        assert "taken by another run" in out, out
+        assert f"(pid {holder.pid})" in out, out
+    finally:
+        holder.kill()  # SIGKILL, mid-message
+        holder.communicate(timeout=60)
+    assert smtp.recorder.messages == []
+    smtp.recorder.data_delay = 0.0
+    again = start_watch(tmp_path, config, env)
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    (received,) = smtp.recorder.messages
+    assert headlines(received.message) == {"100% of the November budget used"}
