@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import math
 import re
 import statistics
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ TEAM = synthetic_team(users=48, seed=7)
 BIG, VIDEO, DOWNLOAD = 0, 1, 7  # tools: AI Image Models, Video Generation, Asset Download
 STEADY, NEWCOMER, NOBODY = 0, 2, -1  # users: every day, only on the spike day, no user
 SPIKE = dt.date(2026, 11, 12)
+BUDGET = 150000  # passed half way by Nov 12, and forecast to be passed by the month's end
 
 
 def parts(day: dt.date) -> list[tuple[int, int, int]]:
@@ -83,6 +85,11 @@ WORDS = {
         "ratio": "{day}: {credits} credits, {ratio} times a typical day ({typical} credits,"
         " the median of the 28 days before).",
         "day": "Nov 12, 2026",
+        "pace": "{used} of the budget used with {left} days left; at this pace the month ends"
+        " at {pace}.",
+        "basis": "Forecast for the month: {forecast} credits, from {so_far} credits so far"
+        " ÷ {elapsed} days × {days} days in the month.",
+        "reached": "At this pace the budget is reached on Nov {day}, 2026.",
     },
     "es": {
         "tools": "Herramientas por encima de su día típico",
@@ -92,6 +99,11 @@ WORDS = {
         "ratio": "{day}: {credits} créditos, {ratio} veces un día típico ({typical} créditos,"
         " la mediana de los 28 días anteriores).",
         "day": "12 nov 2026",
+        "pace": "{used} del presupuesto usado y quedan {left} días; a este ritmo el mes cierra"
+        " en el {pace}.",
+        "basis": "Previsión para el mes: {forecast} créditos, a partir de {so_far} créditos"
+        " hasta ahora ÷ {elapsed} días × {days} días del mes.",
+        "reached": "A este ritmo el presupuesto se alcanza el {day} nov 2026.",
     },
 }
 
@@ -122,6 +134,23 @@ def expected_lines(locale: str) -> list[str]:
             for who, credits, typical in above_typical(index)
         ]
         lines.append(f"{words[label]}: {'; '.join(drivers)}.")
+    # The month so far against BUDGET: the pace under the threshold, the forecast's basis.
+    used = sum(p[2] for day in DAYS if day.month == 11 for p in USAGE[day])
+    elapsed, length = SPIKE.day, 30
+    forecast = used / elapsed * length
+    lines.append(
+        words["pace"].format(
+            used=f"{round(used / BUDGET * 100)}%",
+            left=length - elapsed,
+            pace=f"{round(forecast / BUDGET * 100)}%",
+        )
+    )
+    lines.append(
+        words["basis"].format(
+            forecast=number(forecast), so_far=number(used), elapsed=elapsed, days=length
+        )
+    )
+    lines.append(words["reached"].format(day=math.ceil(BUDGET / (used / elapsed))))
     return lines
 
 
@@ -144,7 +173,8 @@ def test_a_spike_names_what_made_the_difference_in_every_place_it_is_read(
     config = write_config(
         tmp_path / "reports.toml",
         f'[[reports]]\nname = "design"\nowners = ["lead@company.com"]\ngroup_ids = [20]\n'
-        f'locale = "{locale}"\nspike_factor = 3\n',
+        f'locale = "{locale}"\nspike_factor = 3\nbudget_credits = {BUDGET}\n'
+        "alert_thresholds = [50]\n",
         defaults=CHANNELS,
     )
     env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": spike_api.url}
