@@ -9,8 +9,10 @@ unset variable is reported without loading the HTTP stack.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from pydantic import SecretStr
@@ -37,6 +39,16 @@ class SmtpSettings:
     username: str | None
     password: SecretStr | None
     timeout: float = 30.0
+    ca_file: Path | None = None  # SMTP_CA_FILE: trusted beside the system's CAs, for SMTP only
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The system's trust, plus ``ca_file``'s certificates: a company relay's private
+        CA is trusted for mail without replacing the trust store the API client uses (as
+        ``SSL_CERT_FILE`` would)."""
+        context = ssl.create_default_context()
+        if self.ca_file is not None:
+            context.load_verify_locations(cafile=str(self.ca_file))
+        return context
 
 
 def api_settings(environ: Mapping[str, str]) -> ApiSettings:
@@ -81,7 +93,7 @@ def sends_key_in_clear(base_url: str) -> bool:
 
 
 def smtp_settings(environ: Mapping[str, str]) -> SmtpSettings:
-    """SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_SECURITY."""
+    """SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD, SMTP_SECURITY, SMTP_CA_FILE."""
     host = environ.get("SMTP_HOST", "").strip()
     if not host:
         raise UsageError(
@@ -110,10 +122,35 @@ def smtp_settings(environ: Mapping[str, str]) -> SmtpSettings:
             "SMTP_USERNAME is set but SMTP_PASSWORD is not",
             hint="export SMTP_PASSWORD, or unset SMTP_USERNAME for a server without AUTH",
         )
-    return SmtpSettings(
+    settings = SmtpSettings(
         host=host,
         port=port,
         security=checked,
         username=username,
         password=SecretStr(password_text) if password_text else None,
+        ca_file=_ca_file(environ.get("SMTP_CA_FILE", "").strip()),
     )
+    if settings.ca_file is not None:
+        try:
+            settings.tls_context()
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(
+                f"SMTP_CA_FILE {settings.ca_file} holds no certificate this machine can read"
+                f" ({getattr(exc, 'reason', None) or exc})",
+                hint="point SMTP_CA_FILE at a PEM file with the CA certificate(s) that signed"
+                " the mail server's certificate",
+            ) from None
+    return settings
+
+
+def _ca_file(text: str) -> Path | None:
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise UsageError(
+            f"SMTP_CA_FILE {text} is not a file",
+            hint="point SMTP_CA_FILE at a PEM file with the CA certificate(s) that signed the"
+            " mail server's certificate, or unset it",
+        )
+    return path

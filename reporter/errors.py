@@ -105,3 +105,15 @@ class DeliveryError(ReporterError):
         super().__init__(message, hint=hint)
         self.transient = transient
         self.refused = refused or {}
+
+
+class MailSetupError(DeliveryError):
+    """The mail settings cannot work as they are (TLS trust, login, port or security mode):
+    every message fails the same way until a setting changes, so the hint naming that
+    setting goes wherever the failure is shown (the summary, the ledger, ``check``)."""
+
+    def __init__(self, message: str, *, hint: str) -> None:
+        super().__init__(message, transient=False, hint=hint)
+
+    def with_hint(self) -> str:
+        return f"{self.message}. Hint: {self.hint}"

@@ -12,9 +12,11 @@ moments (see ``ledger.py``).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -32,7 +34,7 @@ from typing import Any
 import tenacity
 
 from reporter.environment import SmtpSettings
-from reporter.errors import DeliveryError, one_line
+from reporter.errors import DeliveryError, MailSetupError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -195,18 +197,61 @@ class _LoginDeferred(smtplib.SMTPResponseException):
     the next mechanism on a connection a 421 closes, and call the credentials rejected."""
 
 
+# The mechanisms ``smtplib.SMTP.login`` speaks, in its order of preference.
+LOGIN_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
+_MAX_CHALLENGES = 5  # smtplib's _MAXCHALLENGE
+
+
 class _Smtp(smtplib.SMTP):
-    """smtplib's client, except that a 4xx reply to AUTH is no verdict on the login."""
+    """smtplib's client, except that a 4xx reply to AUTH is no verdict on the login, and
+    that credentials go as UTF-8.
+
+    smtplib encodes every AUTH response as ASCII, so a password such as ``S3cret-pässword``
+    crashed the run with a ``UnicodeEncodeError``. AUTH PLAIN carries UTF-8 (RFC 4616);
+    LOGIN defines no charset, and servers (Postfix with Dovecot or Cyrus) read UTF-8;
+    CRAM-MD5 keys its HMAC with the password's UTF-8 bytes."""
 
     def auth(
         self, mechanism: str, authobject: Any, *, initial_response_ok: bool = True
     ) -> tuple[int, bytes]:
         try:
-            return super().auth(mechanism, authobject, initial_response_ok=initial_response_ok)
+            return self._auth(mechanism, authobject, initial_response_ok)
         except smtplib.SMTPAuthenticationError as exc:
             if 400 <= exc.smtp_code < 500:
                 raise _LoginDeferred(exc.smtp_code, exc.smtp_error) from None
             raise
+
+    def _auth(
+        self, mechanism: str, authobject: Any, initial_response_ok: bool
+    ) -> tuple[int, bytes]:
+        """``smtplib.SMTP.auth`` with UTF-8 where it has ASCII (the one change)."""
+        mechanism = mechanism.upper()
+        initial = authobject() if initial_response_ok else None
+        # auth_login reads the count to tell the user's turn from the password's.
+        if initial is not None:
+            code, reply = self.docmd("AUTH", f"{mechanism} {_b64(initial)}")
+            self._auth_challenge_count = 1
+        else:
+            code, reply = self.docmd("AUTH", mechanism)
+            self._auth_challenge_count = 0
+        while code == 334:
+            self._auth_challenge_count += 1
+            code, reply = self.docmd(_b64(authobject(base64.decodebytes(reply))))
+            if self._auth_challenge_count > _MAX_CHALLENGES:
+                raise smtplib.SMTPException(f"the server's {mechanism} challenges never end")
+        if code in (235, 503):
+            return code, reply
+        raise smtplib.SMTPAuthenticationError(code, reply)
+
+    def auth_cram_md5(self, challenge: Any = None) -> Any:
+        if challenge is None:
+            return None  # CRAM-MD5 has no initial response
+        digest = hmac.HMAC(str(self.password).encode("utf-8"), challenge, "md5").hexdigest()
+        return f"{self.user} {digest}"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
 class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
@@ -232,7 +277,10 @@ class SmtpSender:
     ) -> None:
         self._settings = settings
         self._retry = retry or SmtpRetry()
-        self._ssl = ssl_context or ssl.create_default_context()
+        self._ssl = ssl_context or settings.tls_context()
+        # Once the settings are known not to work, every later message fails the same way
+        # at once, instead of reconnecting to hear the same refusal for every report.
+        self.setup_error: MailSetupError | None = None
 
     def __repr__(self) -> str:
         s = self._settings
@@ -258,10 +306,15 @@ class SmtpSender:
             ),
             reraise=True,
         )
+        if self.setup_error is not None:
+            raise self.setup_error
         try:
             for attempt in retrying:
                 with attempt:
                     return self._send_once(message, list(recipients), on_commit)
+        except MailSetupError as exc:
+            self.setup_error = exc
+            raise
         except _Transient as exc:
             raise DeliveryError(
                 f"the mail server {self._where()} did not take the message: {exc}"
@@ -308,27 +361,28 @@ class SmtpSender:
         except _LoginDeferred as exc:
             raise _Busy(f"{exc.smtp_code} {_reply_text(exc.smtp_error)}") from None
         except smtplib.SMTPAuthenticationError as exc:
-            raise DeliveryError(
+            raise MailSetupError(
                 f"the mail server {self._where()} rejected SMTP_USERNAME/SMTP_PASSWORD"
                 f" ({exc.smtp_code})",
-                transient=False,
                 hint="check the SMTP credentials in the environment",
-            ) from None
-        except smtplib.SMTPNotSupportedError:
-            raise DeliveryError(
-                f"the mail server {self._where()} does not support AUTH",
-                transient=False,
-                hint="unset SMTP_USERNAME for a server without AUTH",
             ) from None
         except smtplib.SMTPResponseException as exc:
             raise self._classify(exc.smtp_code, exc.smtp_error) from None
         except ssl.SSLError as exc:
-            raise DeliveryError(
-                f"TLS with the mail server {self._where()} failed: {exc.reason or exc}",
-                transient=False,
-                hint="check SMTP_SECURITY and the server's certificate",
+            message, hint = tls_failure(exc, self._settings)
+            raise MailSetupError(
+                f"TLS with the mail server {self._where()} failed: {message}",
+                hint=hint,
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
+            s = self._settings
+            if s.port == 465 and s.security != "ssl":
+                raise MailSetupError(
+                    f"cannot talk to {self._where()}: {_describe(exc)}; port 465 is the SSL"
+                    " port, where a server waits for TLS before it says anything",
+                    hint="set SMTP_SECURITY=ssl for port 465, or use the STARTTLS port"
+                    " (usually 587) with SMTP_SECURITY=starttls",
+                ) from None
             raise _Transient(f"cannot connect to {self._where()}: {_describe(exc)}") from None
 
     def _open(self) -> smtplib.SMTP:
@@ -342,21 +396,47 @@ class SmtpSender:
             conn.ehlo()
             if s.security == "starttls":
                 if not conn.has_extn("starttls"):
-                    raise DeliveryError(
+                    raise MailSetupError(
                         f"the mail server {self._where()} does not offer STARTTLS;"
                         " refusing to send in clear text",
-                        transient=False,
                         hint="use SMTP_SECURITY=ssl for implicit TLS, or SMTP_SECURITY=none"
                         " only for a trusted local relay",
                     )
                 conn.starttls(context=self._ssl)
                 conn.ehlo()
             if s.username and s.password is not None:
+                self._check_auth(conn)
                 conn.login(s.username, s.password.get_secret_value())
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _check_auth(self, conn: smtplib.SMTP) -> None:
+        """Before a login: say why it cannot work, in terms of what to set, rather than
+        smtplib's "AUTH extension not supported"."""
+        s = self._settings
+        if not conn.has_extn("auth"):
+            if s.security == "none" and conn.has_extn("starttls"):
+                raise MailSetupError(
+                    f"the mail server {self._where()} allows login only over TLS: it offers"
+                    " STARTTLS, and AUTH only after it",
+                    hint="set SMTP_SECURITY=starttls (the password is then never sent in clear)",
+                )
+            raise MailSetupError(
+                f"the mail server {self._where()} does not offer AUTH",
+                hint="unset SMTP_USERNAME and SMTP_PASSWORD for a server without login, or"
+                " check SMTP_HOST and SMTP_PORT",
+            )
+        offered = conn.esmtp_features["auth"].upper().split()
+        if not any(m in offered for m in LOGIN_MECHANISMS):
+            raise MailSetupError(
+                f"the mail server {self._where()} offers login only by"
+                f" {', '.join(offered) or 'no named mechanism'}; reporter logs in with"
+                f" {', '.join(LOGIN_MECHANISMS)}",
+                hint="ask the mail server's administrator for AUTH PLAIN or LOGIN over TLS"
+                " for this account",
+            )
 
     def _send_once(
         self, message: EmailMessage, recipients: list[str], on_commit: Callable[[], None]
@@ -467,6 +547,58 @@ class SmtpSender:
             transient=False,
             hint="the server's reply says why; fix it and run again",
         )
+
+
+# OpenSSL's X509_V_ERR_* codes, by what a user can do about them.
+_UNKNOWN_ISSUER = {2, 18, 19, 20, 21}  # self-signed, or signed by a CA not trusted here
+_WRONG_NAME = {62, 64}  # host name or IP address mismatch
+_EXPIRED, _NOT_YET_VALID = 10, 9
+
+
+def tls_failure(exc: ssl.SSLError, settings: SmtpSettings) -> tuple[str, str]:
+    """What went wrong in a TLS handshake with the mail server, in Python's words and a
+    cause, and what to set; pure."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        said = f"certificate verify failed: {exc.verify_message}"
+        code = exc.verify_code
+        if code in _UNKNOWN_ISSUER:
+            trusted = (
+                f"; SMTP_CA_FILE ({settings.ca_file}) does not hold the CA that signed it"
+                if settings.ca_file
+                else ""
+            )
+            return (
+                f"{said} (the server's certificate is self-signed or signed by a CA this"
+                f" machine does not trust{trusted})",
+                "export SMTP_CA_FILE with the path of a PEM file holding your company's CA"
+                " certificate: it is trusted for the mail server only",
+            )
+        if code in _WRONG_NAME:
+            return (
+                f"{said} (the certificate is not for {settings.host})",
+                "set SMTP_HOST to the name the server's certificate is issued for (often"
+                " the name in the server's greeting), not an IP address or an alias",
+            )
+        if code == _EXPIRED:
+            return (
+                f"{said} (the server's certificate has expired)",
+                "ask the mail server's administrator to renew its certificate",
+            )
+        if code == _NOT_YET_VALID:
+            return (
+                f"{said} (the server's certificate is not valid yet)",
+                "check this machine's clock, or ask the administrator about the certificate",
+            )
+        return said, "check the mail server's certificate with its administrator"
+    reason = exc.reason or str(exc)
+    if reason == "WRONG_VERSION_NUMBER" and settings.security == "ssl":
+        return (
+            f"{reason} (port {settings.port} speaks plain SMTP first, as a STARTTLS port"
+            " does, not implicit TLS)",
+            "set SMTP_SECURITY=starttls for this port, or use the server's SSL port (usually"
+            " 465) with SMTP_SECURITY=ssl",
+        )
+    return str(reason), "check SMTP_SECURITY, SMTP_PORT and the server's certificate"
 
 
 def _reply_text(reply: bytes | str) -> str:

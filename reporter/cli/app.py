@@ -286,8 +286,16 @@ def warn_if_key_in_clear(base_url: str, quiet: bool) -> None:
         )
 
 
-def finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = None) -> None:
-    """Print the summary (and write GitHub's job summary); exit 1 if any report failed."""
+def finish(
+    outcomes: Sequence[Outcome],
+    period: Period,
+    shard: Shard | None = None,
+    sender: Any = None,
+) -> None:
+    """Print the summary (and write GitHub's job summary); exit 1 if any report failed.
+
+    A mail setting that cannot work (``sender.setup_error``: TLS trust, login, port) failed
+    every message the same way: after the summary it is the run's one ``Error:`` line."""
     shard_text = str(shard) if shard else ""
     redact = redactor()
     click.echo(redact(text_summary(outcomes, period.key, shard_text)))
@@ -298,6 +306,9 @@ def finish(outcomes: Sequence[Outcome], period: Period, shard: Shard | None = No
                 summary.write(redact(markdown_summary(outcomes, period.key, shard_text)))
         except OSError as exc:
             log.warning("could not write the job summary to %s: %s", step_summary, exc.strerror)
+    setup_error = getattr(sender, "setup_error", None)
+    if isinstance(setup_error, ReporterError):
+        raise setup_error
     if not all(o.ok for o in outcomes):
         sys.exit(1)
 

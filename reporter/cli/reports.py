@@ -197,7 +197,7 @@ def run_command(
             chat,
             recheck=recheck,
         )
-    finish(outcomes, the_period, shard)
+    finish(outcomes, the_period, shard, sender)
 
 
 @cli.command("watch")
@@ -287,7 +287,7 @@ def watch_command(
         finally:
             if ledger is not None:
                 ledger.close()
-    finish(outcomes, options.month, shard)
+    finish(outcomes, options.month, shard, sender)
 
 
 def watch_date(text: str | None, today: dt.date) -> dt.date:

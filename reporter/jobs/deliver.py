@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from pathlib import Path
 
-from reporter.errors import DeliveryError
+from reporter.errors import DeliveryError, MailSetupError
 from reporter.jobs.records import MailFile, Sent
 from reporter.ledger import REPORT, Delivery, Ledger, recipient_key
 from reporter.mail import SmtpSender
@@ -49,7 +49,12 @@ def deliver(mail: MailFile, sender: SmtpSender, ledger: Ledger, period: str) -> 
             ),
         )
     except (DeliveryError, OSError) as exc:
-        why = str(exc) if isinstance(exc, DeliveryError) else f"cannot read {mail.path}: {exc}"
+        if isinstance(exc, MailSetupError):
+            why = exc.with_hint()  # the same for every message: say what to set
+        elif isinstance(exc, DeliveryError):
+            why = str(exc)
+        else:
+            why = f"cannot read {mail.path}: {exc}"
         ledger.mark(mail.reports, period, mail.recipients, "failed", error=why, message=kind)
         return Sent(failed=dict.fromkeys(mail.recipients, why))
     if result.unconfirmed:
