@@ -200,6 +200,11 @@ def test_a_bad_smtp_ca_file_stops_before_anything_is_fetched(
             "self-signed or signed by a CA this machine does not trust",
             "export SMTP_CA_FILE",
         ),
+        (
+            "another-ca",
+            "SMTP_CA_FILE ({ca_file}) does not hold the CA that signed it",
+            "export SMTP_CA_FILE",
+        ),
         ("wrong-name", "the certificate is not for 127.0.0.1", "set SMTP_HOST to the name"),
         ("expired", "the server's certificate has expired", "renew"),
     ],
@@ -222,6 +227,11 @@ def test_certificate_errors_name_their_cause_and_what_to_set(
         }
     with serve(tls_context=server_tls(company_ca, *names, **cert), require_starttls=True) as server:
         trust = {} if case == "unknown-issuer" else {"SMTP_CA_FILE": str(ca_file)}
+        if case == "another-ca":
+            other = tmp_path / "other-ca.pem"
+            trustme.CA().cert_pem.write_to_path(str(other))
+            trust["SMTP_CA_FILE"] = str(other)
+            cause = cause.format(ca_file=other)
         env = smtp_env(server.port, "starttls", **trust)
         for command in ("run", "check"):
             code, out, err = run(tmp_path, api, env, command)
