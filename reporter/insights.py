@@ -13,10 +13,61 @@ from typing import Any
 
 import pandas as pd
 
-from reporter.usage import OTHERS, ReportTables, movers
+from reporter.usage import OTHERS, ReportTables, Row, movers
 
 MIN_SHARE_OF_TOTAL = 0.03
 """A change smaller than this share of the period's credits is not worth a line."""
+
+SPLIT_EXPLAINS_MOST = 2 / 3
+"""The volume/unit-cost split of a change names one effect as what explains most of it
+when that effect makes up at least this share of the two, counted by size."""
+
+SPLIT_LINES = 3
+"""At most this many "what changed" lines (the largest tool and project moves) carry a
+volume/unit-cost split; the rest say only the change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A change in credits taken apart, exactly: ``volume + unit_cost`` is the change.
+
+    volume: the change in uses, at the comparison period's credits per use;
+    unit_cost: the change in credits per use, at this period's uses."""
+
+    uses_pct: float
+    per_use_pct: float
+    old_per_use: float
+    new_per_use: float
+    volume: float
+    unit_cost: float
+
+    @property
+    def lead(self) -> str | None:
+        """ "volume" or "unit_cost" when one explains most of the change, else None."""
+        size = abs(self.volume) + abs(self.unit_cost)
+        if size <= 0:
+            return None
+        if abs(self.volume) / size >= SPLIT_EXPLAINS_MOST:
+            return "volume"
+        if abs(self.unit_cost) / size >= SPLIT_EXPLAINS_MOST:
+            return "unit_cost"
+        return None
+
+
+def split_change(row: Row) -> Split | None:
+    """The row's change as volume and unit cost; None where a side has no uses (a new or
+    discontinued tool, or credits without uses), which has no credits per use to compare."""
+    old, new = row.previous_per_use, row.per_use
+    if old is None or new is None or row.previous_uses <= 0:
+        return None
+    return Split(
+        uses_pct=(row.uses - row.previous_uses) / row.previous_uses * 100.0,
+        per_use_pct=(new - old) / old * 100.0,
+        old_per_use=old,
+        new_per_use=new,
+        volume=(row.uses - row.previous_uses) * old,
+        unit_cost=(new - old) * row.uses,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +149,19 @@ def find_insights(tables: ReportTables, *, limit: int = 6) -> list[Insight]:
             found.append(
                 Insight(
                     "tool_grew" if growing else "tool_fell",
-                    {"tool": row.key, "pct": row.change_pct, "credits": row.credits},
+                    {
+                        "tool": row.key,
+                        "pct": row.change_pct,
+                        "credits": row.credits,
+                        "split": split_change(row),
+                    },
                     abs(row.delta),
                     "warn" if growing and (row.change_pct or 0) >= 25 else "info",
                 )
             )
+    for tool, before in tables.discontinued:
+        if before >= floor:
+            found.append(Insight("tool_gone", {"tool": tool, "previous": before}, before))
     named = [r for r in tables.users.records() if r.key is not None and r.key != OTHERS]
     if named and named[0].share >= 10:
         top = named[0]
@@ -128,7 +187,12 @@ def find_insights(tables: ReportTables, *, limit: int = 6) -> list[Insight]:
                 found.append(
                     Insight(
                         "project_grew" if row.delta > 0 else "project_fell",
-                        {"project": row.key, "pct": row.change_pct, "credits": row.credits},
+                        {
+                            "project": row.key,
+                            "pct": row.change_pct,
+                            "credits": row.credits,
+                            "split": split_change(row),
+                        },
                         abs(row.delta),
                     )
                 )
@@ -167,4 +231,21 @@ def find_insights(tables: ReportTables, *, limit: int = 6) -> list[Insight]:
             Insight("unattributed", {"share": unattributed[0].share}, unattributed[0].credits)
         )
     found.sort(key=lambda insight: insight.weight, reverse=True)
-    return found[:limit]
+    return _with_splits(found[:limit])
+
+
+def _with_splits(found: list[Insight]) -> list[Insight]:
+    """Keeps the split on the ``SPLIT_LINES`` largest moves that have one (the list is in
+    order of weight), and drops it from the rest."""
+    kept = 0
+    out = []
+    for insight in found:
+        if insight.values.get("split") is None:
+            out.append(insight)
+        elif kept < SPLIT_LINES:
+            kept += 1
+            out.append(insight)
+        else:
+            values = {**insight.values, "split": None}
+            out.append(Insight(insight.kind, values, insight.weight, insight.tone))
+    return out

@@ -24,7 +24,7 @@ from babel import Locale, dates, numbers, support
 from babel.messages import mofile, pofile
 
 from reporter.errors import RenderError
-from reporter.insights import Insight
+from reporter.insights import Insight, Split
 from reporter.periods import Period, PeriodKind
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,19 @@ class Formatter:
         if round(value, 1) == 0:
             return text
         return ("+" if value > 0 else MINUS) + text
+
+    def signed(self, value: float) -> str:
+        """A signed whole number of credits, ``+21,300`` or ``−4,100``."""
+        text = self.number(abs(value))
+        if round(value) == 0:
+            return text
+        return ("+" if value > 0 else MINUS) + text
+
+    def per_use(self, value: float | None) -> str:
+        """Credits per use, ``12.6``; a dash for a row without uses."""
+        if value is None or not math.isfinite(value):
+            return "–"
+        return self.decimal(value, 1)
 
     def date(self, value: dt.date, style: str = "medium") -> str:
         return dates.format_date(value, format=style, locale=self.locale)
@@ -246,6 +259,24 @@ def sentence(
             else gettext("Credits fell %(pct)s to %(credits)s against the previous period.")
         )
         return template % {"pct": fmt.share(abs(v["pct"])), "credits": fmt.number(v["credits"])}
+    if insight.kind in ("tool_grew", "tool_fell") and v.get("split") is not None:
+        template = (
+            gettext("%(tool)s grew %(pct)s to %(credits)s credits: %(split)s.")
+            if insight.kind == "tool_grew"
+            else gettext("%(tool)s fell %(pct)s to %(credits)s credits: %(split)s.")
+        )
+        return _with_lead(
+            template
+            % {
+                "tool": v["tool"],
+                "pct": fmt.share(abs(v["pct"])),
+                "credits": fmt.number(v["credits"]),
+                "split": _split_clause(v["split"], fmt, gettext),
+            },
+            v["split"],
+            fmt,
+            gettext,
+        )
     if insight.kind in ("tool_grew", "tool_fell"):
         template = (
             gettext("%(tool)s grew %(pct)s to %(credits)s credits.")
@@ -256,6 +287,11 @@ def sentence(
             "tool": v["tool"],
             "pct": fmt.share(abs(v["pct"])),
             "credits": fmt.number(v["credits"]),
+        }
+    if insight.kind == "tool_gone":
+        return gettext("%(tool)s was not used this period (%(previous)s credits before).") % {
+            "tool": v["tool"],
+            "previous": fmt.number(v["previous"]),
         }
     if insight.kind == "tool_new":
         return gettext("%(tool)s is new this period: %(credits)s credits.") % {
@@ -274,6 +310,24 @@ def sentence(
             "pct": fmt.share(abs(v["pct"])),
             "credits": fmt.number(v["credits"]),
         }
+    if insight.kind in ("project_grew", "project_fell") and v.get("split") is not None:
+        template = (
+            gettext("Project %(project)s grew %(pct)s to %(credits)s credits: %(split)s.")
+            if insight.kind == "project_grew"
+            else gettext("Project %(project)s fell %(pct)s to %(credits)s credits: %(split)s.")
+        )
+        return _with_lead(
+            template
+            % {
+                "project": v["project"],
+                "pct": fmt.share(abs(v["pct"])),
+                "credits": fmt.number(v["credits"]),
+                "split": _split_clause(v["split"], fmt, gettext),
+            },
+            v["split"],
+            fmt,
+            gettext,
+        )
     if insight.kind in ("project_grew", "project_fell"):
         template = (
             gettext("Project %(project)s grew %(pct)s to %(credits)s credits.")
@@ -310,3 +364,40 @@ def sentence(
             "share": fmt.share(v["share"])
         }
     raise RenderError(f"no sentence for insight {insight.kind!r}")
+
+
+def _split_clause(split: Split, fmt: Formatter, gettext: Callable[[str], str]) -> str:
+    """ "18.0% more uses, and each use cost 20.0% more (10.5 → 12.6 credits)"."""
+    uses = (
+        gettext("%(pct)s more uses") if split.uses_pct >= 0 else gettext("%(pct)s fewer uses")
+    ) % {"pct": fmt.share(abs(split.uses_pct))}
+    cost = (
+        gettext("each use cost %(pct)s more")
+        if split.per_use_pct >= 0
+        else gettext("each use cost %(pct)s less")
+    ) % {"pct": fmt.share(abs(split.per_use_pct))}
+    return gettext("%(uses)s, and %(cost)s (%(old)s → %(new)s credits)") % {
+        "uses": uses,
+        "cost": cost,
+        "old": fmt.per_use(split.old_per_use),
+        "new": fmt.per_use(split.new_per_use),
+    }
+
+
+def _with_lead(text: str, split: Split, fmt: Formatter, gettext: Callable[[str], str]) -> str:
+    """The sentence, and which effect explains most of the move when one does."""
+    if split.lead == "volume":
+        return (
+            text
+            + " "
+            + gettext("Most of the change is in the number of uses (%(credits)s credits).")
+            % {"credits": fmt.signed(split.volume)}
+        )
+    if split.lead == "unit_cost":
+        return (
+            text
+            + " "
+            + gettext("Most of the change is in what each use cost (%(credits)s credits).")
+            % {"credits": fmt.signed(split.unit_cost)}
+        )
+    return text

@@ -85,6 +85,8 @@ def build_context(
         **_comparison_labels(tables, fmt, gettext, ngettext),
         "empty": tables.empty,
         "totals": totals,
+        "totals_per_use": totals.per_use,
+        "totals_per_use_change": totals.per_use_change_pct,
         "budget": tables.budget,
         "insights": [
             {"text": sentence(i, fmt, gettext, ngettext), "tone": i.tone} for i in insights
@@ -194,6 +196,8 @@ def _rows(
                 else None,
                 "previous": record.previous_credits,
                 "change": record.change_pct,
+                "per_use": record.per_use,
+                "per_use_change": record.per_use_change_pct,
                 "colour": (tool_colour(label) if kind == "named" else UNATTRIBUTED_COLOUR)
                 if colour
                 else None,

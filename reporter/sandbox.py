@@ -246,8 +246,8 @@ class SandboxData:
         self.team = team or synthetic_team()
         self._today = today
         self._months = functools.lru_cache(maxsize=64)(self._generate_month)
-        # group index -> day -> (tool index, user index or -1: no user, credits) parts
-        self._scripted: dict[int, dict[dt.date, list[tuple[int, int, int]]]] = {}
+        # group index -> day -> (tool index, user index or -1: no user, credits, uses) parts
+        self._scripted: dict[int, dict[dt.date, list[tuple[int, int, int, int]]]] = {}
 
     @property
     def today(self) -> dt.date:
@@ -268,11 +268,11 @@ class SandboxData:
         frame = frame.loc[mask]
         for group, daily in self._scripted.items():
             parts = [
-                (d, tool, user, credits)
+                (d, *part)
                 for d in sorted(daily)
                 if first <= d <= last
-                for tool, user, credits in daily[d]
-                if credits > 0
+                for part in daily[d]
+                if part[2] > 0
             ]
             chosen = pd.DataFrame(
                 {
@@ -282,7 +282,7 @@ class SandboxData:
                     "project": 0,
                     "group": group,
                     "key": 0,
-                    "uses": [max(1, c // TOOLS[t].credits_per_use) for _, t, _, c in parts],
+                    "uses": [p[4] for p in parts],
                     "credits": [p[3] for p in parts],
                 },
                 columns=_COLUMNS,
@@ -297,12 +297,26 @@ class SandboxData:
         self.script_parts(group_id, {d: [(0, 0, c)] for d, c in daily.items()})
 
     def script_parts(
-        self, group_id: int, daily: Mapping[dt.date, Sequence[tuple[int, int, int]]]
+        self,
+        group_id: int,
+        daily: Mapping[dt.date, Sequence[tuple[int, int, int] | tuple[int, int, int, int]]],
     ) -> None:
         """As ``script``, each day's credits split as (tool index into ``TOOLS``, user
-        index into the team or -1 for usage no user accounts for, credits)."""
+        index into the team or -1 for usage no user accounts for, credits[, uses]); uses
+        default to the credits at the tool's usual cost, at least 1."""
         index = [gid for gid, _ in GROUPS].index(group_id)
-        self._scripted[index] = {d: list(parts) for d, parts in daily.items()}
+        self._scripted[index] = {
+            d: [
+                (
+                    p[0],
+                    p[1],
+                    p[2],
+                    p[3] if len(p) > 3 else max(1, p[2] // TOOLS[p[0]].credits_per_use),
+                )
+                for p in parts
+            ]
+            for d, parts in daily.items()
+        }
 
     def answer(
         self, body: Any, *, dates: DateForms = "both", end: EndMeaning = "inclusive"

@@ -309,6 +309,14 @@ class Totals:
     active_users: int
     in_progress: InProgress | None = None  # None: a complete period, compared whole
 
+    @property
+    def per_use(self) -> float | None:
+        return per_use(self.credits, self.uses)
+
+    @property
+    def per_use_change_pct(self) -> float | None:
+        return per_use_change(self.credits, self.uses, self.previous_credits, self.previous_uses)
+
 
 @dataclass(frozen=True, slots=True)
 class Budget:
@@ -329,17 +337,43 @@ class Row:
     share: float
     previous_credits: float
     change_pct: float | None
+    previous_uses: int = 0
 
     @property
     def delta(self) -> float:
         return self.credits - self.previous_credits
+
+    @property
+    def per_use(self) -> float | None:
+        """Credits per use; None without uses (never a division by zero or ``inf``)."""
+        return per_use(self.credits, self.uses)
+
+    @property
+    def previous_per_use(self) -> float | None:
+        return per_use(self.previous_credits, self.previous_uses)
+
+    @property
+    def per_use_change_pct(self) -> float | None:
+        return per_use_change(self.credits, self.uses, self.previous_credits, self.previous_uses)
+
+
+def per_use(credits: float, uses: int) -> float | None:
+    return credits / uses if uses > 0 else None
+
+
+def per_use_change(
+    credits: float, uses: int, previous_credits: float, previous_uses: int
+) -> float | None:
+    """Change in credits per use against the comparison period; None if either has no uses."""
+    now, before = per_use(credits, uses), per_use(previous_credits, previous_uses)
+    return None if now is None or before is None else pct_change(now, before)
 
 
 @dataclass(frozen=True, slots=True)
 class Breakdown:
     """A table of credits by some key (tool, user, project, group), largest first."""
 
-    rows: pd.DataFrame  # key, uses, credits, share, previous_credits, change_pct
+    rows: pd.DataFrame  # key, uses, credits, share, previous_credits, change_pct, previous_uses
 
     def records(self) -> list[Row]:
         return [
@@ -350,14 +384,16 @@ class Breakdown:
                 share=float(share),
                 previous_credits=float(previous),
                 change_pct=None if pd.isna(change) else float(change),
+                previous_uses=int(previous_uses),
             )
-            for key, uses, credits, share, previous, change in zip(
+            for key, uses, credits, share, previous, change, previous_uses in zip(
                 self.rows["key"],
                 self.rows["uses"],
                 self.rows["credits"],
                 self.rows["share"],
                 self.rows["previous_credits"],
                 self.rows["change_pct"],
+                self.rows["previous_uses"],
                 strict=True,
             )
         ]
@@ -381,6 +417,8 @@ class ReportTables:
     user_count: int
     others_count: int
     detail: pd.DataFrame = field(repr=False)  # the tidy rows of the period
+    # Tools used in the comparison period and not in this one: (tool, credits then).
+    discontinued: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -445,9 +483,9 @@ def build_tables(
         uses=uses,
         previous_credits=prev_credits,
         previous_uses=prev_uses,
-        change_pct=_pct_change(credits, prev_credits) if comparable else None,
+        change_pct=pct_change(credits, prev_credits) if comparable else None,
         history_average=average,
-        change_vs_average_pct=_pct_change(credits, average) if comparable else None,
+        change_vs_average_pct=pct_change(credits, average) if comparable else None,
         active_users=int(detail["user"].nunique()),
         in_progress=(
             _in_progress(period, through, credits, history, spans, comparable) if running else None
@@ -505,7 +543,20 @@ def build_tables(
         user_count=len(current_users),
         others_count=others,
         detail=detail,
+        discontinued=_discontinued(previous, by_tool),
     )
+
+
+def _discontinued(previous: pd.DataFrame, current: _KeySums) -> list[tuple[str, float]]:
+    """Named tools of the comparison period that this period did not use, largest first."""
+    before = _key_sums(previous, "tool")
+    used = set(current.keys)
+    gone = [
+        (str(tool), float(credits))
+        for tool, credits in zip(before.keys, before.credits, strict=True)
+        if isinstance(tool, str) and credits > 0 and tool not in used
+    ]
+    return sorted(gone, key=lambda item: -item[1])
 
 
 def _within_spans(history: pd.DataFrame, spans: dict[str, tuple[dt.date, dt.date]]) -> pd.DataFrame:
@@ -554,7 +605,7 @@ def _in_progress(
         previous_span=spans[previous_key] if comparable else None,
         forecast=forecast,
         previous_period_credits=whole,
-        forecast_change_pct=_pct_change(forecast, whole) if forecast is not None else None,
+        forecast_change_pct=pct_change(forecast, whole) if forecast is not None else None,
     )
 
 
@@ -581,7 +632,7 @@ def _earlier_average(credits: np.ndarray) -> float:
     return float(earlier.sum() / len(earlier)) if len(earlier) else 0.0
 
 
-def _pct_change(current: float, previous: float) -> float | None:
+def pct_change(current: float, previous: float) -> float | None:
     if previous <= 0:
         return None
     return (current - previous) / previous * 100.0
@@ -622,7 +673,9 @@ def _breakdown(
     keys = current.keys
     uses = current.uses
     credits = current.credits
-    previous_credits = _taken(before.credits, before.keys.get_indexer(keys)).astype("float64")
+    found = before.keys.get_indexer(keys)
+    previous_credits = _taken(before.credits, found).astype("float64")
+    previous_uses = _taken(before.uses, found).astype("int64")
     # Named rows by credits (a stable sort keeps ties by key); the unattributed row last,
     # where readers look for it.
     named = np.flatnonzero(keys.notna())
@@ -630,7 +683,14 @@ def _breakdown(
         [named[np.argsort(-credits[named], kind="stable")], np.flatnonzero(keys.isna())]
     )
     return Breakdown(
-        _finish(keys.take(order), uses[order], credits[order], previous_credits[order], total)
+        _finish(
+            keys.take(order),
+            uses[order],
+            credits[order],
+            previous_credits[order],
+            total,
+            previous_uses[order],
+        )
     )
 
 
@@ -640,6 +700,7 @@ def _finish(
     credits: np.ndarray,
     previous: np.ndarray,
     total: float,
+    previous_uses: np.ndarray,
 ) -> pd.DataFrame:
     """A breakdown's rows, in the order given, with their shares and changes."""
     known = previous > 0
@@ -653,6 +714,7 @@ def _finish(
             "change_pct": np.where(
                 known, (credits - previous) / np.where(known, previous, 1) * 100.0, np.nan
             ),
+            "previous_uses": previous_uses,
         }
     )
 
@@ -669,7 +731,7 @@ def _top_users(
     if named <= top:
         return Breakdown(table), 0
     head, tail, rest = table.iloc[:top], table.iloc[top:named], table.iloc[named:]
-    sums = tail[["uses", "credits", "previous_credits"]].sum()
+    sums = tail[["uses", "credits", "previous_credits", "previous_uses"]].sum()
     keys = pd.concat([head["key"], pd.Series([OTHERS]), rest["key"]], ignore_index=True)
 
     def column(name: str, dtype: str) -> np.ndarray:
@@ -683,6 +745,7 @@ def _top_users(
         column("credits", "float64"),
         column("previous_credits", "float64"),
         total,
+        column("previous_uses", "int64"),
     )
     return Breakdown(rows), named - top
 
@@ -751,7 +814,13 @@ def csv_frame(detail: pd.DataFrame) -> pd.DataFrame:
     out = out.assign(date=out["date"].dt.strftime("%Y-%m-%d"))
     text = ["tool", "user_email", "project_reference", "project_name", "group_name"]
     out = out.assign(**{column: _inert(out[column]) for column in text})
-    return out[["date", *text, "uses", "credits"]]
+    # Empty where a line has no uses: never a division error or "inf" in a spreadsheet.
+    uses = out["uses"].to_numpy()
+    per_use_column = np.divide(
+        out["credits"].to_numpy(), uses, out=np.full(len(out), np.nan), where=uses > 0
+    )
+    out = out.assign(credits_per_use=np.round(per_use_column, 4))
+    return out[["date", *text, "uses", "credits", "credits_per_use"]]
 
 
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").

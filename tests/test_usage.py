@@ -213,4 +213,4 @@ def test_csv_numbers_and_plain_text_are_left_alone() -> None:
     frame.loc[0, "credits"] = -5.0  # never from the API; a number still is no formula
     out = csv_frame(frame)
     assert out.iloc[0][["tool", "user_email", "credits"]].tolist() == ["Image 2", "a-b@x.com", -5.0]
-    assert out.to_csv(index=False).splitlines()[1].endswith(",3,-5.0")
+    assert out.to_csv(index=False).splitlines()[1].endswith(",3,-5.0,-1.6667")
