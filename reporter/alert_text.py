@@ -17,8 +17,9 @@ from babel import dates as babel_dates
 from babel import units
 
 from reporter.alerts import Alert, Driver, MonthToDate
+from reporter.insights import split_between
 from reporter.periods import Period
-from reporter.render import Formatter
+from reporter.render import Formatter, split_clause, with_lead
 
 Gettext = Callable[[str], str]
 
@@ -95,6 +96,7 @@ def explain(
             lines += _drivers_line(
                 gettext("Tools above their typical day"), alert.tools, fmt, gettext
             )
+            lines += _unit_cost(alert.tools, fmt, gettext)
             lines += _drivers_line(
                 gettext("Users above their typical day"), alert.users, fmt, gettext
             )
@@ -172,6 +174,22 @@ def _spike_day(alert: Alert, fmt: Formatter, gettext: Gettext) -> str:
         "ratio": fmt.decimal((alert.day_credits or 0) / alert.typical),
         "typical": fmt.number(alert.typical),
     }
+
+
+def _unit_cost(tools: Sequence[Driver], fmt: Formatter, gettext: Gettext) -> list[str]:
+    """The spike's main tool taken apart against its typical day, as a report's "what
+    changed" takes a tool apart against the previous period: more uses, or dearer ones."""
+    if not tools or tools[0].typical is None:
+        return []
+    top = tools[0]
+    split = split_between(top.typical_uses, top.typical, top.uses, top.credits)
+    if split is None:
+        return []
+    text = gettext("%(tool)s against its typical day: %(split)s.") % {
+        "tool": top.name,
+        "split": split_clause(split, fmt, gettext),
+    }
+    return [with_lead(text, split, fmt, gettext)]
 
 
 def _drivers_line(

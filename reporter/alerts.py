@@ -44,6 +44,8 @@ class Driver:
     name: str | None
     credits: float
     typical: float | None = None
+    uses: int = 0  # for a spike: its uses that day
+    typical_uses: float = 0.0  # and its median day's uses
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,13 +214,25 @@ def _above_typical(window: pd.DataFrame, day: pd.Timestamp, column: str) -> list
     named = window.assign(
         **{column: window[column].astype(object).where(window[column].notna(), _NONE)}
     )
-    sums = named.groupby([column, "date"])["credits"].sum().unstack("date", fill_value=0)
     days = pd.date_range(day - pd.Timedelta(days=SPIKE_WINDOW_DAYS), day, freq="D")
-    table = sums.reindex(columns=days, fill_value=0.0)
-    today, typical = table[day], table[days[:-1]].median(axis=1)
+    grouped = named.groupby([column, "date"])
+
+    def by_day(figure: str) -> pd.DataFrame:
+        sums = grouped[figure].sum().unstack("date", fill_value=0)
+        return sums.reindex(columns=days, fill_value=0)
+
+    credits, uses = by_day("credits"), by_day("uses")
+    today, typical = credits[day], credits[days[:-1]].median(axis=1)
+    uses_today, typical_uses = uses[day], uses[days[:-1]].median(axis=1)
     excess = (today - typical)[today > typical].sort_values(ascending=False, kind="stable")
     return [
-        Driver(None if name == _NONE else str(name), float(today[name]), float(typical[name]))
+        Driver(
+            None if name == _NONE else str(name),
+            float(today[name]),
+            float(typical[name]),
+            int(uses_today[name]),
+            float(typical_uses[name]),
+        )
         for name in excess.head(TOP_DRIVERS).index
     ]
 

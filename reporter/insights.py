@@ -57,16 +57,26 @@ class Split:
 def split_change(row: Row) -> Split | None:
     """The row's change as volume and unit cost; None where a side has no uses (a new or
     discontinued tool, or credits without uses), which has no credits per use to compare."""
-    old, new = row.previous_per_use, row.per_use
-    if old is None or new is None or row.previous_uses <= 0:
+    return split_between(row.previous_uses, row.previous_credits, row.uses, row.credits)
+
+
+def split_between(
+    old_uses: float, old_credits: float, new_uses: float, new_credits: float
+) -> Split | None:
+    """``split_change`` for any two (uses, credits) pairs: a period and the one it is
+    compared with, or (for a spike) a day and the typical day."""
+    if old_uses <= 0 or new_uses <= 0:
+        return None
+    old, new = old_credits / old_uses, new_credits / new_uses
+    if old <= 0:
         return None
     return Split(
-        uses_pct=(row.uses - row.previous_uses) / row.previous_uses * 100.0,
+        uses_pct=(new_uses - old_uses) / old_uses * 100.0,
         per_use_pct=(new - old) / old * 100.0,
         old_per_use=old,
         new_per_use=new,
-        volume=(row.uses - row.previous_uses) * old,
-        unit_cost=(new - old) * row.uses,
+        volume=(new_uses - old_uses) * old,
+        unit_cost=(new - old) * new_uses,
     )
 
 

@@ -265,13 +265,13 @@ def sentence(
             if insight.kind == "tool_grew"
             else gettext("%(tool)s fell %(pct)s to %(credits)s credits: %(split)s.")
         )
-        return _with_lead(
+        return with_lead(
             template
             % {
                 "tool": v["tool"],
                 "pct": fmt.share(abs(v["pct"])),
                 "credits": fmt.number(v["credits"]),
-                "split": _split_clause(v["split"], fmt, gettext),
+                "split": split_clause(v["split"], fmt, gettext),
             },
             v["split"],
             fmt,
@@ -316,13 +316,13 @@ def sentence(
             if insight.kind == "project_grew"
             else gettext("Project %(project)s fell %(pct)s to %(credits)s credits: %(split)s.")
         )
-        return _with_lead(
+        return with_lead(
             template
             % {
                 "project": v["project"],
                 "pct": fmt.share(abs(v["pct"])),
                 "credits": fmt.number(v["credits"]),
-                "split": _split_clause(v["split"], fmt, gettext),
+                "split": split_clause(v["split"], fmt, gettext),
             },
             v["split"],
             fmt,
@@ -366,7 +366,7 @@ def sentence(
     raise RenderError(f"no sentence for insight {insight.kind!r}")
 
 
-def _split_clause(split: Split, fmt: Formatter, gettext: Callable[[str], str]) -> str:
+def split_clause(split: Split, fmt: Formatter, gettext: Callable[[str], str]) -> str:
     """ "18.0% more uses, and each use cost 20.0% more (10.5 → 12.6 credits)"."""
     uses = (
         gettext("%(pct)s more uses") if split.uses_pct >= 0 else gettext("%(pct)s fewer uses")
@@ -384,7 +384,7 @@ def _split_clause(split: Split, fmt: Formatter, gettext: Callable[[str], str]) -
     }
 
 
-def _with_lead(text: str, split: Split, fmt: Formatter, gettext: Callable[[str], str]) -> str:
+def with_lead(text: str, split: Split, fmt: Formatter, gettext: Callable[[str], str]) -> str:
     """The sentence, and which effect explains most of the move when one does."""
     if split.lead == "volume":
         return (

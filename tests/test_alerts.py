@@ -18,9 +18,9 @@ def _tidy(daily: dict[dt.date, float]) -> pd.DataFrame:
     """Each day's credits split 3:1 between two tools and two users."""
     rows = []
     for day, credits in daily.items():
-        rows.append((pd.Timestamp(day), "Image", "ann@company.com", credits * 0.75))
-        rows.append((pd.Timestamp(day), "Video", "bob@company.com", credits * 0.25))
-    return pd.DataFrame(rows, columns=["date", "tool", "user", "credits"])
+        rows.append((pd.Timestamp(day), "Image", "ann@company.com", 3, credits * 0.75))
+        rows.append((pd.Timestamp(day), "Video", "bob@company.com", 1, credits * 0.25))
+    return pd.DataFrame(rows, columns=["date", "tool", "user", "uses", "credits"])
 
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from babel.numbers import format_decimal
+from babel.numbers import format_decimal, format_percent
 from click.testing import CliRunner
 
 from reporter.cli import cli
 from reporter.sandbox import TOOLS, SandboxData, SandboxServer, synthetic_team
-from tests.conftest import API_KEY, SmtpServer, write_config
+from tests.conftest import API_KEY, SmtpServer, raw_usage, write_config
 from tests.test_chat import CHANNELS, Platforms, platforms  # noqa: F401  (a fixture)
 
 TEAM = synthetic_team(users=48, seed=7)
@@ -154,6 +154,50 @@ def expected_lines(locale: str) -> list[str]:
     return lines
 
 
+def unit_cost_line(server: SandboxServer, locale: str) -> str:
+    """The spike's main tool against its own typical day, more uses or dearer ones, from the
+    API's raw answer: its uses and credits on the day and their medians over the 28 before."""
+    answer = raw_usage(
+        server,
+        {
+            "granularity": "day",
+            "start_date": (SPIKE - dt.timedelta(days=28)).isoformat(),
+            "end_date": SPIKE.isoformat(),
+            "group_ids": [20],
+        },
+    )
+    days: dict[str, tuple[int, int]] = {}
+    for bucket in answer["data"]:
+        for c in bucket["consumptions"]:
+            if c["tool"] == "Video Generation":
+                days[bucket["date"][:10]] = (c["user_uses"], c["user_credits"])
+    before = [days.get((SPIKE - dt.timedelta(days=k)).isoformat(), (0, 0)) for k in range(1, 29)]
+    old_uses = statistics.median(u for u, _ in before)
+    old_credits = statistics.median(c for _, c in before)
+    new_uses, new_credits = days[SPIKE.isoformat()]
+    old, new = old_credits / old_uses, new_credits / new_uses
+    uses_pct = (new_uses - old_uses) / old_uses * 100
+    cost_pct = (new - old) / old * 100
+    volume, unit_cost = (new_uses - old_uses) * old, (new - old) * new_uses
+    assert volume + unit_cost == pytest.approx(new_credits - old_credits)
+
+    def pct(value: float) -> str:
+        return format_percent(abs(value) / 100, "#,##0.0%", locale=locale)
+
+    def one(value: float) -> str:
+        return format_decimal(value, "#,##0.0", locale=locale)
+
+    if locale == "en":
+        return (
+            f"Video Generation against its typical day: {pct(uses_pct)} more uses, and each"
+            f" use cost {pct(cost_pct)} more ({one(old)} → {one(new)} credits)."
+        )
+    return (
+        f"Video Generation frente a su día típico: un {pct(uses_pct)} más de usos, y cada uso"
+        f" costó un {pct(cost_pct)} más ({one(old)} → {one(new)} créditos)."
+    )
+
+
 @pytest.fixture
 def spike_api() -> Iterator[SandboxServer]:
     data = SandboxData(TEAM, today=dt.date(2026, 12, 1))
@@ -183,7 +227,7 @@ def test_a_spike_names_what_made_the_difference_in_every_place_it_is_read(
     args += ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state.sqlite3")]
     result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output
-    lines = expected_lines(locale)
+    lines = [*expected_lines(locale), unit_cost_line(spike_api, locale)]
     # The largest tool and the steady user are not what made the spike: they come last.
     tools = above_typical(0)
     assert tools[0][0] == "Video Generation"
