@@ -179,9 +179,9 @@ def _spike_day(alert: Alert, fmt: Formatter, gettext: Gettext) -> str:
 def _unit_cost(tools: Sequence[Driver], fmt: Formatter, gettext: Gettext) -> list[str]:
     """The spike's main tool taken apart against its typical day, as a report's "what
     changed" takes a tool apart against the previous period: more uses, or dearer ones."""
-    if not tools or tools[0].typical is None:
+    top = tools[0] if tools else None
+    if top is None or top.typical is None:
         return []
-    top = tools[0]
     split = split_between(top.typical_uses, top.typical, top.uses, top.credits)
     if split is None:
         return []
