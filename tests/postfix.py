@@ -3,12 +3,13 @@
 Its own configuration in a temporary directory (config, queue, data, log and mailboxes
 all under it), listening on 127.0.0.1 only, relaying nowhere: mail for ``company.com``
 is delivered by Postfix's ``virtual`` agent into one Maildir (each copy says its
-recipient in ``Delivered-To``), anything else bounces. STARTTLS with a certificate
-made here by trustme, SMTPUTF8 on, and bare newlines refused, as a strict company relay
-has them: ``smtpd_forbid_bare_newline = reject`` with no exclusions. (``yes`` means
-``normalize`` in Debian 12's Postfix 3.7.11, as in 3.9 (its changelog, 20240112): a bare
-LF is accepted and rewritten, not refused. And the default exclusions, ``$mynetworks``,
-would exempt this test's loopback client anyway.)
+recipient in ``Delivered-To``), anything else bounces. STARTTLS required (mail in the
+clear is refused), with a certificate made here by trustme; SMTPUTF8 on; and bare
+newlines refused, as a strict company relay has them: ``smtpd_forbid_bare_newline =
+reject`` with no exclusions. (``yes`` means ``normalize`` in Debian 12's Postfix 3.7.11,
+as in 3.9 (its changelog, 20240112): a bare LF is accepted and rewritten, not refused.
+And the default exclusions, ``$mynetworks``, would exempt this test's loopback client
+anyway.)
 
 Postfix's master must be started by root (it binds the port and drops to the
 ``postfix`` user); `scripts/bootstrap --test` installs the package, unconfigured, so no
@@ -104,7 +105,7 @@ virtual_uid_maps = static:{owner.pw_uid}
 virtual_gid_maps = static:{owner.pw_gid}
 virtual_minimum_uid = 1
 smtpd_tls_chain_files = {root}/etc/server.pem
-smtpd_tls_security_level = may
+smtpd_tls_security_level = encrypt
 smtputf8_enable = yes
 smtpd_forbid_bare_newline = reject
 smtpd_forbid_bare_newline_exclusions =

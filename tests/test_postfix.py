@@ -1,7 +1,8 @@
 """End to end through a real Postfix (tests/postfix.py): STARTTLS with the company's own
-CA trusted through SMTP_CA_FILE, SMTPUTF8 for an owner who needs it, bare newlines
-forbidden. Every report reaches every owner once, byte for byte as written, a re-run
-sends nothing, and Postfix logs no warning."""
+CA trusted through SMTP_CA_FILE, SMTPUTF8 for an owner who needs it (and only there, as
+Postfix's Received header tells), bare newlines forbidden. Every report reaches every
+owner once, byte for byte as written, a re-run sends nothing, and Postfix logs no
+warning."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from reporter.mail import needs_smtputf8
 from reporter.sandbox import SandboxServer
 from tests.conftest import API_KEY, reporter, write_config
 from tests.postfix import Postfix, running_postfix
@@ -73,6 +75,12 @@ def test_a_run_through_postfix_delivers_every_report_once_as_written(
             p for p in message.iter_attachments() if p.get_content_type() == "application/pdf"
         ]
         assert attachment.get_payload(decode=True) == pdf.read_bytes()
+        # Postfix's Received header names the protocol (RFC 3848): S for STARTTLS, UTF8 for
+        # SMTPUTF8, which the reporter asks for only when an address needs it.
+        protocol = re.search(r"\bwith (\S+) id\b", str(message["Received"]))
+        expected = "UTF8SMTPS" if any(needs_smtputf8([o]) for o in OWNERS[report]) else "ESMTPS"
+        assert protocol, message["Received"]
+        assert protocol[1] == expected, message["Received"]
 
     again = reporter(*args, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
