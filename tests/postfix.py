@@ -23,6 +23,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -116,12 +117,23 @@ biff = no
 
 def _master_cf(port: int) -> str:
     """Debian's services, unchrooted (a chroot would need copies of system files), with
-    smtpd on 127.0.0.1:``port`` instead of every address's port 25."""
-    lines = []
-    for line in Path("/etc/postfix/master.cf").read_text().splitlines():
+    smtpd on 127.0.0.1:``port`` instead of every address's port 25, and no other listener.
+
+    From the package's pristine copy, not /etc/postfix/master.cf: a machine whose Postfix is
+    configured may have more listeners there (submission, smtps) that this one must not open.
+    """
+    dist = Path("/usr/share/postfix/master.cf.dist")
+    source = dist if dist.exists() else Path("/etc/postfix/master.cf")
+    lines: list[str] = []
+    dropping = False
+    for line in source.read_text().splitlines():
         fields = line.split()
-        if not fields or line[0] in "# \t" or len(fields) < 8:
-            lines.append(line)
+        if line[:1] in ("", "#", " ", "\t") or len(fields) < 8:
+            if not (dropping and line[:1] in (" ", "\t")):  # a dropped service's options
+                lines.append(line)
+            continue
+        dropping = fields[1] == "inet" and fields[0] != "smtp"
+        if dropping:
             continue
         if fields[:2] == ["smtp", "inet"]:
             fields[0] = f"127.0.0.1:{port}"
@@ -131,7 +143,8 @@ def _master_cf(port: int) -> str:
 
 
 def _postfix(config: Path, *command: str) -> subprocess.CompletedProcess[str]:
-    # `script` gives postfix(1) a terminal, the only place it writes its errors besides syslog.
+    # `script` gives postfix(1) a terminal, the only place it writes its errors besides syslog
+    # (which a container lacks; maillog_file only gets what the running daemons log).
     return subprocess.run(
         ["script", "-qec", f"{POSTFIX} -c {config} {' '.join(command)}", "/dev/null"],
         capture_output=True,
@@ -143,6 +156,22 @@ def _postfix(config: Path, *command: str) -> subprocess.CompletedProcess[str]:
 
 @contextlib.contextmanager
 def running_postfix() -> Iterator[Postfix]:
+    """Postfix with its own configuration, from `postfix -c DIR start` to `postfix -c DIR stop`.
+
+    How, and why so: `postfix start` runs Postfix's integrity checks and then `master -w`,
+    which returns only once the master has bound its port and started, or failed, saying
+    why. The master then runs detached (its own session and process group, every Postfix
+    daemon of this instance in it), so `postfix stop` is what ends it: it signals the master
+    and waits up to 5 s before killing the group. Teardown then checks that no process of
+    that group is left, and kills it if one is. (`postfix start-fg` would keep the master
+    in the foreground, but only as PID 1 does it exec the master; elsewhere a shell sits
+    between, and `postfix stop` is still the way to end it.)
+
+    ``-c DIR`` needs no ``alternate_config_directories`` in /etc/postfix/main.cf (which a
+    "No configuration" install does not even have): Postfix requires that listing only of
+    unprivileged users, and this runs as root, as the master must (it binds the port and
+    drops each daemon to the ``postfix`` user). `postqueue -c DIR` works as root too.
+    """
     if not POSTFIX.exists():
         pytest.fail("Postfix is not installed: run scripts/bootstrap --test, which installs it")
     if os.geteuid() != 0:
@@ -166,16 +195,48 @@ def running_postfix() -> Iterator[Postfix]:
         (root / "etc" / "main.cf").write_text(_main_cf(root, owner))
         (root / "etc" / "master.cf").write_text(_master_cf(port))
         server = Postfix(root, port, root / "company-ca.pem")
-        started = _postfix(server.config, "start")
-        if started.returncode != 0:
-            pytest.fail(f"Postfix did not start: {started.stdout}{server.log()}")
         try:
+            started = _postfix(server.config, "start")
+            if started.returncode != 0:
+                pytest.fail(f"Postfix did not start: {started.stdout}{server.log()}")
             _wait_for_port(port, server)
             yield server
         finally:
-            _postfix(server.config, "stop")
+            _stop(server)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(server: Postfix, timeout: float = 10.0) -> None:
+    """`postfix stop`, then make sure no process of this instance is left."""
+    try:
+        master = int((server.root / "spool" / "pid" / "master.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return  # the master never started
+    stopped = _postfix(server.config, "stop")
+    deadline = time.monotonic() + timeout
+    while (left := _group(master)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if left:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(master, signal.SIGKILL)
+        pytest.fail(
+            f"`postfix stop` left {len(left)} process(es) running, now killed: {left}\n"
+            f"{stopped.stdout}{server.log()}"
+        )
+
+
+def _group(pgid: int) -> list[str]:
+    """The live (not zombie) processes of process group ``pgid``: "pid command" each."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            pid, _, rest = stat.read_text().partition(" (")
+            command, _, fields = rest.rpartition(") ")
+            state, _ppid, pgrp = fields.split()[:3]
+            if int(pgrp) == pgid and state != "Z":
+                found.append(f"{pid} {command}")
+    return found
 
 
 def _wait_for_port(port: int, server: Postfix, timeout: float = 20.0) -> None:
