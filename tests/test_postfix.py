@@ -39,6 +39,8 @@ def postfix() -> Iterator[Postfix]:
 
 def read(path: Path) -> EmailMessage:
     # Headers may be UTF-8 (SMTPUTF8); the bodies are 7-bit, so the whole file decodes.
+    # (Not message_from_bytes: it keeps UTF-8 in headers as surrogate escapes, so
+    # josé@company.com would read 'jos\udcc3\udca9@company.com'.)
     message = email.message_from_string(path.read_text("utf-8"), policy=email.policy.default)
     assert isinstance(message, EmailMessage)
     return message
