@@ -259,35 +259,14 @@ def sentence(
             else gettext("Credits fell %(pct)s to %(credits)s against the previous period.")
         )
         return template % {"pct": fmt.share(abs(v["pct"])), "credits": fmt.number(v["credits"])}
-    if insight.kind in ("tool_grew", "tool_fell") and v.get("split") is not None:
-        template = (
-            gettext("%(tool)s grew %(pct)s to %(credits)s credits: %(split)s.")
-            if insight.kind == "tool_grew"
-            else gettext("%(tool)s fell %(pct)s to %(credits)s credits: %(split)s.")
-        )
-        return with_lead(
-            template
-            % {
-                "tool": v["tool"],
-                "pct": fmt.share(abs(v["pct"])),
-                "credits": fmt.number(v["credits"]),
-                "split": split_clause(v["split"], fmt, gettext),
-            },
-            v["split"],
-            fmt,
-            gettext,
-        )
     if insight.kind in ("tool_grew", "tool_fell"):
-        template = (
-            gettext("%(tool)s grew %(pct)s to %(credits)s credits.")
-            if insight.kind == "tool_grew"
-            else gettext("%(tool)s fell %(pct)s to %(credits)s credits.")
-        )
-        return template % {
-            "tool": v["tool"],
-            "pct": fmt.share(abs(v["pct"])),
-            "credits": fmt.number(v["credits"]),
+        templates = {
+            (True, False): gettext("%(tool)s grew %(pct)s to %(credits)s credits."),
+            (False, False): gettext("%(tool)s fell %(pct)s to %(credits)s credits."),
+            (True, True): gettext("%(tool)s grew %(pct)s to %(credits)s credits: %(split)s."),
+            (False, True): gettext("%(tool)s fell %(pct)s to %(credits)s credits: %(split)s."),
         }
+        return _moved(insight, "tool", templates, fmt, gettext)
     if insight.kind == "tool_gone":
         return gettext("%(tool)s was not used this period (%(previous)s credits before).") % {
             "tool": v["tool"],
@@ -310,35 +289,18 @@ def sentence(
             "pct": fmt.share(abs(v["pct"])),
             "credits": fmt.number(v["credits"]),
         }
-    if insight.kind in ("project_grew", "project_fell") and v.get("split") is not None:
-        template = (
-            gettext("Project %(project)s grew %(pct)s to %(credits)s credits: %(split)s.")
-            if insight.kind == "project_grew"
-            else gettext("Project %(project)s fell %(pct)s to %(credits)s credits: %(split)s.")
-        )
-        return with_lead(
-            template
-            % {
-                "project": v["project"],
-                "pct": fmt.share(abs(v["pct"])),
-                "credits": fmt.number(v["credits"]),
-                "split": split_clause(v["split"], fmt, gettext),
-            },
-            v["split"],
-            fmt,
-            gettext,
-        )
     if insight.kind in ("project_grew", "project_fell"):
-        template = (
-            gettext("Project %(project)s grew %(pct)s to %(credits)s credits.")
-            if insight.kind == "project_grew"
-            else gettext("Project %(project)s fell %(pct)s to %(credits)s credits.")
-        )
-        return template % {
-            "project": v["project"],
-            "pct": fmt.share(abs(v["pct"])),
-            "credits": fmt.number(v["credits"]),
+        templates = {
+            (True, False): gettext("Project %(project)s grew %(pct)s to %(credits)s credits."),
+            (False, False): gettext("Project %(project)s fell %(pct)s to %(credits)s credits."),
+            (True, True): gettext(
+                "Project %(project)s grew %(pct)s to %(credits)s credits: %(split)s."
+            ),
+            (False, True): gettext(
+                "Project %(project)s fell %(pct)s to %(credits)s credits: %(split)s."
+            ),
         }
+        return _moved(insight, "project", templates, fmt, gettext)
     if insight.kind == "new_users":
         names = ", ".join(v["names"])
         more = v["count"] - len(v["names"])
@@ -364,6 +326,30 @@ def sentence(
             "share": fmt.share(v["share"])
         }
     raise RenderError(f"no sentence for insight {insight.kind!r}")
+
+
+def _moved(
+    insight: Insight,
+    name: str,
+    templates: dict[tuple[bool, bool], str],
+    fmt: Formatter,
+    gettext: Callable[[str], str],
+) -> str:
+    """A tool's or project's change, by (grew, has a split): the split clause and what
+    explains most of it when the insight carries one."""
+    v = insight.values
+    split: Split | None = v.get("split")
+    values = {
+        name: v[name],
+        "pct": fmt.share(abs(v["pct"])),
+        "credits": fmt.number(v["credits"]),
+    }
+    template = templates[(insight.kind.endswith("_grew"), split is not None)]
+    if split is None:
+        return template % values
+    return with_lead(
+        template % {**values, "split": split_clause(split, fmt, gettext)}, split, fmt, gettext
+    )
 
 
 def split_clause(split: Split, fmt: Formatter, gettext: Callable[[str], str]) -> str:
