@@ -30,7 +30,7 @@ from click.testing import CliRunner, Result
 from reporter.cli import cli
 from reporter.ledger import Ledger
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
-from tests.conftest import API_KEY, SmtpServer, write_config
+from tests.conftest import API_KEY, SmtpServer, reporter, write_config
 
 OWNER = "lead@company.com"
 SPIKE_FACTOR = 3.0
@@ -444,7 +444,7 @@ def test_a_reports_own_alert_setting_without_a_budget_is_a_config_error(
         f'[[reports]]\nname = "design"\nowners = ["b@company.com"]\n{setting}\n',
     )
     for command in ("watch", "run", "check"):
-        done = reporter_process(command, "--config", str(config))
+        done = reporter(command, "--config", str(config))
         assert done.returncode == 2, (command, done.stderr)
         (first, *_) = done.stderr.splitlines()
         assert first.startswith(
@@ -467,9 +467,7 @@ def test_defaults_alert_settings_simply_do_not_apply_to_a_report_without_a_budge
         defaults="alert_thresholds = [50, 90]\nforecast_alert = true\nspike_factor = 2.5",
     )
     env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url, **smtp.env()}
-    done = reporter_process(
-        "check", "--config", str(config), "--out", str(tmp_path / "out"), env=env
-    )
+    done = reporter("check", "--config", str(config), "--out", str(tmp_path / "out"), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert (
@@ -481,20 +479,6 @@ def test_defaults_alert_settings_simply_do_not_apply_to_a_report_without_a_budge
         " threshold or forecast alerts)" in lines
     )
     assert "note  alerts quiet: none: watch sends nothing for this report" in lines
-
-
-def reporter_process(
-    *args: str, env: Mapping[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The ``reporter`` command as a user types it."""
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "reporter"), *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize(
@@ -520,7 +504,7 @@ def test_a_renamed_from_that_cannot_be_meant_is_a_config_error(
     tmp_path: Path, reports: str, problem: str
 ) -> None:
     config = write_config(tmp_path / "reports.toml", reports)
-    done = reporter_process("watch", "--config", str(config), "--dry-run")
+    done = reporter("watch", "--config", str(config), "--dry-run")
     assert done.returncode == 2
     assert problem in done.stderr.splitlines()[0]
 
