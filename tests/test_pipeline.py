@@ -136,8 +136,9 @@ def test_per_tool_figures_and_previous_month_change_match_the_raw_data(
         for c in bucket["consumptions"]:
             by_tool[c["tool"]] = by_tool.get(c["tool"], 0) + c["user_credits"]
     for tool, credits in by_tool.items():
-        # tool, uses, credits, credits per use, share, change
-        table_row = rf"{re.escape(tool)} [\d,]+ {credits:,} (?:[\d,]+\.\d|–) [\d.]+% "
+        # tool, uses, credits, credits per use (and its change, if any), share, change
+        per_use = r"(?:[\d,]+\.\d(?: [+−][\d,.]+%)?|–)"
+        table_row = rf"{re.escape(tool)} [\d,]+ {credits:,} {per_use} [\d.]+% "
         assert any(re.match(table_row, row) for row in rows), tool
     september = total_credits(
         raw_usage(

@@ -122,11 +122,11 @@ def test_a_wrapped_rows_swatch_and_bar_sit_on_its_first_line_beside_its_share(
                 assert share[4] == f"{100 * tool / total:.1f}%"
                 # The swatch: 1.6 to 4.2 mm into the cell, whose text starts at 5.8 mm.
                 assert pixel(image, first[0] - 2.9 * MM, middle) == colour, "swatch"
-            # The track starts 29 mm left of where the share ends (report.html.j2), and the
-            # fill from it; above and below the bar's 2.6 mm, the cell's white.
-            track_start = share[2] - 29 * MM
+            # The 10 mm track starts 24 mm left of where the share ends (report.html.j2),
+            # and the fill from it; above and below the bar's 2.6 mm, the cell's white.
+            track_start = share[2] - 24 * MM
             assert pixel(image, track_start + 1, middle) == fill, label
-            assert pixel(image, track_start + 14 * MM, middle) in (fill, TRACK), label
+            assert pixel(image, track_start + 9 * MM, middle) in (fill, TRACK), label
             assert pixel(image, track_start + 1, middle - 2 * MM) == (255, 255, 255), label
             assert pixel(image, track_start + 1, middle + 2 * MM) == (255, 255, 255), label
             checked.add(label)

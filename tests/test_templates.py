@@ -169,11 +169,12 @@ def test_budget_card_is_green_below_90_amber_from_90_and_red_past_100(
 # --- in-table bars ---------------------------------------------------------------
 
 
-TRACK_MM = 15.0  # report.html.j2: the share cell's track, its second background
+TRACK_MM = 10.0  # report.html.j2: the share cell's track, its second background
+MIN_FILL_MM = 0.4  # report.html.j2: the narrowest fill, so a tiny share still shows a bar
 
 
 def _bars(html: str, heading: str) -> dict[str, float]:
-    """Each row's label and its bar's fill (percent of its 15 mm track; the fill is the
+    """Each row's label and its bar's fill (percent of its 10 mm track; the fill is the
     share cell's first background, as wide as its first background size) in the table
     after ``heading``."""
     section = html.split(f"<h2>{heading}</h2>", 1)[1].split("</table>", 1)[0]
@@ -202,8 +203,11 @@ def test_each_named_row_has_a_bar_as_long_as_its_credits_against_the_largest(
             per_tool[usage["tool"]] = per_tool.get(usage["tool"], 0.0) + usage["user_credits"]
     largest = max(per_tool.values())
     bars = _bars(html, "Credits by tool")
+    # A bar is never drawn thinner than MIN_FILL_MM, however small its row.
+    floor = 100 * MIN_FILL_MM / TRACK_MM
     assert bars == pytest.approx(
-        {tool: 100 * credits / largest for tool, credits in per_tool.items()}, abs=0.06
+        {tool: max(100 * credits / largest, floor) for tool, credits in per_tool.items()},
+        abs=0.06,
     )
     assert max(bars.values()) == 100.0
     users = _bars(html, "Top users")
@@ -234,7 +238,7 @@ def test_the_printed_bars_are_as_long_as_the_page_says(
     october: ReportTables, tmp_path: Path
 ) -> None:
     """Read off the printed page: 14 mm left of where each share in the tool table ends
-    (its 12 mm and a 2 mm gap) ends a 15 mm track, filled from its left in the tool's
+    (its 12 mm and a 2 mm gap) ends a 10 mm track, filled from its left in the tool's
     colour as far as _bars says."""
     html = render_template(default_templates_dir(), "report.html.j2", "en", _context(october))
     pdf = tmp_path / "report.pdf"
@@ -262,7 +266,7 @@ def test_the_printed_bars_are_as_long_as_the_page_says(
             y_min, x_max, y_max = (float(v) for v in rows[0])
             track_end = x_max - 14 * MM
             middle = (y_min + y_max) / 2
-            fill_end = track_end - 15 * MM + 15 * MM * percent / 100
+            fill_end = track_end - TRACK_MM * MM + TRACK_MM * MM * percent / 100
             tool = tuple(int(tools[label]["colour"][i : i + 2], 16) for i in (1, 3, 5))
             assert _pixel(image, fill_end - 1.5, middle) == tool, label  # just inside the fill
             if percent < 90:
