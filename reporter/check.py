@@ -29,6 +29,7 @@ from reporter.ledger import Ledger
 from reporter.magnific import EndProbe, MagnificClient, RetryPolicy, UsageQuery, UsageResponse
 from reporter.mail import SmtpCheck, SmtpSender, needs_smtputf8
 from reporter.periods import last_complete_month
+from reporter.prices import Prices
 
 Status = Literal["ok", "note", "warn", "skip", "FAIL"]
 
@@ -237,6 +238,29 @@ def alert_finding(
     if not budget:
         detail += " (no budget_credits, so no threshold or forecast alerts)"
     return Finding("ok", f"alerts {report}", detail)
+
+
+def money_finding(report: str, prices: Prices | None, today: dt.date) -> Finding | None:
+    """The currency and the price per credit in force today (and the next change, if one
+    is set), so finance can see what the amounts will be priced at before a run; None for
+    a report in credits only."""
+    if prices is None:
+        return None
+    price = prices.on(today)
+    later = [(day, p) for day, p in zip(prices.starts, prices.prices, strict=True) if day > today]
+    coming = f"; {later[0][1]} {prices.currency} from {later[0][0]}" if later else ""
+    if price is None:
+        return Finding(
+            "warn",
+            f"money {report}",
+            f"{prices.currency}, but no price in force today{coming}: reports of earlier"
+            " periods show no amounts",
+            hint="add the price before that date to credit_prices",
+        )
+    since = max(day for day in prices.starts if day <= today)
+    start = "" if since == dt.date.min else f" since {since}"
+    detail = f"{prices.currency}, {price} {prices.currency} per credit in force{start}{coming}"
+    return Finding("ok", f"money {report}", detail)
 
 
 def credits_of(response: UsageResponse) -> float:

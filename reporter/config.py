@@ -7,16 +7,19 @@ widens a report to the whole team.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import email.utils
 import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import email_validator
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -28,6 +31,7 @@ from pydantic import (
 )
 
 from reporter.errors import ConfigError
+from reporter.prices import Prices
 
 Locale = Literal["en", "es"]
 PdfVariant = Literal["pdf/ua-1", "pdf/a-3b"]
@@ -38,6 +42,41 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 SlackChannel = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,32}$")]
 Percent = Annotated[int, Field(ge=1, le=1000)]
 DEFAULT_THRESHOLDS = (80, 100)
+# Money per credit: above zero, and no finer than a millionth of the currency's unit.
+Price = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=10)]
+
+
+def _iso_currency(code: str) -> str:
+    from babel.numbers import is_currency
+
+    if not is_currency(code):
+        raise ValueError(f"{code!r} is not an ISO 4217 currency code such as EUR or USD")
+    return code
+
+
+Currency = Annotated[str, AfterValidator(_iso_currency)]
+
+
+class _Pricing(BaseModel):
+    """``currency`` with ``credit_price``, or ``credit_prices`` (a price from each date):
+    in [defaults], or a report's own, which then replaces the defaults' whole pricing."""
+
+    currency: Currency | None = None
+    credit_price: Price | None = None
+    credit_prices: Annotated[dict[dt.date, Price], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_price(self) -> Self:
+        if self.credit_price is not None and self.credit_prices is not None:
+            raise ValueError(
+                "credit_price and credit_prices are both set; keep credit_price for one"
+                " price, or credit_prices for a price from each date"
+            )
+        return self
+
+    @property
+    def has_price(self) -> bool:
+        return self.credit_price is not None or self.credit_prices is not None
 
 
 class _Model(BaseModel):
@@ -62,7 +101,7 @@ class EmailSettings(_Model):
         return value
 
 
-class Defaults(_Model):
+class Defaults(_Pricing, _Model):
     locale: Locale = "en"
     top_users: Annotated[int, Field(ge=1, le=100)] = 10
     pdf_variant: PdfVariant = "pdf/ua-1"
@@ -97,7 +136,7 @@ class ApiOptions(_Model):
     end_inclusive: Literal["auto"] | bool = "auto"
 
 
-class ReportConfig(_Model):
+class ReportConfig(_Pricing, _Model):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     title: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     owners: Annotated[list[EmailStr], Field(min_length=1)]
@@ -192,6 +231,13 @@ class Config(_Model):
                     f" name of reports[{seen[old]}]; a report can only take over a name no"
                     " longer in use"
                 )
+        for index, report in enumerate(self.reports):
+            priced = report.has_price or self.defaults.has_price
+            if priced and not (report.currency or self.defaults.currency):
+                raise ValueError(
+                    f"reports[{index}] ({report.name!r}): currency: needed with a credit price;"
+                    ' set currency = "EUR" (or your ISO 4217 code) in [defaults] or the report'
+                )
         olds = [r.renamed_from for r in self.reports if r.renamed_from]
         twice = sorted({o for o in olds if olds.count(o) > 1})
         if twice:
@@ -211,6 +257,17 @@ class Config(_Model):
             if report.name == name:
                 return report
         raise KeyError(name)
+
+    def prices_for(self, report: ReportConfig) -> Prices | None:
+        """The report's price per credit, its own or else [defaults]'; None: credits only."""
+        pricing: _Pricing = report if report.has_price else self.defaults
+        currency = report.currency or self.defaults.currency
+        if not pricing.has_price or currency is None:
+            return None
+        if pricing.credit_prices is not None:
+            return Prices.schedule(currency, pricing.credit_prices)
+        assert pricing.credit_price is not None
+        return Prices(currency, (dt.date.min,), (pricing.credit_price,))
 
     def locale_for(self, report: ReportConfig) -> str:
         return report.locale or self.defaults.locale

@@ -16,6 +16,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,18 @@ class Formatter:
         if value is None or not math.isfinite(value):
             return "–"
         return self.decimal(value, 1)
+
+    def money(self, amount: Decimal | None, currency: str) -> str:
+        """An amount already rounded to its currency's unit: ``€1,234.56``, ``1.234,56 €``."""
+        if amount is None:
+            return "–"
+        return numbers.format_currency(amount, currency, locale=self.locale)
+
+    def price(self, price: Decimal, currency: str) -> str:
+        """A price per credit with all its digits, ``€0.0045``: not rounded to cents."""
+        return numbers.format_currency(
+            price, currency, locale=self.locale, decimal_quantization=False
+        )
 
     def date(self, value: dt.date, style: str = "medium") -> str:
         return dates.format_date(value, format=style, locale=self.locale)

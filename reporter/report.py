@@ -11,12 +11,15 @@ import datetime as dt
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from reporter.charts import UNATTRIBUTED_COLOUR, ChartLabels, tool_colour
 from reporter.config import ReportConfig
 from reporter.insights import Insight
-from reporter.periods import last_complete_day
+from reporter.money import ReportMoney, report_money
+from reporter.periods import Period, last_complete_day
+from reporter.prices import Prices
 from reporter.render import Formatter, sentence
 from reporter.usage import OTHERS, Breakdown, ReportTables
 
@@ -67,11 +70,15 @@ def build_context(
     ngettext: Callable[[str, str, int], str],
     source: Source,
     generated_at: dt.datetime,
+    prices: Prices | None = None,
 ) -> dict[str, Any]:
-    """Everything ``report.html.j2`` and the email templates render."""
+    """Everything ``report.html.j2`` and the email templates render; with ``prices``,
+    each credit figure's amount too (``money``), and what it was priced at."""
     fmt = Formatter(locale)
     period = tables.period
     totals = tables.totals
+    money = report_money(tables, prices) if prices is not None else None
+    amounts = money.tables if money is not None else {}
     return {
         "title": report.display_title,
         "name": report.name,
@@ -92,10 +99,23 @@ def build_context(
             {"text": sentence(i, fmt, gettext, ngettext), "tone": i.tone} for i in insights
         ],
         "charts": charts,
-        "tools": _rows(tables.tools, gettext, ngettext, colour=True),
-        "users": _rows(tables.users, gettext, ngettext, others_count=tables.others_count, fmt=fmt),
-        "projects": _rows(tables.projects, gettext, ngettext) if tables.projects else [],
-        "groups": _rows(tables.groups, gettext, ngettext) if tables.groups else [],
+        "money": money,
+        "price_lines": _price_lines(prices, money, period, fmt, gettext),
+        "tools": _rows(tables.tools, gettext, ngettext, colour=True, amounts=amounts.get("tools")),
+        "users": _rows(
+            tables.users,
+            gettext,
+            ngettext,
+            others_count=tables.others_count,
+            fmt=fmt,
+            amounts=amounts.get("users"),
+        ),
+        "projects": _rows(tables.projects, gettext, ngettext, amounts=amounts.get("projects"))
+        if tables.projects
+        else [],
+        "groups": _rows(tables.groups, gettext, ngettext, amounts=amounts.get("groups"))
+        if tables.groups
+        else [],
         "user_count": tables.user_count,
         "top_users": len(tables.users.rows) - (1 if tables.others_count else 0),
         "in_progress": not period.is_complete(generated_at.date()),
@@ -165,6 +185,7 @@ def _rows(
     colour: bool = False,
     others_count: int = 0,
     fmt: Formatter | None = None,
+    amounts: Mapping[str | None, Decimal] | None = None,
 ) -> list[dict[str, Any]]:
     records = list(table.records())
     # Bars compare named rows (tools, users, projects) with each other, as the bar charts
@@ -198,12 +219,52 @@ def _rows(
                 "change": record.change_pct,
                 "per_use": record.per_use,
                 "per_use_change": record.per_use_change_pct,
+                "amount": amounts.get(record.key) if amounts is not None else None,
                 "colour": (tool_colour(label) if kind == "named" else UNATTRIBUTED_COLOUR)
                 if colour
                 else None,
             }
         )
     return rows
+
+
+def _price_lines(
+    prices: Prices | None,
+    money: ReportMoney | None,
+    period: Period,
+    fmt: Formatter,
+    gettext: Callable[[str], str],
+) -> list[str]:
+    """What the amounts were priced at, for "About these figures"; or why there are none."""
+    if prices is None:
+        return []
+    if money is None:
+        return [
+            gettext(
+                "No amounts: the credit prices in the config start on %(date)s, after this"
+                " period began."
+            )
+            % {"date": fmt.date(prices.starts[0])}
+        ]
+    currency = money.currency
+    if len(money.prices) == 1:
+        price = fmt.price(money.prices[0][1], currency)
+        since = max(day for day in prices.starts if day <= period.start)
+        if since == dt.date.min:  # one credit_price, with no date
+            return [gettext("Amounts: credits at %(price)s per credit.") % {"price": price}]
+        return [
+            gettext("Amounts: credits at %(price)s per credit, the price since %(date)s.")
+            % {"price": price, "date": fmt.date(since)}
+        ]
+    steps = "; ".join(
+        gettext("%(price)s from %(date)s")
+        % {"price": fmt.price(price, currency), "date": fmt.date(day)}
+        for day, price in money.prices
+    )
+    return [
+        gettext("Amounts: each day's credits at the price per credit in force that day: %(steps)s.")
+        % {"steps": steps}
+    ]
 
 
 def _filter_lines(

@@ -65,6 +65,14 @@ def report_message(
     if totals.change_pct is not None:
         credits += f" ({fmt.change(totals.change_pct)} {context['compare_label']})"
     facts = [(gettext("Credits used"), credits)]
+    money = context.get("money")
+    if money:
+        amount = fmt.money(money.total, money.currency)
+        if money.forecast is not None:
+            amount += " · " + gettext("forecast %(n)s") % {
+                "n": fmt.money(money.forecast, money.currency)
+            }
+        facts.append((gettext("Amount"), amount))
     if context.get("forecast_label"):
         facts.append((gettext("Forecast"), str(context["forecast_label"])))
     budget = context.get("budget")

@@ -252,7 +252,8 @@ def check_command(
 ) -> None:
     """Check the API key, the API's date form and end_date, each report's filters,
     the SMTP login, the chat webhook variables, --out and the ledger, and list the
-    alerts `watch` sends for each report, sending nothing: one line per item.
+    alerts `watch` sends for each report and the price per credit its amounts use,
+    sending nothing: one line per item.
 
     Exit status: 0 all good, 1 something needs attention, 2 cannot start (bad
     config, options or report name). Reads the same environment as `run`.
@@ -266,7 +267,13 @@ def check_command(
     setup_logging(verbose, False)
     config = load_config(config_path)
     selected = select_reports(config, report_names, str(config_path))
-    from reporter.check import alert_finding, exit_status, run_checks, summary_line
+    from reporter.check import (
+        alert_finding,
+        exit_status,
+        money_finding,
+        run_checks,
+        summary_line,
+    )
 
     findings = run_checks(
         selected,
@@ -286,6 +293,11 @@ def check_command(
                 config.spike_factor_for(r),
             )
             for r in selected
+        ]
+        + [
+            found
+            for r in selected
+            if (found := money_finding(r.name, config.prices_for(r), now_utc().date()))
         ],
     )
     for finding in findings:

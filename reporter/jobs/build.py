@@ -18,8 +18,10 @@ from reporter.config import Config, ReportConfig
 from reporter.files import write_atomic
 from reporter.insights import find_insights
 from reporter.magnific import MagnificClient, UsageQuery
+from reporter.money import line_amounts
 from reporter.outbox import Outbox
 from reporter.periods import Period
+from reporter.prices import Prices
 from reporter.printer import PrintJob, print_job
 from reporter.render import Formatter, render_template, translations
 from reporter.report import Figure, Source, build_context, chart_labels
@@ -57,6 +59,7 @@ class BuiltReport:
     pdf_path: Path
     csv_path: Path
     chart_png: bytes | None  # the email's inline chart; None when there is nothing to draw
+    prices: Prices | None = None  # the CSV's amounts; None: credits only
 
 
 class Progress(Protocol):
@@ -166,6 +169,7 @@ def compose_report(
         ngettext=catalog.ngettext,
         source=Source(api_url=options.api_url, filters=report.filters, fetched_at=options.now),
         generated_at=options.now,
+        prices=config.prices_for(report),
     )
     context["correction"] = correction
     html = render_template(options.templates_dir, "report.html.j2", locale, context)
@@ -186,7 +190,13 @@ def prepare_report(
     period = tables.period
     variant = options.pdf_variant or config.defaults.pdf_variant
     attachments = (
-        ((f"{report.name}-{period.key}.csv", _csv_bytes(tables), "Usage rows behind this report"),)
+        (
+            (
+                f"{report.name}-{period.key}.csv",
+                _csv_bytes(tables, config.prices_for(report)),
+                "Usage rows behind this report",
+            ),
+        )
         if variant == "pdf/a-3b"
         else ()
     )
@@ -207,6 +217,7 @@ def prepare_report(
         job.path,
         folder / f"{report.name}.csv",
         composed.chart_png,
+        config.prices_for(report),
     )
     return built, job
 
@@ -215,12 +226,17 @@ def write_csv(built: BuiltReport, job: PrintJob) -> None:
     """``<name>.csv``: the usage rows behind the report. Written while a printer prints
     the PDF (a big team's million rows take about a second); the very bytes the PDF
     embeds, when it embeds them (PDF/A-3b), rather than written out a second time."""
-    content = job.attachments[0][1] if job.attachments else _csv_bytes(built.tables)
+    content = job.attachments[0][1] if job.attachments else _csv_bytes(built.tables, built.prices)
     write_atomic(built.csv_path, content)
 
 
-def _csv_bytes(tables: ReportTables) -> bytes:
-    return csv_frame(tables.detail).to_csv(index=False).encode()
+def _csv_bytes(tables: ReportTables, prices: Prices | None) -> bytes:
+    """The CSV's lines; with a price, each line's ``amount`` at its day's price (empty on
+    a day without one)."""
+    frame = csv_frame(tables.detail)
+    if prices is not None:
+        frame = frame.assign(amount=line_amounts(tables.detail, prices))
+    return frame.to_csv(index=False).encode()
 
 
 def render_report(
