@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from reporter.budgets import Basis, BudgetChoice
 from reporter.chat.post import plain_http
 from reporter.config import ApiOptions, ReportConfig, unique_owners
 from reporter.environment import api_settings, smtp_settings
@@ -216,14 +217,29 @@ def smtputf8_finding(owners: Sequence[str], offered: bool, server: str) -> Findi
     )
 
 
+def budget_finding(report: str, month: str, budget: BudgetChoice | None) -> Finding:
+    """The budget a report's ``month`` is measured against (its own, or budget_credits)."""
+    if budget is None:
+        return Finding(
+            "note",
+            f"budget {report}",
+            f"none for {month}: budgets has no {month} and there is no budget_credits",
+        )
+    how = "set for the month" if budget.basis is Basis.SET else "the monthly budget_credits"
+    return Finding("ok", f"budget {report}", f"{budget.credits:,.0f} credits for {month} ({how})")
+
+
 def alert_finding(
     report: str,
     budget: float | None,
     thresholds: Sequence[int],
     forecast: bool,
     spike_factor: float,
+    *,
+    month: str | None = None,
 ) -> Finding:
-    """Which alerts ``watch`` sends for one report, so nobody counts on one that is off."""
+    """Which alerts ``watch`` sends for one report, so nobody counts on one that is off;
+    ``month``: the month ``budget`` is for, named when it has none of its own."""
     active = []
     if thresholds:
         shares = ", ".join(f"{t}%" for t in thresholds)
@@ -236,7 +252,8 @@ def alert_finding(
         return Finding("note", f"alerts {report}", "none: watch sends nothing for this report")
     detail = "; ".join(active)
     if not budget:
-        detail += " (no budget_credits, so no threshold or forecast alerts)"
+        missing = f"no budget for {month}" if month else "no budget_credits"
+        detail += f" ({missing}, so no threshold or forecast alerts)"
     return Finding("ok", f"alerts {report}", detail)
 
 

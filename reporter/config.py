@@ -26,11 +26,21 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from reporter.budgets import (
+    BudgetChoice,
+    BudgetFileError,
+    BudgetSheet,
+    choose_budget,
+    month_problem,
+    parse_budgets_csv,
+)
 from reporter.errors import ConfigError
+from reporter.periods import Period
 from reporter.prices import Prices
 
 Locale = Literal["en", "es"]
@@ -79,6 +89,10 @@ class _Pricing(BaseModel):
         return self.credit_price is not None or self.credit_prices is not None
 
 
+# The validation context's set of reports with rows in the budgets CSV.
+BUDGETED_REPORTS = "budgeted_reports"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -111,6 +125,8 @@ class Defaults(_Pricing, _Model):
     spike_factor: Annotated[float, Field(ge=0, le=1000)] = 3.0
     # `reporter run --recheck`: a delivered total that moved more than this is corrected
     correction_threshold_percent: Annotated[float, Field(ge=0, le=100)] = 0.5
+    # finance's monthly budgets, report,period,budget_credits; relative to the config file
+    budgets_csv: Annotated[str, Field(min_length=1)] | None = None
     # chat channels beside email; each report may override them
     slack_webhook_env: EnvName | None = None
     teams_webhook_env: EnvName | None = None
@@ -144,6 +160,7 @@ class ReportConfig(_Pricing, _Model):
     group_ids: list[Annotated[int, Field(ge=1)]] = []
     api_key_ids: list[Annotated[str, Field(min_length=1)]] = []
     budget_credits: NonNegativeFloat | None = None  # per month; prorated for other periods
+    budgets: dict[str, NonNegativeFloat] = {}  # "YYYY-MM" -> credits, overrides budget_credits
     locale: Locale | None = None
     top_users: Annotated[int, Field(ge=1, le=100)] | None = None
     # `reporter watch`: each None falls back to [defaults], then to the built-in default
@@ -164,22 +181,33 @@ class ReportConfig(_Pricing, _Model):
     def _sendable_owners(cls, owners: list[str]) -> list[str]:
         return unique_owners([smtp_address(owner) for owner in owners])
 
+    @field_validator("budgets")
+    @classmethod
+    def _months(cls, budgets: dict[str, float]) -> dict[str, float]:
+        for month in budgets:
+            problem = month_problem(month)
+            if problem:
+                raise ValueError(f"{month!r}: {problem}")
+        return budgets
+
     @model_validator(mode="after")
-    def _alerts_need_a_budget(self) -> ReportConfig:
+    def _alerts_need_a_budget(self, info: ValidationInfo) -> ReportConfig:
         """A report's own threshold or forecast alert without a budget would never fire:
         say so rather than let its owners count on an alert that cannot come. (Defaults
-        in [defaults] simply do not apply to a report without a budget.)"""
-        if self.budget_credits:
+        in [defaults] simply do not apply to a report without a budget.) Rows of the
+        budgets CSV count: ``parse_config`` names their reports in the context."""
+        budgeted = (info.context or {}).get(BUDGETED_REPORTS, ())
+        if self.budget_credits or self.budgets or self.name in budgeted:
             return self
         if self.alert_thresholds:
             raise ValueError(
-                "alert_thresholds: needs budget_credits (a threshold is a share of the"
-                " budget); set budget_credits, or remove alert_thresholds"
+                "alert_thresholds: needs budget_credits or budgets (a threshold is a share"
+                " of the budget); set budget_credits, or remove alert_thresholds"
             )
         if self.forecast_alert:
             raise ValueError(
-                "forecast_alert: needs budget_credits (the forecast is compared with the"
-                " budget); set budget_credits, or remove forecast_alert"
+                "forecast_alert: needs budget_credits or budgets (the forecast is compared"
+                " with the budget); set budget_credits, or remove forecast_alert"
             )
         return self
 
@@ -275,9 +303,15 @@ class Config(_Model):
     def top_users_for(self, report: ReportConfig) -> int:
         return report.top_users or self.defaults.top_users
 
+    def budget_for(self, report: ReportConfig, period: Period) -> BudgetChoice | None:
+        """The report's budget for ``period``: its months' ``budgets`` (the TOML's and the
+        CSV's), else ``budget_credits``; None when a month has neither."""
+        return choose_budget(period, report.budgets, report.budget_credits)
+
     def thresholds_for(self, report: ReportConfig) -> list[int]:
-        """Budget thresholds to alert at; none without a budget to take a share of."""
-        if not report.budget_credits:
+        """Budget thresholds to alert at; none without a budget to take a share of (a
+        month without one of its own then has none: see ``budget_for``)."""
+        if not (report.budget_credits or report.budgets):
             return []
         for chosen in (report.alert_thresholds, self.defaults.alert_thresholds):
             if chosen is not None:
@@ -285,7 +319,7 @@ class Config(_Model):
         return list(DEFAULT_THRESHOLDS)
 
     def forecast_alert_for(self, report: ReportConfig) -> bool:
-        if not report.budget_credits:
+        if not (report.budget_credits or report.budgets):
             return False
         for chosen in (report.forecast_alert, self.defaults.forecast_alert):
             if chosen is not None:
@@ -355,13 +389,51 @@ def load_config(path: Path) -> Config:
             path=str(path),
             hint="fix the syntax at the line shown",
         ) from None
-    return parse_config(data, source=str(path))
+    budgets = _read_budgets_csv(path, data)
+    return parse_config(data, source=str(path), budgets=budgets)
 
 
-def parse_config(data: Mapping[str, Any], *, source: str) -> Config:
-    """Validate a config mapping; errors name the file, the report and the field."""
+_BUDGETS_HINT = (
+    "the budgets CSV has the columns report,period,budget_credits: one row per report and"
+    " month (YYYY-MM), the budget a number of credits, 0 or more"
+)
+
+
+def _read_budgets_csv(path: Path, data: Mapping[str, Any]) -> tuple[str, BudgetSheet] | None:
+    """The CSV ``[defaults] budgets_csv`` names (relative to the config file's directory),
+    parsed, with the path errors name it by; None when there is none."""
+    defaults = data.get("defaults")
+    name = defaults.get("budgets_csv") if isinstance(defaults, dict) else None
+    if not isinstance(name, str) or not name:
+        return None  # none, or not a string: the schema says so
+    csv_path = path.parent / name
     try:
-        return Config.model_validate(data)
+        text = csv_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{csv_path}: budgets file not found (budgets_csv in [defaults] of {path})",
+            path=str(csv_path),
+            hint="budgets_csv is a path relative to the config file's directory, or absolute",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{csv_path}: cannot read budgets file: {exc}", path=str(csv_path)
+        ) from None
+    try:
+        return str(csv_path), parse_budgets_csv(text)
+    except BudgetFileError as exc:
+        raise ConfigError(f"{csv_path}: {exc}", path=str(csv_path), hint=_BUDGETS_HINT) from None
+
+
+def parse_config(
+    data: Mapping[str, Any], *, source: str, budgets: tuple[str, BudgetSheet] | None = None
+) -> Config:
+    """Validate a config mapping; errors name the file, the report and the field.
+    ``budgets``: the budgets CSV (its path, as errors name it, and its rows), whose rows
+    join the reports' ``budgets`` tables."""
+    budgeted = {row.report for row in budgets[1].rows} if budgets else set()
+    try:
+        config = Config.model_validate(data, context={BUDGETED_REPORTS: budgeted})
     except ValidationError as exc:
         # A misspelt key also makes the real one "missing": name the typo first.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
@@ -372,6 +444,43 @@ def parse_config(data: Mapping[str, Any], *, source: str) -> Config:
             path=source,
             hint="see config/example.toml for the expected format",
         ) from None
+    return _with_budgets(config, *budgets, source=source) if budgets else config
+
+
+def _with_budgets(config: Config, csv_path: str, sheet: BudgetSheet, *, source: str) -> Config:
+    """The config with the CSV's rows in its reports' ``budgets``; a row for a report the
+    config does not have, or for a month the report's own table already sets, is refused."""
+    if sheet.column == "budget_amount":
+        # The seam for money: converting amounts to credits needs a price per credit.
+        raise ConfigError(
+            f"{csv_path}: line 1, column 'budget_amount': budgets in money are not supported"
+            " yet",
+            path=csv_path,
+            hint="give the budgets in credits, in a budget_credits column",
+        )
+    index = {report.name: i for i, report in enumerate(config.reports)}
+    merged = {report.name: dict(report.budgets) for report in config.reports}
+    for row in sheet.rows:
+        where = f"{csv_path}: line {row.line}"
+        if row.report not in index:
+            close = difflib.get_close_matches(row.report, list(index), n=1, cutoff=0.6)
+            raise ConfigError(
+                f"{where}, column 'report': no report named {row.report!r} in {source}"
+                + (f"; did you mean {close[0]!r}?" if close else ""),
+                path=csv_path,
+                hint="each row's report must be the name of one of the config's [[reports]]",
+            )
+        i = index[row.report]
+        if row.month in config.reports[i].budgets:
+            raise ConfigError(
+                f"{where}, column 'period': {row.report} {row.month} is also set in the"
+                f" budgets table of reports[{i}] ({row.report!r}) in {source}",
+                path=csv_path,
+                hint="set each month's budget in one place: the CSV or the report's budgets",
+            )
+        merged[row.report][row.month] = row.value
+    reports = [r.model_copy(update={"budgets": merged[r.name]}) for r in config.reports]
+    return config.model_copy(update={"reports": reports})
 
 
 def _describe(error: Mapping[str, Any], data: Mapping[str, Any]) -> str:

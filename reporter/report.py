@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from reporter.budgets import Basis, BudgetChoice
 from reporter.charts import UNATTRIBUTED_COLOUR, ChartLabels, tool_colour
 from reporter.config import ReportConfig
 from reporter.insights import Insight
 from reporter.money import ReportMoney, report_money
-from reporter.periods import Period, last_complete_day
+from reporter.periods import Period, last_complete_day, parse_period
 from reporter.prices import Prices
 from reporter.render import Formatter, sentence
 from reporter.usage import OTHERS, Breakdown, ReportTables
@@ -71,9 +72,11 @@ def build_context(
     source: Source,
     generated_at: dt.datetime,
     prices: Prices | None = None,
+    budget_choice: BudgetChoice | None = None,
 ) -> dict[str, Any]:
     """Everything ``report.html.j2`` and the email templates render; with ``prices``,
-    each credit figure's amount too (``money``), and what it was priced at."""
+    each credit figure's amount too (``money``), and what it was priced at;
+    ``budget_choice`` says where the budget came from (``Config.budget_for``)."""
     fmt = Formatter(locale)
     period = tables.period
     totals = tables.totals
@@ -95,6 +98,9 @@ def build_context(
         "totals_per_use": totals.per_use,
         "totals_per_use_change": totals.per_use_change_pct,
         "budget": tables.budget,
+        "budget_basis": budget_sentence(budget_choice, fmt, gettext, ngettext)
+        if tables.budget and budget_choice
+        else None,
         "insights": [
             {"text": sentence(i, fmt, gettext, ngettext), "tone": i.tone} for i in insights
         ],
@@ -175,6 +181,46 @@ def _comparison_labels(
         "usual_label": usual,
         "forecast_label": forecast,
     }
+
+
+def budget_sentence(
+    choice: BudgetChoice,
+    fmt: Formatter,
+    gettext: Callable[[str], str],
+    ngettext: Callable[[str, str, int], str],
+) -> str:
+    """What the budget is and where it came from, for "About these figures", such as
+    "Budget: 80,000 credits, set for December 2026."."""
+    values: dict[str, str | int] = {
+        "credits": fmt.number(choice.credits),
+        "months": len(choice.months),
+        # A month spelt as CLDR does within a sentence ("diciembre de 2026").
+        "month": fmt.period(parse_period(choice.months[0], today=dt.date.max), gettext),
+    }
+    if choice.basis is Basis.SET:
+        return gettext("Budget: %(credits)s credits, set for %(month)s.") % values
+    if choice.basis is Basis.MONTHLY:
+        return gettext("Budget: %(credits)s credits, the monthly budget_credits.") % values
+    if choice.basis is Basis.SUM:
+        return gettext("Budget: %(credits)s credits, the sum of its months' budgets.") % values
+    if choice.basis is Basis.PRORATED:
+        return (
+            gettext("Budget: %(credits)s credits, the monthly budget_credits × %(months)s months.")
+            % values
+        )
+    if choice.basis is Basis.WEEK:
+        return (
+            gettext("Budget: %(credits)s credits, the budget of %(month)s prorated to one week.")
+            % values
+        )
+    without = len(choice.months) - choice.own
+    return ngettext(
+        "Budget: %(credits)s credits, the sum of its months' budgets (the monthly"
+        " budget_credits for the %(count)s month without its own).",
+        "Budget: %(credits)s credits, the sum of its months' budgets (the monthly"
+        " budget_credits for the %(count)s months without their own).",
+        without,
+    ) % {**values, "count": without}
 
 
 def _rows(

@@ -436,7 +436,7 @@ def build_tables(
     period: Period,
     *,
     top_users: int = 10,
-    budget_credits: float | None = None,
+    budget: float | None = None,
     today: dt.date | None = None,
     history_granularity: Granularity | None = None,
 ) -> ReportTables:
@@ -445,7 +445,8 @@ def build_tables(
     A period still in progress on ``today`` is compared like with like: its complete
     days against the same days of each earlier period, which needs the history by day
     (``history_granularity``). Coarser history cannot be cut that way, so such a period
-    then gets no change at all rather than a part set against a whole."""
+    then gets no change at all rather than a part set against a whole. ``budget`` is the
+    period's, in credits (``Config.budget_for``)."""
     history = history.assign(period=_period_keys(history["date"], period))
     history_periods = [p.key for p in period.history()]
     previous_key = period.previous().key
@@ -535,11 +536,7 @@ def build_tables(
         tool_order=tool_order,
         new_users=new_users,
         spikes=find_spikes(daily),
-        budget=(
-            budget_status(credits, budget_credits * period.months, period, today)
-            if budget_credits
-            else None
-        ),
+        budget=budget_status(credits, budget, period, today) if budget else None,
         user_count=len(current_users),
         others_count=others,
         detail=detail,

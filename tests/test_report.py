@@ -199,7 +199,7 @@ def test_period_in_progress_forecasts_the_month_end(sandbox_data: SandboxData) -
         tidy_frame(detail),
         tidy_frame(fetch("month", dt.date(2026, 6, 1))),
         period,
-        budget_credits=used * 1.1,
+        budget=used * 1.1,
         today=TODAY,
     )
     assert tables.budget is not None

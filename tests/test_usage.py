@@ -165,7 +165,7 @@ def test_change_against_previous_period_and_new_users() -> None:
 
 def test_an_empty_period() -> None:
     empty = tidy_frame(response([]))
-    tables = build_tables(empty, empty, parse_period("2026-10", today=TODAY), budget_credits=100)
+    tables = build_tables(empty, empty, parse_period("2026-10", today=TODAY), budget=100)
     assert tables.empty
     assert tables.totals.change_pct is None
     assert tables.daily.empty

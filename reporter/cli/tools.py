@@ -29,6 +29,7 @@ from reporter.cli.app import (
 from reporter.errors import UsageError
 from reporter.files import default_templates_dir
 from reporter.ledger import Ledger
+from reporter.periods import parse_period
 
 
 @cli.command("demo")
@@ -268,13 +269,38 @@ def check_command(
     config = load_config(config_path)
     selected = select_reports(config, report_names, str(config_path))
     from reporter.check import (
+        Finding,
         alert_finding,
+        budget_finding,
         exit_status,
         money_finding,
         run_checks,
         summary_line,
     )
 
+    today = now_utc().date()
+    month = parse_period(f"{today:%Y-%m}", today=today)
+    alerts: list[Finding] = []
+    for r in selected:
+        # This month's budget: a report with budgets for some months has none in the others,
+        # and then no threshold or forecast alert either.
+        budget = config.budget_for(r, month)
+        credits = budget.credits if budget else None
+        if r.budget_credits or r.budgets:
+            alerts.append(budget_finding(r.name, month.key, budget))
+        alerts.append(
+            alert_finding(
+                r.name,
+                credits,
+                config.thresholds_for(r) if credits else [],
+                config.forecast_alert_for(r) if credits else False,
+                config.spike_factor_for(r),
+                month=month.key if r.budgets else None,
+            )
+        )
+        money = money_finding(r.name, config.prices_for(r), today)
+        if money is not None:
+            alerts.append(money)
     findings = run_checks(
         selected,
         config.api,
@@ -282,23 +308,9 @@ def check_command(
         environ=os.environ,
         out_dir=out_dir,
         state_path=state_path,
-        today=now_utc().date(),
+        today=today,
         channels={r.name: config.chat_channels_for(r) for r in selected},
-        alerts=[
-            alert_finding(
-                r.name,
-                r.budget_credits,
-                config.thresholds_for(r),
-                config.forecast_alert_for(r),
-                config.spike_factor_for(r),
-            )
-            for r in selected
-        ]
-        + [
-            found
-            for r in selected
-            if (found := money_finding(r.name, config.prices_for(r), now_utc().date()))
-        ],
+        alerts=alerts,
     )
     for finding in findings:
         click.echo(finding.line())

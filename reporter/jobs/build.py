@@ -93,12 +93,13 @@ def fetch_tables(
     )
     detail = tidy_frame(client.fetch_usage(detail_query))
     history = tidy_frame(client.fetch_usage(history_query))
+    budget = config.budget_for(report, period)
     return build_tables(
         detail,
         history,
         period,
         top_users=config.top_users_for(report),
-        budget_credits=report.budget_credits,
+        budget=budget.credits if budget else None,
         today=options.now.date(),
         history_granularity=history_query.granularity,
     )
@@ -170,6 +171,7 @@ def compose_report(
         source=Source(api_url=options.api_url, filters=report.filters, fetched_at=options.now),
         generated_at=options.now,
         prices=config.prices_for(report),
+        budget_choice=config.budget_for(report, period),
     )
     context["correction"] = correction
     html = render_template(options.templates_dir, "report.html.j2", locale, context)

@@ -175,12 +175,13 @@ def watch(
                 report = fetching.pop(future)
                 try:
                     tidy = future.result()
+                    budget = config.budget_for(report, options.month)
                     decision = workers.submit(
                         month_to_date,
                         tidy,
                         options.month,
                         options.date,
-                        report.budget_credits,
+                        budget.credits if budget else None,
                         settings_for(config, report),
                     )
                     deciding[decision] = report
