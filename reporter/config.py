@@ -453,8 +453,7 @@ def _with_budgets(config: Config, csv_path: str, sheet: BudgetSheet, *, source: 
     if sheet.column == "budget_amount":
         # The seam for money: converting amounts to credits needs a price per credit.
         raise ConfigError(
-            f"{csv_path}: line 1, column 'budget_amount': budgets in money are not supported"
-            " yet",
+            f"{csv_path}: line 1, column 'budget_amount': budgets in money are not supported yet",
             path=csv_path,
             hint="give the budgets in credits, in a budget_credits column",
         )
