@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 LABELS = {
@@ -46,6 +47,7 @@ class Outcome:
     detail: str = ""
     credits: float | None = None
     files: list[Path] = field(default_factory=list)
+    amount: tuple[Decimal, str] | None = None  # the credits' amount and currency, if priced
     recipients: list[str] = field(default_factory=list)
 
     @property
@@ -66,6 +68,15 @@ class Outcome:
         credits = f", {self.credits_text} credits" if self.credits is not None else ""
         detail = f" ({self.detail})" if self.detail else ""
         return f"{self.report}: {self.label}{credits}{detail}"
+
+
+def _money(amount: tuple[Decimal, str] | None) -> str:
+    """``€404.28``: in English, as the rest of the job summary is."""
+    if amount is None:
+        return "-"
+    from babel.numbers import format_currency
+
+    return format_currency(amount[0], amount[1], locale="en")
 
 
 def _verdict(outcomes: Sequence[Outcome]) -> str:
@@ -110,18 +121,29 @@ def markdown_summary(outcomes: Sequence[Outcome], period_key: str, shard: str = 
     """The same table for ``$GITHUB_STEP_SUMMARY``, with a total row; report names, figures
     and what happened, never an owner's address."""
     title = f"### Credit usage reports, {period_key}" + (f" (shard {shard})" if shard else "")
+    # An Amount column once any report has a price; its total only in a single currency.
+    priced = [o.amount for o in outcomes if o.amount is not None]
+    amount_head = (" Amount |", " --: |") if priced else ("", "")
     lines = [
         title,
         "",
-        "| Report | Credits | Status | Detail |",
-        "| :-- | --: | :-- | :-- |",
+        f"| Report | Credits |{amount_head[0]} Status | Detail |",
+        f"| :-- | --: |{amount_head[1]} :-- | :-- |",
     ]
     for o in outcomes:
         status = o.label if o.ok else f"**{o.label}**"
         detail = _cell(without_addresses(o.detail))
-        lines.append(f"| {_cell(o.report)} | {o.credits_text} | {status} | {detail} |")
+        amount = f" {_money(o.amount)} |" if priced else ""
+        lines.append(f"| {_cell(o.report)} | {o.credits_text} |{amount} {status} | {detail} |")
     counted = [o.credits for o in outcomes if o.credits is not None]
     if counted:
-        lines.append(f"| **Total** | **{sum(counted):,.0f}** | | |")
+        currencies = {currency for _, currency in priced}
+        total = ""
+        if len(currencies) == 1:
+            summed = sum((a for a, _ in priced), Decimal(0))
+            total = f" **{_money((summed, currencies.pop()))}** |"
+        elif priced:
+            total = " (several currencies) |"
+        lines.append(f"| **Total** | **{sum(counted):,.0f}** |{total} | |")
     lines += ["", _verdict(outcomes), ""]
     return "\n".join(lines)

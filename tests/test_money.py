@@ -99,6 +99,7 @@ def folder(api: SandboxServer, out: Path) -> Path:
                 "MAGNIFIC_API_BASE_URL": api.url,
                 "SLACK_URL": "https://hooks.slack.com/services/T0/B0/x",
                 "TEAMS_URL": "https://example.webhook.office.com/webhookb2/x",
+                "GITHUB_STEP_SUMMARY": str(out / "summary.md"),
             },
         )
         assert result.returncode == 0, result.stderr
@@ -284,3 +285,24 @@ def test_check_shows_each_reports_currency_and_price_in_force(
     )
     assert "ok    money flat: JPY, 0.61 JPY per credit in force" in lines
     assert not any(line.startswith("note  money plain") for line in lines)  # credits only
+
+
+def test_the_job_summary_has_an_amount_column_totalled_only_in_one_currency(
+    api: SandboxServer, folder: Path, out: Path
+) -> None:
+    days = october_by_tool(api)
+    credits = sum((c for d in days.values() for c in d.values()), Decimal(0))
+    team = sum(
+        (c * price_on(day) for per_day in days.values() for day, c in per_day.items()),
+        Decimal(0),
+    ).quantize(CENT, ROUND_HALF_UP)
+    equipo = (credits * BEFORE).quantize(CENT, ROUND_HALF_UP)
+    yen = (credits * Decimal("0.61")).quantize(Decimal(1), ROUND_HALF_UP)
+    lines = (out / "summary.md").read_text(encoding="utf-8").splitlines()
+    assert "| Report | Credits | Amount | Status | Detail |" in lines
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in lines}
+    assert rows["team"][1:3] == [f"{credits:,.0f}", f"€{team:,}"]
+    assert rows["equipo"][1:3] == [f"{credits:,.0f}", f"€{equipo:,}"]  # English, as the page
+    assert rows["tokyo"][1:3] == [f"{credits:,.0f}", f"¥{yen:,}"]
+    # Euros and yen do not add up: the total row says so instead of a sum.
+    assert rows["**Total**"][1:3] == [f"**{3 * credits:,.0f}**", "(several currencies)"]

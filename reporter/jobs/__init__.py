@@ -85,6 +85,7 @@ def run(
         outcome = outcomes[item.report]
         outcome.files = [item.pdf_path, item.csv_path]
         outcome.credits = item.credits
+        outcome.amount = item.amount
         if ledger is not None and item.version is not None:
             ledger.set_version_credits(item.report, period, item.version, item.credits)
         for mail in item.mails:

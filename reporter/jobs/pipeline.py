@@ -67,6 +67,7 @@ def finish(
         piece_path = write_atomic(
             pieces_dir / f"{report.name}.pickle", pickle.dumps(piece, pickle.HIGHEST_PROTOCOL)
         )
+    money = built.context.get("money")
     return Written(
         report.name,
         built.tables.totals.credits,
@@ -76,6 +77,7 @@ def finish(
         piece_path,
         chat,
         version,
+        (money.total, money.currency) if money is not None else None,
     )
 
 

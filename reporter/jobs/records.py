@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 
@@ -35,6 +36,7 @@ class Written:
     piece_path: Path | None  # its part of the owners' mails, with one_mail_per_owner
     chat: tuple[ChatFile, ...] = ()  # its payloads for its chat channels
     version: int | None = None  # the version it is (None: a dry run or preview)
+    amount: tuple[Decimal, str] | None = None  # its total's amount and currency, if priced
 
 
 @dataclass(frozen=True, slots=True)
