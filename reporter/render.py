@@ -233,8 +233,10 @@ def sentence(
     fmt: Formatter,
     gettext: Callable[[str], str],
     ngettext: Callable[[str, str, int], str],
+    amount: str | None = None,
 ) -> str:
-    """One plain sentence for an insight, in the report's language."""
+    """One plain sentence for an insight, in the report's language; ``amount`` (formatted)
+    is the money of the credits it states, said beside them where a change is stated."""
     v = insight.values
     if insight.kind == "budget_over":
         return gettext("Over budget: %(used)s credits used of %(limit)s (%(pct)s over).") % {
@@ -247,14 +249,20 @@ def sentence(
             "At this pace the period ends at %(forecast)s credits, above the budget of %(limit)s."
         ) % {"forecast": fmt.number(v["forecast"]), "limit": fmt.number(v["limit"])}
     if insight.kind == "total_changed" and v.get("span"):
-        template = (
-            gettext("Credits rose %(pct)s to %(credits)s against %(days)s.")
-            if v["pct"] >= 0
-            else gettext("Credits fell %(pct)s to %(credits)s against %(days)s.")
-        )
-        return template % {
+        spans = {
+            (True, False): gettext("Credits rose %(pct)s to %(credits)s against %(days)s."),
+            (False, False): gettext("Credits fell %(pct)s to %(credits)s against %(days)s."),
+            (True, True): gettext(
+                "Credits rose %(pct)s to %(credits)s (%(amount)s) against %(days)s."
+            ),
+            (False, True): gettext(
+                "Credits fell %(pct)s to %(credits)s (%(amount)s) against %(days)s."
+            ),
+        }
+        return spans[(v["pct"] >= 0, amount is not None)] % {
             "pct": fmt.share(abs(v["pct"])),
             "credits": fmt.number(v["credits"]),
+            "amount": amount,
             "days": fmt.span(*v["span"], within=v["period"]),
         }
     if insight.kind == "forecast":
@@ -266,30 +274,62 @@ def sentence(
             "period": fmt.period(v["period"], gettext),
         }
     if insight.kind == "total_changed":
-        template = (
-            gettext("Credits rose %(pct)s to %(credits)s against the previous period.")
-            if v["pct"] >= 0
-            else gettext("Credits fell %(pct)s to %(credits)s against the previous period.")
-        )
-        return template % {"pct": fmt.share(abs(v["pct"])), "credits": fmt.number(v["credits"])}
-    if insight.kind in ("tool_grew", "tool_fell"):
-        templates = {
-            (True, False): gettext("%(tool)s grew %(pct)s to %(credits)s credits."),
-            (False, False): gettext("%(tool)s fell %(pct)s to %(credits)s credits."),
-            (True, True): gettext("%(tool)s grew %(pct)s to %(credits)s credits: %(split)s."),
-            (False, True): gettext("%(tool)s fell %(pct)s to %(credits)s credits: %(split)s."),
+        totals = {
+            (True, False): gettext(
+                "Credits rose %(pct)s to %(credits)s against the previous period."
+            ),
+            (False, False): gettext(
+                "Credits fell %(pct)s to %(credits)s against the previous period."
+            ),
+            (True, True): gettext(
+                "Credits rose %(pct)s to %(credits)s (%(amount)s) against the previous period."
+            ),
+            (False, True): gettext(
+                "Credits fell %(pct)s to %(credits)s (%(amount)s) against the previous period."
+            ),
         }
-        return _moved(insight, "tool", templates, fmt, gettext)
+        return totals[(v["pct"] >= 0, amount is not None)] % {
+            "pct": fmt.share(abs(v["pct"])),
+            "credits": fmt.number(v["credits"]),
+            "amount": amount,
+        }
+    if insight.kind in ("tool_grew", "tool_fell"):
+        # (grew, has a split, has an amount)
+        templates = {
+            (True, False, False): gettext("%(tool)s grew %(pct)s to %(credits)s credits."),
+            (False, False, False): gettext("%(tool)s fell %(pct)s to %(credits)s credits."),
+            (True, True, False): gettext(
+                "%(tool)s grew %(pct)s to %(credits)s credits: %(split)s."
+            ),
+            (False, True, False): gettext(
+                "%(tool)s fell %(pct)s to %(credits)s credits: %(split)s."
+            ),
+            (True, False, True): gettext(
+                "%(tool)s grew %(pct)s to %(credits)s credits (%(amount)s)."
+            ),
+            (False, False, True): gettext(
+                "%(tool)s fell %(pct)s to %(credits)s credits (%(amount)s)."
+            ),
+            (True, True, True): gettext(
+                "%(tool)s grew %(pct)s to %(credits)s credits (%(amount)s): %(split)s."
+            ),
+            (False, True, True): gettext(
+                "%(tool)s fell %(pct)s to %(credits)s credits (%(amount)s): %(split)s."
+            ),
+        }
+        return _moved(insight, "tool", templates, fmt, gettext, amount)
     if insight.kind == "tool_gone":
         return gettext("%(tool)s was not used this period (%(previous)s credits before).") % {
             "tool": v["tool"],
             "previous": fmt.number(v["previous"]),
         }
     if insight.kind == "tool_new":
-        return gettext("%(tool)s is new this period: %(credits)s credits.") % {
-            "tool": v["tool"],
-            "credits": fmt.number(v["credits"]),
-        }
+        template = (
+            gettext("%(tool)s is new this period: %(credits)s credits.")
+            if amount is None
+            else gettext("%(tool)s is new this period: %(credits)s credits (%(amount)s).")
+        )
+        return template % {"tool": v["tool"], "credits": fmt.number(v["credits"]), "amount": amount}
     if insight.kind == "user_share":
         return gettext("%(user)s used %(share)s of all credits (%(credits)s).") % {
             "user": v["user"],
@@ -304,16 +344,32 @@ def sentence(
         }
     if insight.kind in ("project_grew", "project_fell"):
         templates = {
-            (True, False): gettext("Project %(project)s grew %(pct)s to %(credits)s credits."),
-            (False, False): gettext("Project %(project)s fell %(pct)s to %(credits)s credits."),
-            (True, True): gettext(
+            (True, False, False): gettext(
+                "Project %(project)s grew %(pct)s to %(credits)s credits."
+            ),
+            (False, False, False): gettext(
+                "Project %(project)s fell %(pct)s to %(credits)s credits."
+            ),
+            (True, True, False): gettext(
                 "Project %(project)s grew %(pct)s to %(credits)s credits: %(split)s."
             ),
-            (False, True): gettext(
+            (False, True, False): gettext(
                 "Project %(project)s fell %(pct)s to %(credits)s credits: %(split)s."
             ),
+            (True, False, True): gettext(
+                "Project %(project)s grew %(pct)s to %(credits)s credits (%(amount)s)."
+            ),
+            (False, False, True): gettext(
+                "Project %(project)s fell %(pct)s to %(credits)s credits (%(amount)s)."
+            ),
+            (True, True, True): gettext(
+                "Project %(project)s grew %(pct)s to %(credits)s credits (%(amount)s): %(split)s."
+            ),
+            (False, True, True): gettext(
+                "Project %(project)s fell %(pct)s to %(credits)s credits (%(amount)s): %(split)s."
+            ),
         }
-        return _moved(insight, "project", templates, fmt, gettext)
+        return _moved(insight, "project", templates, fmt, gettext, amount)
     if insight.kind == "new_users":
         names = ", ".join(v["names"])
         more = v["count"] - len(v["names"])
@@ -344,20 +400,22 @@ def sentence(
 def _moved(
     insight: Insight,
     name: str,
-    templates: dict[tuple[bool, bool], str],
+    templates: dict[tuple[bool, bool, bool], str],
     fmt: Formatter,
     gettext: Callable[[str], str],
+    amount: str | None,
 ) -> str:
-    """A tool's or project's change, by (grew, has a split): the split clause and what
-    explains most of it when the insight carries one."""
+    """A tool's or project's change, by (grew, has a split, has an amount): the split
+    clause and what explains most of it when the insight carries one."""
     v = insight.values
     split: Split | None = v.get("split")
     values = {
         name: v[name],
         "pct": fmt.share(abs(v["pct"])),
         "credits": fmt.number(v["credits"]),
+        "amount": amount,
     }
-    template = templates[(insight.kind.endswith("_grew"), split is not None)]
+    template = templates[(insight.kind.endswith("_grew"), split is not None, amount is not None)]
     if split is None:
         return template % values
     return with_lead(

@@ -102,7 +102,8 @@ def build_context(
         if tables.budget and budget_choice
         else None,
         "insights": [
-            {"text": sentence(i, fmt, gettext, ngettext), "tone": i.tone} for i in insights
+            {"text": sentence(i, fmt, gettext, ngettext, _amount_of(i, money, fmt)), "tone": i.tone}
+            for i in insights
         ],
         "charts": charts,
         "money": money,
@@ -272,6 +273,23 @@ def _rows(
             }
         )
     return rows
+
+
+def _amount_of(insight: Insight, money: ReportMoney | None, fmt: Formatter) -> str | None:
+    """The amount of the credits an insight states, where it states a change (the total,
+    a tool's, a project's, a new tool's); None without a price, or for any other line."""
+    if money is None:
+        return None
+    v = insight.values
+    if insight.kind == "total_changed":
+        amount: Decimal | None = money.total
+    elif insight.kind in ("tool_grew", "tool_fell", "tool_new"):
+        amount = money.tables.get("tools", {}).get(v["tool"])
+    elif insight.kind in ("project_grew", "project_fell"):
+        amount = money.tables.get("projects", {}).get(v["project"])
+    else:
+        return None
+    return fmt.money(amount, money.currency) if amount is not None else None
 
 
 def _price_lines(

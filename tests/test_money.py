@@ -140,8 +140,19 @@ def test_each_days_credits_are_priced_at_that_days_price_and_the_table_adds_up(
         elif heading and not row.startswith("Total "):
             found = re.findall(r"€[\d,]+\.\d\d", row)
             sections[heading] = sections.get(heading, Decimal(0)) + sum(map(euros, found))
+            project = re.match(r"(.+?) [\d,]+ [\d,]+ (€[\d,]+\.\d\d)", row)
+            if heading == "Credits by project" and project:
+                printed[f"Project {project[1]}"] = euros(project[2])
     assert sections == dict.fromkeys(sections, total)
     assert len(sections) == 4
+    # Where "what changed" states a change, its amount is beside its credits.
+    stated = re.findall(r"(\w[\w ]*?) (?:grew|fell) [\d.]+% to [\d,]+ credits \(([^)]*)\)", text)
+    assert stated  # at least one tool's change is stated
+    for tool, amount in stated:
+        assert amount == f"€{printed[tool]:,}", tool
+    total_line = re.search(r"Credits (?:rose|fell) [\d.]+% to [\d,]+ \(([^)]*)\)", text)
+    assert total_line is not None
+    assert total_line[1] == f"€{total:,}"
     assert (
         "Amounts: each day's credits at the price per credit in force that day:"
         " €0.0045 from Oct 1, 2026; €0.004 from Oct 15, 2026." in text
