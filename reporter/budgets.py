@@ -14,8 +14,9 @@ import datetime as dt
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Literal
 
@@ -74,6 +75,9 @@ class BudgetChoice:
     basis: Basis
     months: tuple[str, ...]  # the months it is made of (a week: the month it is in)
     own: int  # how many of them have their own budget
+    # The budget in money, when every month's was given in money (budget_amount[s]): the
+    # figure finance set, shown as it is rather than turned into credits and back.
+    amount: Decimal | None = None
 
 
 def month_problem(text: str) -> str | None:
@@ -162,19 +166,29 @@ def months_of(period: Period) -> tuple[str, ...]:
 
 
 def choose_budget(
-    period: Period, budgets: Mapping[str, float], monthly: float | None
+    period: Period,
+    budgets: Mapping[str, float],
+    monthly: float | Callable[[str], float | None] | None,
+    amounts: Mapping[str, Decimal] | None = None,
 ) -> BudgetChoice | None:
     """The period's budget: each of its months' own (``budgets``), else ``monthly``
-    (``budget_credits``); None when a month has neither."""
+    (``budget_credits``, or a month's share of ``budget_amount`` in credits); None when a
+    month has neither. ``amounts``: each month's budget in money, where it was given so;
+    the choice carries their sum when every month has one."""
     months = months_of(period)
-    each = [budgets.get(month, monthly) for month in months]
+    default = monthly if callable(monthly) else (lambda _month: monthly)
+    each = [budgets[month] if month in budgets else default(month) for month in months]
     if any(credits is None for credits in each):
         return None
     own = sum(month in budgets for month in months)
     total = math.fsum(credits for credits in each if credits is not None)
+    money = None
+    if amounts is not None and all(month in amounts for month in months):
+        money = sum((amounts[month] for month in months), Decimal(0))
     if period.kind is PeriodKind.WEEK:
-        return BudgetChoice(total * period.months, Basis.WEEK, months, own)
+        week_money = money * Decimal(repr(period.months)) if money is not None else None
+        return BudgetChoice(total * period.months, Basis.WEEK, months, own, week_money)
     if period.kind is PeriodKind.MONTH:
-        return BudgetChoice(total, Basis.SET if own else Basis.MONTHLY, months, own)
+        return BudgetChoice(total, Basis.SET if own else Basis.MONTHLY, months, own, money)
     basis = Basis.SUM if own == len(months) else Basis.PRORATED if own == 0 else Basis.MIXED
-    return BudgetChoice(total, basis, months, own)
+    return BudgetChoice(total, basis, months, own, money)

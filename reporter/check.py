@@ -226,6 +226,8 @@ def budget_finding(report: str, month: str, budget: BudgetChoice | None) -> Find
             f"none for {month}: budgets has no {month} and there is no budget_credits",
         )
     how = "set for the month" if budget.basis is Basis.SET else "the monthly budget_credits"
+    if budget.amount is not None:
+        how = f"{budget.amount:,} in money, at each day's price per credit"
     return Finding("ok", f"budget {report}", f"{budget.credits:,.0f} credits for {month} ({how})")
 
 

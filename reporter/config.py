@@ -37,6 +37,7 @@ from reporter.budgets import (
     BudgetSheet,
     choose_budget,
     month_problem,
+    months_of,
     parse_budgets_csv,
 )
 from reporter.errors import ConfigError
@@ -54,6 +55,8 @@ Percent = Annotated[int, Field(ge=1, le=1000)]
 DEFAULT_THRESHOLDS = (80, 100)
 # Money per credit: above zero, and no finer than a millionth of the currency's unit.
 Price = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=10)]
+# A budget in money: zero or more, to a millionth of the currency's unit.
+Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
 
 
 def _iso_currency(code: str) -> str:
@@ -161,6 +164,9 @@ class ReportConfig(_Pricing, _Model):
     api_key_ids: list[Annotated[str, Field(min_length=1)]] = []
     budget_credits: NonNegativeFloat | None = None  # per month; prorated for other periods
     budgets: dict[str, NonNegativeFloat] = {}  # "YYYY-MM" -> credits, overrides budget_credits
+    # The same in money (the currency's): turned into credits at each day's price
+    budget_amount: Amount | None = None
+    budget_amounts: dict[str, Amount] = {}
     locale: Locale | None = None
     top_users: Annotated[int, Field(ge=1, le=100)] | None = None
     # `reporter watch`: each None falls back to [defaults], then to the built-in default
@@ -181,9 +187,9 @@ class ReportConfig(_Pricing, _Model):
     def _sendable_owners(cls, owners: list[str]) -> list[str]:
         return unique_owners([smtp_address(owner) for owner in owners])
 
-    @field_validator("budgets")
+    @field_validator("budgets", "budget_amounts")
     @classmethod
-    def _months(cls, budgets: dict[str, float]) -> dict[str, float]:
+    def _months(cls, budgets: dict[str, Any]) -> dict[str, Any]:
         for month in budgets:
             problem = month_problem(month)
             if problem:
@@ -196,8 +202,19 @@ class ReportConfig(_Pricing, _Model):
         say so rather than let its owners count on an alert that cannot come. (Defaults
         in [defaults] simply do not apply to a report without a budget.) Rows of the
         budgets CSV count: ``parse_config`` names their reports in the context."""
+        if self.budget_credits is not None and self.budget_amount is not None:
+            raise ValueError(
+                "budget_credits and budget_amount are both set; give the monthly budget in"
+                " credits or in money, not both"
+            )
+        both = sorted(set(self.budgets) & set(self.budget_amounts))
+        if both:
+            raise ValueError(
+                f"budgets and budget_amounts both set {both[0]}; give a month's budget in"
+                " credits or in money, not both"
+            )
         budgeted = (info.context or {}).get(BUDGETED_REPORTS, ())
-        if self.budget_credits or self.budgets or self.name in budgeted:
+        if self.has_budget or self.name in budgeted:
             return self
         if self.alert_thresholds:
             raise ValueError(
@@ -210,6 +227,13 @@ class ReportConfig(_Pricing, _Model):
                 " with the budget); set budget_credits, or remove forecast_alert"
             )
         return self
+
+    @property
+    def has_budget(self) -> bool:
+        """Some month has a budget: in credits or in money, its own or the monthly one."""
+        return bool(
+            self.budget_credits or self.budgets or self.budget_amount or self.budget_amounts
+        )
 
     @property
     def display_title(self) -> str:
@@ -261,6 +285,12 @@ class Config(_Model):
                 )
         for index, report in enumerate(self.reports):
             priced = report.has_price or self.defaults.has_price
+            if (report.budget_amount is not None or report.budget_amounts) and not priced:
+                raise ValueError(
+                    f"reports[{index}] ({report.name!r}): budget_amount: a budget in money needs"
+                    " a price per credit to be turned into credits; set currency and"
+                    " credit_price (or credit_prices), or give budget_credits instead"
+                )
             if priced and not (report.currency or self.defaults.currency):
                 raise ValueError(
                     f"reports[{index}] ({report.name!r}): currency: needed with a credit price;"
@@ -306,12 +336,36 @@ class Config(_Model):
     def budget_for(self, report: ReportConfig, period: Period) -> BudgetChoice | None:
         """The report's budget for ``period``: its months' ``budgets`` (the TOML's and the
         CSV's), else ``budget_credits``; None when a month has neither."""
-        return choose_budget(period, report.budgets, report.budget_credits)
+        prices = self.prices_for(report)
+        if prices is None or not (report.budget_amount is not None or report.budget_amounts):
+            return choose_budget(period, report.budgets, report.budget_credits)
+
+        def in_credits(month: str, amount: Decimal) -> float | None:
+            first = dt.date(int(month[:4]), int(month[5:]), 1)
+            last = (first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
+            return prices.credits_for(amount, first, last)
+
+        def monthly(month: str) -> float | None:
+            if report.budget_amount is not None:
+                return in_credits(month, report.budget_amount)
+            return report.budget_credits
+
+        own = dict(report.budgets)
+        for month, amount in report.budget_amounts.items():
+            credits = in_credits(month, amount)
+            if credits is not None:
+                own[month] = credits
+        amounts = dict(report.budget_amounts)
+        if report.budget_amount is not None:
+            amounts = {m: amounts.get(m, report.budget_amount) for m in months_of(period)}
+            for month in report.budgets:  # a month set in credits is not in money
+                amounts.pop(month, None)
+        return choose_budget(period, own, monthly, amounts)
 
     def thresholds_for(self, report: ReportConfig) -> list[int]:
         """Budget thresholds to alert at; none without a budget to take a share of (a
         month without one of its own then has none: see ``budget_for``)."""
-        if not (report.budget_credits or report.budgets):
+        if not report.has_budget:
             return []
         for chosen in (report.alert_thresholds, self.defaults.alert_thresholds):
             if chosen is not None:
@@ -319,7 +373,7 @@ class Config(_Model):
         return list(DEFAULT_THRESHOLDS)
 
     def forecast_alert_for(self, report: ReportConfig) -> bool:
-        if not (report.budget_credits or report.budgets):
+        if not report.has_budget:
             return False
         for chosen in (report.forecast_alert, self.defaults.forecast_alert):
             if chosen is not None:
@@ -450,15 +504,10 @@ def parse_config(
 def _with_budgets(config: Config, csv_path: str, sheet: BudgetSheet, *, source: str) -> Config:
     """The config with the CSV's rows in its reports' ``budgets``; a row for a report the
     config does not have, or for a month the report's own table already sets, is refused."""
-    if sheet.column == "budget_amount":
-        # The seam for money: converting amounts to credits needs a price per credit.
-        raise ConfigError(
-            f"{csv_path}: line 1, column 'budget_amount': budgets in money are not supported yet",
-            path=csv_path,
-            hint="give the budgets in credits, in a budget_credits column",
-        )
+    in_money = sheet.column == "budget_amount"
     index = {report.name: i for i, report in enumerate(config.reports)}
-    merged = {report.name: dict(report.budgets) for report in config.reports}
+    field = "budget_amounts" if in_money else "budgets"
+    merged = {r.name: dict(r.budget_amounts if in_money else r.budgets) for r in config.reports}
     for row in sheet.rows:
         where = f"{csv_path}: line {row.line}"
         if row.report not in index:
@@ -470,15 +519,25 @@ def _with_budgets(config: Config, csv_path: str, sheet: BudgetSheet, *, source: 
                 hint="each row's report must be the name of one of the config's [[reports]]",
             )
         i = index[row.report]
-        if row.month in config.reports[i].budgets:
+        report = config.reports[i]
+        if row.month in report.budgets or row.month in report.budget_amounts:
+            table = "budgets" if row.month in report.budgets else "budget_amounts"
             raise ConfigError(
                 f"{where}, column 'period': {row.report} {row.month} is also set in the"
-                f" budgets table of reports[{i}] ({row.report!r}) in {source}",
+                f" {table} table of reports[{i}] ({row.report!r}) in {source}",
                 path=csv_path,
-                hint="set each month's budget in one place: the CSV or the report's budgets",
+                hint="set each month's budget in one place: the CSV or the report's table",
             )
-        merged[row.report][row.month] = row.value
-    reports = [r.model_copy(update={"budgets": merged[r.name]}) for r in config.reports]
+        if in_money and config.prices_for(report) is None:
+            raise ConfigError(
+                f"{where}, column 'budget_amount': a budget in money for {row.report!r} needs"
+                " a price per credit to be turned into credits",
+                path=csv_path,
+                hint=f"set currency and credit_price (or credit_prices) for {row.report!r},"
+                " or give the budgets in a budget_credits column",
+            )
+        merged[row.report][row.month] = Decimal(repr(row.value)) if in_money else row.value
+    reports = [r.model_copy(update={field: merged[r.name]}) for r in config.reports]
     return config.model_copy(update={"reports": reports})
 
 

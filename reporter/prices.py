@@ -53,3 +53,30 @@ class Prices:
 
     def round(self, amount: Decimal) -> Decimal:
         return amount.quantize(self.quantum, ROUND_HALF_UP)
+
+    def credits_for(self, amount: Decimal, first: dt.date, last: dt.date) -> float | None:
+        """The credits a budget of ``amount`` buys from ``first`` to ``last``: an equal
+        share of it each day, at that day's price (exactly ``amount / price`` when one
+        price holds throughout). None when a day has no price."""
+        days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+        share = amount / len(days)
+        total = Decimal(0)
+        for day in days:
+            price = self.on(day)
+            if price is None:
+                return None
+            total += share / price
+        return float(total)
+
+    def amount_for(self, credits: float, first: dt.date, last: dt.date) -> Decimal | None:
+        """What ``credits`` spread evenly over ``first`` to ``last`` cost at each day's
+        price: a budget in credits, in money. None when a day has no price."""
+        days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+        share = Decimal(repr(round(credits, 6))) / len(days)
+        total = Decimal(0)
+        for day in days:
+            price = self.on(day)
+            if price is None:
+                return None
+            total += share * price
+        return self.round(total)

@@ -98,15 +98,14 @@ def build_context(
         "totals_per_use": totals.per_use,
         "totals_per_use_change": totals.per_use_change_pct,
         "budget": tables.budget,
-        "budget_basis": budget_sentence(budget_choice, fmt, gettext, ngettext)
-        if tables.budget and budget_choice
-        else None,
+        "budget_basis": _budget_basis(tables, budget_choice, prices, fmt, gettext, ngettext),
         "insights": [
             {"text": sentence(i, fmt, gettext, ngettext, _amount_of(i, money, fmt)), "tone": i.tone}
             for i in insights
         ],
         "charts": charts,
         "money": money,
+        "budget_money": _budget_money(tables, budget_choice, money, prices),
         "price_lines": _price_lines(prices, money, period, fmt, gettext),
         "tools": _rows(tables.tools, gettext, ngettext, colour=True, amounts=amounts.get("tools")),
         "users": _rows(
@@ -273,6 +272,45 @@ def _rows(
             }
         )
     return rows
+
+
+def _budget_basis(
+    tables: ReportTables,
+    choice: BudgetChoice | None,
+    prices: Prices | None,
+    fmt: Formatter,
+    gettext: Callable[[str], str],
+    ngettext: Callable[[str, str, int], str],
+) -> str | None:
+    """Where the budget came from; a budget given in money says so, and what it buys."""
+    if not tables.budget or choice is None:
+        return None
+    if choice.amount is None or prices is None:
+        return budget_sentence(choice, fmt, gettext, ngettext)
+    return gettext(
+        "Budget: %(amount)s, set in money: %(credits)s credits at each day's price per credit."
+    ) % {
+        "amount": fmt.money(prices.round(choice.amount), prices.currency),
+        "credits": fmt.number(choice.credits),
+    }
+
+
+def _budget_money(
+    tables: ReportTables,
+    choice: BudgetChoice | None,
+    money: ReportMoney | None,
+    prices: Prices | None,
+) -> tuple[Decimal, Decimal] | None:
+    """(used, budget) in money, for the budget card: the budget as finance set it when it
+    was given in money, else its credits at each day's price (spread evenly)."""
+    if money is None or prices is None or tables.budget is None:
+        return None
+    period = tables.period
+    if choice is not None and choice.amount is not None:
+        limit: Decimal | None = prices.round(choice.amount)
+    else:
+        limit = prices.amount_for(tables.budget.limit, period.start, period.end)
+    return (money.total, limit) if limit is not None else None
 
 
 def _amount_of(insight: Insight, money: ReportMoney | None, fmt: Formatter) -> str | None:

@@ -185,7 +185,8 @@ def test_a_bad_budgets_csv_is_a_config_error(tmp_path: Path, rows: str, problem:
         (None, "{csv}: budgets file not found (budgets_csv in [defaults] of {config})"),
         (
             "report,period,budget_amount\nmarketing,2026-12,1200\n",
-            "{csv}: line 1, column 'budget_amount': budgets in money are not supported yet",
+            "{csv}: line 2, column 'budget_amount': a budget in money for 'marketing' needs"
+            " a price per credit",
         ),
     ],
     ids=["missing file", "budgets in money"],

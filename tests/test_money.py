@@ -19,7 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_percent
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -279,7 +279,7 @@ def test_check_shows_each_reports_currency_and_price_in_force(
         '[[reports]]\nname = "team"\nowners = ["cfo@company.com"]\n'
         'credit_prices = { "2026-01-01" = 0.0045, "2099-01-01" = 0.004 }\n'
         '[[reports]]\nname = "flat"\nowners = ["cfo@company.com"]\ncredit_price = 0.61\n'
-        'currency = "JPY"\n'
+        'currency = "JPY"\nbudget_amount = 61000\n'
         '[[reports]]\nname = "plain"\nowners = ["cfo@company.com"]\ncurrency = "USD"\n',
         defaults='currency = "EUR"',
     )
@@ -295,6 +295,11 @@ def test_check_shows_each_reports_currency_and_price_in_force(
         " 0.004 EUR from 2099-01-01" in lines
     )
     assert "ok    money flat: JPY, 0.61 JPY per credit in force" in lines
+    month = dt.datetime.now(dt.UTC).strftime("%Y-%m")  # check's own month
+    assert (
+        f"ok    budget flat: 100,000 credits for {month} (61,000 in money, at each day's price"
+        " per credit)" in lines
+    )
     assert not any(line.startswith("note  money plain") for line in lines)  # credits only
 
 
@@ -317,3 +322,102 @@ def test_the_job_summary_has_an_amount_column_totalled_only_in_one_currency(
     assert rows["tokyo"][1:3] == [f"{credits:,.0f}", f"¥{yen:,}"]
     # Euros and yen do not add up: the total row says so instead of a sum.
     assert rows["**Total**"][1:3] == [f"**{3 * credits:,.0f}**", "(several currencies)"]
+
+
+# --- budgets in money ---------------------------------------------------------------
+
+
+def budget_credits_of(amount: Decimal, first: dt.date, days: int) -> Decimal:
+    """A money budget in credits: an equal share each day, at that day's price."""
+    return sum(
+        (amount / days / price_on(first + dt.timedelta(days=n)) for n in range(days)),
+        Decimal(0),
+    )
+
+
+def test_a_budget_in_money_is_measured_in_credits_at_each_days_price(
+    api: SandboxServer, tmp_path: Path
+) -> None:
+    (tmp_path / "budgets.csv").write_text(
+        "report,period,budget_amount\nsheet,2026-10,2500\n", encoding="utf-8"
+    )
+    config = write_config(
+        tmp_path / "reports.toml",
+        '[[reports]]\nname = "team"\nowners = ["cfo@company.com"]\nbudget_amount = 1800\n'
+        '[[reports]]\nname = "sheet"\nowners = ["cfo@company.com"]\nbudget_amount = 100\n',
+        defaults='currency = "EUR"\nbudgets_csv = "budgets.csv"\n'
+        'credit_prices = { "2026-01-01" = 0.0045, "2026-10-15" = 0.004 }',
+    )
+    result = reporter(
+        *("run", "--config", str(config), "--period", "2026-10", "--dry-run"),
+        *("--out", str(tmp_path / "out"), "-q"),
+        env={"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url},
+    )
+    assert result.returncode == 0, result.stderr
+    days = october_by_tool(api)
+    credits = sum((c for d in days.values() for c in d.values()), Decimal(0))
+    used = sum(
+        (c * price_on(day) for per_day in days.values() for day, c in per_day.items()),
+        Decimal(0),
+    ).quantize(CENT, ROUND_HALF_UP)
+    # The monthly budget_amount, and the CSV's month (which overrides it) in money.
+    for name, amount in (("team", Decimal(1800)), ("sheet", Decimal(2500))):
+        limit = budget_credits_of(amount, dt.date(2026, 10, 1), 31)
+        text = pdf_text(tmp_path / "out" / "2026-10" / f"{name}.pdf")
+        share = format_percent(float(credits / limit), "#,##0.0%", locale="en")
+        card = text.split("BUDGET", 1)[1].split("What changed", 1)[0]
+        assert share in card.split(), name
+        assert f" {credits:,.0f} of {limit:,.0f} credits €{used:,} of €{amount:,.2f} " in card
+        assert (
+            f"Budget: €{amount:,.2f}, set in money: {limit:,.0f} credits at each day's price"
+            " per credit." in text
+        ), name
+        plain = email.message_from_bytes(
+            (tmp_path / "out" / "2026-10" / f"{name}.eml").read_bytes(),
+            policy=email.policy.default,
+        ).get_body(("plain",))
+        budget_line = f"Budget: {credits:,.0f} of {limit:,.0f} credits ({share}); €{used:,} of"
+        assert f"{budget_line} €{amount:,.2f}" in plain.get_content(), name  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("budget", "message"),
+    [
+        ("budget_credits = 1\nbudget_amount = 1", "budget_credits and budget_amount are both set"),
+        (
+            'budgets = { "2026-10" = 1 }\nbudget_amounts = { "2026-10" = 1 }',
+            "budgets and budget_amounts both set 2026-10",
+        ),
+        ("budget_amount = -5", "budget_amount: Input should be greater than or equal to 0"),
+    ],
+)
+def test_a_budget_in_money_that_cannot_work_is_a_config_error(
+    tmp_path: Path, budget: str, message: str
+) -> None:
+    config = write_config(
+        tmp_path / "reports.toml",
+        f'[[reports]]\nname = "team"\nowners = ["cfo@company.com"]\n{budget}\n',
+        defaults='currency = "EUR"\ncredit_price = 0.004',
+    )
+    result = reporter(
+        "run", "--config", str(config), "--dry-run", env={"MAGNIFIC_API_KEY": API_KEY}
+    )
+    assert result.returncode == 2
+    assert message in result.stderr.splitlines()[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_a_budget_in_money_without_a_price_is_a_config_error(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "reports.toml",
+        '[[reports]]\nname = "team"\nowners = ["cfo@company.com"]\nbudget_amount = 540\n',
+    )
+    result = reporter(
+        "run", "--config", str(config), "--dry-run", env={"MAGNIFIC_API_KEY": API_KEY}
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[0] == (
+        f"Error: {config}: reports[0] ('team'): budget_amount: a budget in money needs a price"
+        " per credit to be turned into credits; set currency and credit_price (or"
+        " credit_prices), or give budget_credits instead"
+    )

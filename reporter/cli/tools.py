@@ -286,7 +286,7 @@ def check_command(
         # and then no threshold or forecast alert either.
         budget = config.budget_for(r, month)
         credits = budget.credits if budget else None
-        if r.budget_credits or r.budgets:
+        if r.has_budget:
             alerts.append(budget_finding(r.name, month.key, budget))
         alerts.append(
             alert_finding(
