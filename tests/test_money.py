@@ -421,3 +421,49 @@ def test_a_budget_in_money_without_a_price_is_a_config_error(tmp_path: Path) -> 
         " per credit to be turned into credits; set currency and credit_price (or"
         " credit_prices), or give budget_credits instead"
     )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.dates(dt.date(2026, 9, 1), dt.date(2026, 11, 30)),
+            st.sampled_from(["a", "b", "c", None]),
+            st.integers(0, 10**7).map(lambda n: n / 10),  # the API's credits: tenths at most
+        ),
+        max_size=60,
+    ),
+    st.dictionaries(
+        st.dates(dt.date(2026, 9, 2), dt.date(2026, 11, 30)),
+        st.decimals(min_value=Decimal("0.0001"), max_value=5, places=4),
+        max_size=4,
+    ),
+    st.sampled_from(["EUR", "JPY"]),
+)
+def test_any_usage_at_any_price_schedule_adds_up_to_the_credit_and_the_cent(
+    lines: list[tuple[dt.date, str | None, float]],
+    changes: dict[dt.date, Decimal],
+    currency: str,
+) -> None:
+    """Each key's amount is its days' credits at their prices, exactly; rounded, the keys
+    add up to the rounded total whatever the schedule (a price from Sep 1, changes after)."""
+    import pandas as pd
+
+    from reporter.money import exact_amounts
+
+    prices = Prices.schedule(currency, {dt.date(2026, 9, 1): Decimal("0.0045"), **changes})
+    frame = pd.DataFrame(
+        {
+            "date": pd.to_datetime([day for day, _, _ in lines]),
+            "tool": pd.Series([key for _, key, _ in lines], dtype=object),
+            "credits": pd.Series([credits for _, _, credits in lines], dtype="float64"),
+        }
+    )
+    exact = exact_amounts(frame, "tool", prices)
+    expected: dict[str | None, Decimal] = {}
+    for day, key, credits in lines:
+        price = max((d, p) for d, p in zip(prices.starts, prices.prices, strict=True) if d <= day)
+        expected[key] = expected.get(key, Decimal(0)) + Decimal(repr(credits)) * price[1]
+    assert exact == expected
+    rows, total = allocate(exact, prices)
+    assert sum(rows.values(), Decimal(0)) == total
+    assert total == sum(expected.values(), Decimal(0)).quantize(prices.quantum, ROUND_HALF_UP)
