@@ -52,6 +52,8 @@ def order(alert: Alert) -> tuple[int, int]:
 def headline(alert: Alert, month: Period, locale: str, gettext: Gettext) -> str:
     """What an alert says in a subject line."""
     name = babel_dates.format_date(month.start, "LLLL", locale=locale)  # "November"
+    if month.is_cycle:  # a billing cycle by its days: "Nov 15 – Dec 14"
+        name = Formatter(locale).span(month.start, month.end, within=month)
     if alert.kind == "threshold":
         return str(
             gettext("%(pct)s%% of the %(month)s budget used")

@@ -29,7 +29,7 @@ from reporter.errors import ApiAuthError, ApiError, DeliveryError, ReporterError
 from reporter.ledger import Ledger
 from reporter.magnific import EndProbe, MagnificClient, RetryPolicy, UsageQuery, UsageResponse
 from reporter.mail import SmtpCheck, SmtpSender, needs_smtputf8
-from reporter.periods import last_complete_month
+from reporter.periods import Period, last_complete_month
 from reporter.prices import Prices
 
 Status = Literal["ok", "note", "warn", "skip", "FAIL"]
@@ -257,6 +257,20 @@ def alert_finding(
         missing = f"no budget for {month}" if month else "no budget_credits"
         detail += f" ({missing}, so no threshold or forecast alerts)"
     return Finding("ok", f"alerts {report}", detail)
+
+
+def period_finding(report: str, current: Period, default: Period) -> Finding | None:
+    """A report billed in cycles: the one in progress and the one ``run`` reports by
+    default, so nobody is surprised by the days a report covers; None for calendar months."""
+    if not current.is_cycle:
+        return None
+    return Finding(
+        "ok",
+        f"period {report}",
+        f"billing cycles from day {current.billing_day}: this cycle {current.start} to"
+        f" {current.end} (--period {current.month_key}); by default {default.start} to"
+        f" {default.end} (--period {default.month_key})",
+    )
 
 
 def money_finding(report: str, prices: Prices | None, today: dt.date) -> Finding | None:

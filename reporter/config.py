@@ -40,8 +40,8 @@ from reporter.budgets import (
     months_of,
     parse_budgets_csv,
 )
-from reporter.errors import ConfigError
-from reporter.periods import Period
+from reporter.errors import ConfigError, UsageError
+from reporter.periods import Period, cycle, cycle_containing, in_cycles, last_complete_cycle
 from reporter.prices import Prices
 
 Locale = Literal["en", "es"]
@@ -118,8 +118,14 @@ class EmailSettings(_Model):
         return value
 
 
+# The day a plan renews on; a period is then a billing cycle (15: Nov 15 - Dec 14). On
+# 29-31, a shorter month's cycle starts on its last day.
+BillingDay = Annotated[int, Field(ge=1, le=31)]
+
+
 class Defaults(_Pricing, _Model):
     locale: Locale = "en"
+    billing_day: BillingDay = 1  # 1: calendar months
     top_users: Annotated[int, Field(ge=1, le=100)] = 10
     pdf_variant: PdfVariant = "pdf/ua-1"
     # `reporter watch`; None: the built-in default (see ReportConfig)
@@ -168,6 +174,7 @@ class ReportConfig(_Pricing, _Model):
     budget_amount: Amount | None = None
     budget_amounts: dict[str, Amount] = {}
     locale: Locale | None = None
+    billing_day: BillingDay | None = None  # None: [defaults]'s
     top_users: Annotated[int, Field(ge=1, le=100)] | None = None
     # `reporter watch`: each None falls back to [defaults], then to the built-in default
     alert_thresholds: list[Percent] | None = None  # [80, 100] with a budget; [] turns off
@@ -330,6 +337,31 @@ class Config(_Model):
     def locale_for(self, report: ReportConfig) -> str:
         return report.locale or self.defaults.locale
 
+    def billing_day_for(self, report: ReportConfig) -> int:
+        return report.billing_day or self.defaults.billing_day
+
+    def period_for(self, report: ReportConfig, period: Period | None, today: dt.date) -> Period:
+        """The report's period on its own calendar: ``period`` (as typed, a calendar
+        period) made a billing cycle where the report has one, or by default the last
+        complete one. A cycle that has not started by ``today`` is refused."""
+        billing_day = self.billing_day_for(report)
+        if period is None:
+            return last_complete_cycle(today, billing_day)
+        own = in_cycles(period, billing_day)
+        if own.start > today:
+            raise UsageError(
+                f"period {period.key} of report {report.name!r} is the billing cycle"
+                f" {own.start.isoformat()} to {own.end.isoformat()}, which has not started"
+                f" yet (today is {today.isoformat()})",
+                hint="choose a period whose cycle has started; the default is the last"
+                " complete cycle",
+            )
+        return own
+
+    def period_containing(self, report: ReportConfig, day: dt.date) -> Period:
+        """The report's month (or billing cycle) that ``day`` is in: what ``watch`` watches."""
+        return cycle_containing(day, self.billing_day_for(report))
+
     def top_users_for(self, report: ReportConfig) -> int:
         return report.top_users or self.defaults.top_users
 
@@ -341,9 +373,9 @@ class Config(_Model):
             return choose_budget(period, report.budgets, report.budget_credits)
 
         def in_credits(month: str, amount: Decimal) -> float | None:
-            first = dt.date(int(month[:4]), int(month[5:]), 1)
-            last = (first + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
-            return prices.credits_for(amount, first, last)
+            # The month's days, or the billing cycle's that starts in it.
+            days = cycle(int(month[:4]), int(month[5:]), period.billing_day)
+            return prices.credits_for(amount, days.start, days.end)
 
         def monthly(month: str) -> float | None:
             if report.budget_amount is not None:

@@ -5,6 +5,11 @@ ISO weeks, quarters and years all get the same, well-tested rules; this module
 only parses the user's spelling and says which API granularity fits each kind.
 Parsing (and refusing) a spelling needs no pandas, and does not import it: the
 command line checks ``--period`` before anything heavy is loaded.
+
+A month can also be a billing cycle (``billing_day`` 15: Nov 15 - Dec 14), the calendar
+a plan renews on. pandas has no such frequency, so a cycle's arithmetic is here: a cycle
+is named by the month it starts in, and in a month too short for the billing day it
+starts on that month's last day (billing day 31: Feb 28 - Mar 30, Mar 31 - Apr 29).
 """
 
 from __future__ import annotations
@@ -57,8 +62,9 @@ _HISTORY_GRANULARITY: dict[PeriodKind, Granularity] = {
     PeriodKind.YEAR: "year",
 }
 
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _PATTERNS: list[tuple[re.Pattern[str], PeriodKind]] = [
-    (re.compile(r"^(\d{4})-(\d{2})$"), PeriodKind.MONTH),
+    (_MONTH, PeriodKind.MONTH),
     (re.compile(r"^(\d{4})-W(\d{2})$"), PeriodKind.WEEK),
     (re.compile(r"^(\d{4})-Q([1-4])$"), PeriodKind.QUARTER),
     (re.compile(r"^(\d{4})$"), PeriodKind.YEAR),
@@ -77,11 +83,17 @@ refuse with a message, not a date to fail on deep inside a run."""
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """A calendar period a report covers; ``end`` is inclusive."""
+    """A period a report covers; ``end`` is inclusive. A month with a ``billing_day``
+    other than 1 is a billing cycle that starts in that month."""
 
     kind: PeriodKind
     start: dt.date
     end: dt.date
+    billing_day: int = 1
+
+    @property
+    def is_cycle(self) -> bool:
+        return self.kind is PeriodKind.MONTH and self.billing_day != 1
 
     @classmethod
     def from_pandas(cls, period: pd.Period, kind: PeriodKind) -> Period:
@@ -99,7 +111,11 @@ class Period:
 
     @property
     def key(self) -> str:
-        """The canonical spelling, as typed on the command line and used in paths."""
+        """The canonical spelling, as typed on the command line and used in paths; a
+        cycle's is its dates (``2026-11-15_2026-12-14``), so its files and ledger rows say
+        which days they cover and never meet a calendar month's."""
+        if self.is_cycle:
+            return f"{self.start.isoformat()}_{self.end.isoformat()}"
         if self.kind is PeriodKind.WEEK:
             year, week, _ = self.start.isocalendar()
             return f"{year}-W{week:02d}"
@@ -128,12 +144,31 @@ class Period:
         return _DETAIL_GRANULARITY[self.kind]
 
     @property
+    def month_key(self) -> str:
+        """``YYYY-MM`` of the month the period starts in: a cycle's name in budgets and
+        on the command line."""
+        return f"{self.start.year}-{self.start.month:02d}"
+
+    @property
     def history_granularity(self) -> Granularity:
-        return _HISTORY_GRANULARITY[self.kind]
+        """A cycle's history is fetched by day: the API's month buckets are calendar months."""
+        return "day" if self.is_cycle else _HISTORY_GRANULARITY[self.kind]
 
     def shifted(self, count: int) -> Period:
         """The period ``count`` steps later (negative: earlier)."""
+        if self.is_cycle:
+            index = self.start.year * 12 + self.start.month - 1 + count
+            return cycle(index // 12, index % 12 + 1, self.billing_day)
         return Period.from_pandas(self.to_pandas() + count, self.kind)
+
+    def containing(self, day: dt.date) -> Period:
+        """The period of this kind (and billing day) that ``day`` falls in."""
+        if self.kind is PeriodKind.MONTH:
+            found = cycle(day.year, day.month, self.billing_day)
+            return found if found.start <= day else found.shifted(-1)
+        import pandas as pd
+
+        return Period.from_pandas(pd.Period(day, freq=self.freq), self.kind)
 
     def previous(self) -> Period:
         return self.shifted(-1)
@@ -221,6 +256,42 @@ def last_complete_month(today: dt.date) -> Period:
     return _starting(PeriodKind.MONTH, last_day.replace(day=1))
 
 
+def cycle(year: int, month: int, billing_day: int) -> Period:
+    """The billing cycle that starts in ``month``: on ``billing_day``, or on the month's
+    last day when it is shorter; it ends the day before the next one starts."""
+    start = _cycle_start(year, month, billing_day)
+    after = year * 12 + month
+    following = _cycle_start(after // 12, after % 12 + 1, billing_day)
+    return Period(PeriodKind.MONTH, start, following - dt.timedelta(days=1), billing_day)
+
+
+def _cycle_start(year: int, month: int, billing_day: int) -> dt.date:
+    after = year * 12 + month
+    last = dt.date(after // 12, after % 12 + 1, 1) - dt.timedelta(days=1)
+    return last.replace(day=min(billing_day, last.day))
+
+
+def in_cycles(period: Period, billing_day: int) -> Period:
+    """``period`` on a report's calendar: a month becomes the cycle that starts in it;
+    weeks, quarters and years stay calendar periods."""
+    if period.kind is not PeriodKind.MONTH or billing_day == period.billing_day:
+        return period
+    if billing_day == 1:
+        return _starting(PeriodKind.MONTH, period.start.replace(day=1))
+    return cycle(period.start.year, period.start.month, billing_day)
+
+
+def last_complete_cycle(today: dt.date, billing_day: int) -> Period:
+    """The default period of a report billed on ``billing_day``: the last cycle that
+    ended before ``today`` (the last complete month when it is 1)."""
+    return cycle_containing(today, billing_day).shifted(-1)
+
+
+def cycle_containing(day: dt.date, billing_day: int) -> Period:
+    """The billing cycle (the calendar month, when ``billing_day`` is 1) ``day`` is in."""
+    return cycle(day.year, day.month, billing_day).containing(day)
+
+
 def last_complete_day(period: Period, today: dt.date) -> dt.date:
     """The last day of ``period`` whose usage is final by ``today`` (yesterday, at most the
     period's end); before ``period.start`` when not one day of it is over yet."""
@@ -235,3 +306,11 @@ def matching_span(current: Period, earlier: Period, through: dt.date) -> tuple[d
     The same number of days from the start, clamped to the earlier period's end
     (Mar 1-31 -> Feb 1-28): a month's day 31 has no match in a 30-day month."""
     return earlier.start, min(earlier.start + (through - current.start), earlier.end)
+
+
+def answers_to(key: str, typed: str) -> bool:
+    """Whether a period key (a ledger's, a folder's) is what ``--period typed`` names: the
+    same period, or for a month, the billing cycle that starts in it."""
+    if key == typed:
+        return True
+    return bool(_MONTH.match(typed)) and key.startswith(f"{typed}-") and "_" in key

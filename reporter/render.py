@@ -104,7 +104,10 @@ class Formatter:
         )
 
     def period(self, period: Period, gettext: Callable[[str], str]) -> str:
-        """``October 2026``, ``Week 43, 2026``, ``Q3 2026``, ``2026``."""
+        """``October 2026``, ``Week 43, 2026``, ``Q3 2026``, ``2026``; a billing cycle by
+        its dates, ``Nov 15 – Dec 14, 2026``."""
+        if period.is_cycle:
+            return self.date_range(period.start, period.end)
         if period.kind is PeriodKind.MONTH:
             return dates.format_skeleton("yMMMM", period.start, locale=self.locale)
         if period.kind is PeriodKind.WEEK:
@@ -118,7 +121,10 @@ class Formatter:
         return str(period.start.year)
 
     def period_short(self, period: Period, gettext: Callable[[str], str]) -> str:
-        """Axis labels for the history: ``Oct 26``, ``W43``, ``Q3 26``, ``2026``."""
+        """Axis labels for the history: ``Oct 26``, ``W43``, ``Q3 26``, ``2026``; a cycle's
+        first day, ``Nov 15``."""
+        if period.is_cycle:
+            return dates.format_skeleton("MMMd", period.start, locale=self.locale)
         if period.kind is PeriodKind.MONTH:
             return dates.format_skeleton("MMMyy", period.start, locale=self.locale)
         if period.kind is PeriodKind.WEEK:

@@ -19,7 +19,7 @@ from reporter.charts import UNATTRIBUTED_COLOUR, ChartLabels, tool_colour
 from reporter.config import ReportConfig
 from reporter.insights import Insight
 from reporter.money import ReportMoney, report_money
-from reporter.periods import Period, last_complete_day, parse_period
+from reporter.periods import Period, in_cycles, last_complete_day, parse_period
 from reporter.prices import Prices
 from reporter.render import Formatter, sentence
 from reporter.usage import OTHERS, Breakdown, ReportTables
@@ -88,7 +88,8 @@ def build_context(
         "period_key": period.key,
         "period_label": fmt.period(period, gettext),
         # "Octubre de 2026" where it starts a heading, "octubre de 2026" within a sentence.
-        "period_title": _capitalised(fmt.period(period, gettext)),
+        "period_title": _capitalised(_period_title(period, fmt, gettext)),
+        "cycle_line": _cycle_line(period, fmt, gettext),
         "period_name": fmt.period(period, gettext),
         "period_range": fmt.date_range(period.start, period.end),
         "previous_label": fmt.period(period.previous(), gettext),
@@ -143,7 +144,13 @@ def _comparison_labels(
     """What each change is against, in words: the whole previous period, or for a period
     in progress the same days of it (``vs Oct 1 – 24``), with the forecast beside."""
     period, totals = tables.period, tables.totals
-    previous = fmt.period(period.previous(), gettext)
+    before = period.previous()
+    # A cycle's previous one by its days, without the year when it is this one's.
+    previous = (
+        fmt.span(before.start, before.end, within=period)
+        if period.is_cycle
+        else fmt.period(before, gettext)
+    )
     progress = totals.in_progress
     if progress is None:
         return {
@@ -180,6 +187,31 @@ def _comparison_labels(
         "no_compare_label": no_compare,
         "usual_label": usual,
         "forecast_label": forecast,
+    }
+
+
+def _period_title(period: Period, fmt: Formatter, gettext: Callable[[str], str]) -> str:
+    """The cover's name for the period; a billing cycle is named by the month it starts
+    in, as ``--period`` names it, and its dates follow."""
+    if not period.is_cycle:
+        return fmt.period(period, gettext)
+    return gettext("Billing cycle of %(month)s") % {
+        "month": fmt.period(in_cycles(period, 1), gettext)
+    }
+
+
+def _cycle_line(period: Period, fmt: Formatter, gettext: Callable[[str], str]) -> str | None:
+    """For "About these figures": the periods are billing cycles, and which days."""
+    if not period.is_cycle:
+        return None
+    previous = period.previous()
+    return gettext(
+        "Periods are billing cycles that start on day %(day)s of each month (the last day"
+        " of a shorter month): this one is %(range)s, compared with %(previous)s."
+    ) % {
+        "day": period.billing_day,
+        "range": fmt.date_range(period.start, period.end),
+        "previous": fmt.date_range(previous.start, previous.end),
     }
 
 

@@ -610,6 +610,12 @@ def _period_keys(dates: pd.Series, period: Period) -> pd.Series:
     """The period key ("2026-10", "2026-W43", ...) each date falls in."""
     # Worked out once per distinct bucket date: a history has a few hundred at most.
     codes, distinct = pd.factorize(dates)
+    if period.is_cycle:  # no pandas frequency for a billing cycle
+        names = np.array(
+            [period.containing(day.date()).key for day in pd.DatetimeIndex(distinct)] + [None],
+            dtype=object,
+        )
+        return pd.Series(names[codes], index=dates.index, dtype=object)
     if (codes < 0).any():  # NaT has no period
         keys: pd.Series = dates.dt.to_period(period.freq).map(
             lambda p: type(period).from_pandas(p, period.kind).key

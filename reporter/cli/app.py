@@ -23,6 +23,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -214,6 +215,39 @@ def resolve_period(text: str | None, now: dt.datetime) -> Period:
     return parse_period(text, today=now.date()) if text else last_complete_month(now.date())
 
 
+@dataclass(frozen=True)
+class PeriodGroups:
+    """The reports of a run by the period each covers: ``--period 2026-11`` is November
+    for a calendar report and Nov 15 - Dec 14 for one billed on the 15th, and each group
+    runs on its own (its files, ledger rows and per-owner mails are that period's)."""
+
+    groups: tuple[tuple[Period, tuple[ReportConfig, ...]], ...]
+    label: str  # for the summary: the period, or each one when they differ
+    first: Period  # the first group's; the typed or default period when there is none
+    order: tuple[str, ...]  # the reports as selected
+
+    def in_order(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """The groups' outcomes in the order the reports were selected."""
+        by_name = {outcome.report: outcome for outcome in outcomes}
+        return [by_name[name] for name in self.order if name in by_name]
+
+
+def report_periods(
+    config: Config, reports: Sequence[ReportConfig], text: str | None, now: dt.datetime
+) -> PeriodGroups:
+    typed = resolve_period(text, now) if text else None
+    groups: dict[Period, list[ReportConfig]] = {}
+    for report in reports:
+        groups.setdefault(config.period_for(report, typed, now.date()), []).append(report)
+    first = next(iter(groups), None) or resolve_period(text, now)
+    return PeriodGroups(
+        tuple((p, tuple(rs)) for p, rs in groups.items()),
+        ", ".join([period.key for period in groups] or [first.key]),
+        first,
+        tuple(r.name for r in reports),
+    )
+
+
 def select_reports(config: Config, names: Sequence[str], source: str) -> list[ReportConfig]:
     if not names:
         return list(config.reports)
@@ -288,7 +322,7 @@ def warn_if_key_in_clear(base_url: str, quiet: bool) -> None:
 
 def finish(
     outcomes: Sequence[Outcome],
-    period: Period,
+    period: str,
     shard: Shard | None = None,
     sender: Any = None,
 ) -> None:
@@ -298,12 +332,12 @@ def finish(
     every message the same way: after the summary it is the run's one ``Error:`` line."""
     shard_text = str(shard) if shard else ""
     redact = redactor()
-    click.echo(redact(text_summary(outcomes, period.key, shard_text)))
+    click.echo(redact(text_summary(outcomes, period, shard_text)))
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         try:
             with open(step_summary, "a", encoding="utf-8") as summary:
-                summary.write(redact(markdown_summary(outcomes, period.key, shard_text)))
+                summary.write(redact(markdown_summary(outcomes, period, shard_text)))
         except OSError as exc:
             log.warning("could not write the job summary to %s: %s", step_summary, exc.strerror)
     setup_error = getattr(sender, "setup_error", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import os
@@ -23,7 +24,7 @@ from reporter.cli.app import (
     preview_address,
     redactor,
     report_option,
-    resolve_period,
+    report_periods,
     retry_policy,
     sending_edges,
     setup_logging,
@@ -40,7 +41,8 @@ from reporter.summary import Outcome
 
 if TYPE_CHECKING:
     from reporter.chat.post import ChatSender
-    from reporter.config import Config, ReportConfig
+    from reporter.cli.app import PeriodGroups
+    from reporter.config import Config
     from reporter.jobs import Progress, RunOptions
     from reporter.magnific import MagnificClient
 
@@ -134,7 +136,7 @@ def run_command(
     now = now_utc()
     config = load_config(config_path)
     selected, shard = sharded_reports(config, report_names, shard_text, str(config_path))
-    the_period = resolve_period(period, now)
+    periods = report_periods(config, selected, period, now)
     templates = templates_from_option(templates_dir)
     if preview_to is not None:
         preview_to = preview_address(preview_to)
@@ -153,7 +155,7 @@ def run_command(
                 Outcome(r.name, "not_delivered", f"no delivery ledger at {state_path}")
                 for r in selected
             ],
-            the_period,
+            periods.label,
             shard,
         )
         return
@@ -166,7 +168,7 @@ def run_command(
     from reporter.progress import progress_for
 
     options = RunOptions(
-        period=the_period,
+        period=periods.first,
         out_dir=out_dir,
         templates_dir=templates,
         now=now,
@@ -187,7 +189,7 @@ def run_command(
     ):
         outcomes = run_reports(
             config,
-            selected,
+            periods,
             options,
             client,
             sender,
@@ -197,7 +199,7 @@ def run_command(
             chat,
             recheck=recheck,
         )
-    finish(outcomes, the_period, shard, sender)
+    finish(outcomes, periods.label, shard, sender)
 
 
 @cli.command("watch")
@@ -287,7 +289,8 @@ def watch_command(
         finally:
             if ledger is not None:
                 ledger.close()
-    finish(outcomes, options.month, shard, sender)
+    watched = dict.fromkeys(config.period_containing(r, day).key for r in selected)
+    finish(outcomes, ", ".join(watched) or options.month.key, shard, sender)
 
 
 def watch_date(text: str | None, today: dt.date) -> dt.date:
@@ -314,7 +317,7 @@ def watch_date(text: str | None, today: dt.date) -> dt.date:
 
 def run_reports(
     config: Config,
-    selected: list[ReportConfig],
+    periods: PeriodGroups,
     options: RunOptions,
     client: MagnificClient,
     sender: Any,
@@ -340,16 +343,19 @@ def run_reports(
             assert ledger is not None
         else:
             job = functools.partial(run, max_in_flight=max_in_flight)
-        return job(
-            config,
-            selected,
-            options,
-            client=client,
-            sender=sender,
-            ledger=ledger,
-            progress=redacted,
-            chat=chat,
-        )
+        outcomes: list[Outcome] = []
+        for period, reports in periods.groups:
+            outcomes += job(
+                config,
+                list(reports),
+                dataclasses.replace(options, period=period),
+                client=client,
+                sender=sender,
+                ledger=ledger,
+                progress=redacted,
+                chat=chat,
+            )
+        return periods.in_order(outcomes)
     finally:
         if ledger is not None:
             ledger.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from importlib.resources import files
@@ -20,7 +21,7 @@ from reporter.cli.app import (
     out_option,
     redactor,
     report_option,
-    resolve_period,
+    report_periods,
     retry_policy,
     select_reports,
     setup_logging,
@@ -29,7 +30,7 @@ from reporter.cli.app import (
 from reporter.errors import UsageError
 from reporter.files import default_templates_dir
 from reporter.ledger import Ledger
-from reporter.periods import parse_period
+from reporter.periods import answers_to
 
 
 @cli.command("demo")
@@ -60,11 +61,11 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
     now = now_utc()
     config_path = Path(str(files("reporter").joinpath("example.toml")))
     config = load_config(config_path)
-    the_period = resolve_period(period, now)
+    periods = report_periods(config, config.reports, period, now)
     check_out_dir(out_dir)
     with SandboxServer(SandboxData(today=now.date())) as server:
         options = RunOptions(
-            period=the_period,
+            period=periods.first,
             out_dir=out_dir,
             templates_dir=default_templates_dir(),
             now=now,
@@ -80,20 +81,26 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
             MagnificClient(settings, retry=RetryPolicy(attempts=2)) as client,
             progress_for([r.name for r in config.reports], quiet=quiet, verbose=False) as progress,
         ):
-            outcomes = run(
-                config,
-                config.reports,
-                options,
-                client=client,
-                sender=None,
-                ledger=None,
-                progress=progress,
+            outcomes = periods.in_order(
+                [
+                    outcome
+                    for period, reports in periods.groups
+                    for outcome in run(
+                        config,
+                        list(reports),
+                        dataclasses.replace(options, period=period),
+                        client=client,
+                        sender=None,
+                        ledger=None,
+                        progress=progress,
+                    )
+                ]
             )
     click.echo("Files:")
     for outcome in outcomes:
         for path in outcome.files:
             click.echo(f"  {path}")
-    finish(outcomes, the_period)
+    finish(outcomes, periods.label)
 
 
 @cli.command("sandbox")
@@ -209,7 +216,9 @@ def history_command(state_path: Path, period: str | None) -> None:
             hint="pass --state with the path used by `reporter run`",
         )
     with Ledger(state_path) as ledger:
-        rows = ledger.rows(period, message=None)
+        rows = ledger.rows(None, message=None)
+    if period:  # --period 2026-10 also finds a billing cycle that starts in October
+        rows = [r for r in rows if answers_to(r.period, period.strip())]
     if not rows:
         click.echo("No deliveries recorded" + (f" for {period}." if period else "."))
         return
@@ -274,20 +283,24 @@ def check_command(
         budget_finding,
         exit_status,
         money_finding,
+        period_finding,
         run_checks,
         summary_line,
     )
 
     today = now_utc().date()
-    month = parse_period(f"{today:%Y-%m}", today=today)
     alerts: list[Finding] = []
     for r in selected:
+        month = config.period_containing(r, today)
+        cycles = period_finding(r.name, month, config.period_for(r, None, today))
+        if cycles is not None:
+            alerts.append(cycles)
         # This month's budget: a report with budgets for some months has none in the others,
         # and then no threshold or forecast alert either.
         budget = config.budget_for(r, month)
         credits = budget.credits if budget else None
         if r.has_budget:
-            alerts.append(budget_finding(r.name, month.key, budget))
+            alerts.append(budget_finding(r.name, month.month_key, budget))
         alerts.append(
             alert_finding(
                 r.name,
@@ -295,7 +308,7 @@ def check_command(
                 config.thresholds_for(r) if credits else [],
                 config.forecast_alert_for(r) if credits else False,
                 config.spike_factor_for(r),
-                month=month.key if r.budgets else None,
+                month=month.month_key if r.budgets else None,
             )
         )
         money = money_finding(r.name, config.prices_for(r), today)

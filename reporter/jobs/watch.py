@@ -82,10 +82,10 @@ def settings_for(config: Config, report: ReportConfig) -> AlertSettings:
 
 
 def fetch_month(
-    client: MagnificClient, report: ReportConfig, options: WatchOptions
+    client: MagnificClient, report: ReportConfig, options: WatchOptions, month: Period
 ) -> pd.DataFrame:
-    """One request: by day, from 28 days before the month's 1st through ``options.date``."""
-    month = options.month
+    """One request: by day, from 28 days before the month's first day (a billing cycle's,
+    for a report billed on another day than the 1st) through ``options.date``."""
     query = UsageQuery.for_filters(
         "day",
         month.start - dt.timedelta(days=SPIKE_WINDOW_DAYS),
@@ -127,7 +127,10 @@ def watch(
         max_workers=fetch_slots, thread_name_prefix="fetch"
     )
     workers = _workers(len(reports))
-    fetching = {fetchers.submit(fetch_month, client, r, options): r for r in reports}
+    watched = {r.name: config.period_containing(r, options.date) for r in reports}
+    fetching = {
+        fetchers.submit(fetch_month, client, r, options, watched[r.name]): r for r in reports
+    }
     deciding: dict[concurrent.futures.Future[MonthToDate], ReportConfig] = {}
     writing: dict[concurrent.futures.Future[MailFile], _Alerting] = {}
     finished = False
@@ -175,11 +178,11 @@ def watch(
                 report = fetching.pop(future)
                 try:
                     tidy = future.result()
-                    budget = config.budget_for(report, options.month)
+                    budget = config.budget_for(report, watched[report.name])
                     decision = workers.submit(
                         month_to_date,
                         tidy,
-                        options.month,
+                        watched[report.name],
                         options.date,
                         budget.credits if budget else None,
                         settings_for(config, report),
