@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
 from decimal import ROUND_HALF_UP, Decimal
 from email.message import EmailMessage
 from pathlib import Path
@@ -33,7 +34,7 @@ from reporter.periods import (
     last_complete_cycle,
     parse_period,
 )
-from reporter.sandbox import SandboxServer
+from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import (
     API_KEY,
     SmtpServer,
@@ -408,3 +409,136 @@ def test_watch_follows_the_cycle_so_far(
     again = reporter(*args, env=env)
     assert again.returncode == 0
     assert len(smtp.recorder.messages) == 1
+
+
+# --- a scripted team: a correction, a cycle in progress, a budget in money --------------
+
+
+def days(first: str, last: str) -> list[dt.date]:
+    start, end = between(first, last)
+    return [start + dt.timedelta(days=n) for n in range((end - start).days + 1)]
+
+
+# 1,000 a day before the cycle and after it, so a calendar month would show other totals.
+OUTSIDE = dict.fromkeys(days("2026-09-01", "2026-10-14") + days("2026-11-15", "2026-11-30"), 1000)
+CYCLE = dict.fromkeys(days("2026-10-15", "2026-10-31"), 100) | dict.fromkeys(
+    days("2026-11-01", "2026-11-14"), 200
+)  # 1,700 + 2,800 = 4,500
+SCRIPTED = """
+[[reports]]
+name = "studio"
+title = "Studio"
+owners = ["lead@company.com"]
+group_ids = [20]
+billing_day = 15
+currency = "EUR"
+credit_prices = { "2026-01-01" = 0.0045, "2026-11-01" = 0.0040 }
+"""
+
+
+def scripted(today: dt.date, daily: dict[dt.date, int]) -> SandboxData:
+    data = SandboxData(synthetic_team(users=48, seed=7), today=today)
+    data.script(20, daily)
+    return data
+
+
+def test_late_usage_in_a_cycle_sends_one_correction_of_the_cycle(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    data = scripted(dt.date(2026, 11, 20), OUTSIDE | CYCLE)
+    config = write_config(tmp_path / "c.toml", SCRIPTED)
+    with SandboxServer(data, api_key=API_KEY) as api:
+        env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url, **smtp.env()}
+        args = ["run", "--config", str(config), "--period", "2026-10", "-q"]
+        args += ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state.sqlite3")]
+        assert reporter(*args, env=env).returncode == 0
+        (first,) = smtp.recorder.messages
+        # Oct 15-31 at 100 and €0.0045, Nov 1-14 at 200 and €0.0040: €7.65 + €11.20.
+        assert "4,500 credits" in body(first.message, "plain")
+        assert "€18.85" in body(first.message, "plain")
+        # 300 late credits on the cycle's last day (6.7%): a correction; a late day of
+        # November after the cycle changes nothing of it.
+        data.script(20, OUTSIDE | CYCLE | {dt.date(2026, 11, 14): 500, dt.date(2026, 11, 16): 9})
+        result = reporter(*args, "--recheck", env=env)
+        assert result.returncode == 0, result.stderr
+    (correction,) = smtp.recorder.messages[1:]
+    message = correction.message
+    assert str(message["Subject"]).replace("\u2009", " ") == (
+        "Corrected: Studio — credit usage, Oct 15 – Nov 14, 2026"
+    )
+    text = body(message, "plain")
+    assert (
+        "Corrected report: the last report sent showed 4,500 credits; late usage data brings"
+        " the total to 4,800."
+    ) in text
+    assert "€20.05" in text  # 300 more at €0.0040
+    assert "€20.05" in body(message, "html")
+    assert (tmp_path / "out" / "corrected" / "2026-10-15_2026-11-14").is_dir()
+
+
+def test_a_cycle_in_progress_is_compared_like_for_like(tmp_path: Path) -> None:
+    """On Nov 20 the cycle Nov 15 - Dec 14 has five complete days (200 a day): against
+    Oct 15-19 (100 a day) it is +100%, and at 200 a day its 30 days end at 6,000, against
+    the whole previous cycle's 4,500."""
+    data = scripted(
+        dt.date(2026, 11, 20),
+        OUTSIDE | CYCLE | dict.fromkeys(days("2026-11-15", "2026-11-30"), 200),
+    )
+    config = write_config(tmp_path / "c.toml", SCRIPTED)
+    with SandboxServer(data, api_key=API_KEY) as api:
+        env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url}
+        args = ["run", "--config", str(config), "--period", "2026-11", "--dry-run", "-q"]
+        args += ["--out", str(tmp_path / "out")]
+        result = invoke(args, env, dt.datetime(2026, 11, 20, 7, tzinfo=dt.UTC))
+    assert result.exit_code == 0, result.output
+    text = pdf_text(tmp_path / "out" / "2026-11-15_2026-12-14" / "studio.pdf")
+    assert "Billing cycle of November 2026 · Nov 15 – Dec 14, 2026" in text
+    assert "In progress: data through Nov 19, 2026" in text
+    assert "1,000 " in text
+    assert "+100.0% vs Oct 15 – 19" in text
+    assert "forecast 6,000, +33.3% vs Oct 15 – Nov 14" in text
+
+
+def test_a_budget_in_money_is_the_cycles_days_at_their_prices(tmp_path: Path) -> None:
+    """€31 over Oct 15 - Nov 14 is €1 a day: 17 days at €0.0045 and 14 at €0.0040 buy
+    3,777.78 + 3,500 credits; November's calendar days would buy another figure."""
+    data = scripted(dt.date(2026, 11, 20), OUTSIDE | CYCLE)
+    config = write_config(tmp_path / "c.toml", SCRIPTED + "budget_amount = 31\n")
+    with SandboxServer(data, api_key=API_KEY) as api:
+        env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url}
+        args = ["run", "--config", str(config), "--period", "2026-10", "--dry-run", "-q"]
+        args += ["--out", str(tmp_path / "out")]
+        result = reporter(*args, env=env)
+    assert result.returncode == 0, result.stderr
+    credits_bought = Decimal(17) / Decimal("0.0045") + Decimal(14) / Decimal("0.0040")
+    text = pdf_text(tmp_path / "out" / "2026-10-15_2026-11-14" / "studio.pdf")
+    assert f"4,500 of {credits_bought:,.0f} credits" in text
+    assert "€18.85 of €31.00" in text
+    assert f"Budget: €31.00, set in money: {credits_bought:,.0f} credits" in text
+
+
+def test_the_chat_summaries_name_the_cycle(tmp_path: Path) -> None:
+    data = scripted(dt.date(2026, 11, 20), OUTSIDE | CYCLE)
+    config = write_config(
+        tmp_path / "c.toml",
+        SCRIPTED,
+        defaults='slack_webhook_env = "SLACK_URL"\nteams_webhook_env = "TEAMS_URL"',
+    )
+    with SandboxServer(data, api_key=API_KEY) as api:
+        env = {
+            "MAGNIFIC_API_KEY": API_KEY,
+            "MAGNIFIC_API_BASE_URL": api.url,
+            "SLACK_URL": "https://hooks.slack.com/services/T0/B0/x",
+            "TEAMS_URL": "https://example.webhook.office.com/webhookb2/x",
+        }
+        args = ["run", "--config", str(config), "--period", "2026-10", "--dry-run", "-q"]
+        result = reporter(*args, "--out", str(tmp_path / "out"), env=env)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "out" / "2026-10-15_2026-11-14"
+    for channel in ("slack", "teams"):
+        (payload,) = folder.glob(f"studio*.{channel}.json")
+        shown = json.dumps(json.loads(payload.read_text()), ensure_ascii=False)
+        shown = shown.replace("\u2009", " ")
+        assert "Oct 15 – Nov 14, 2026" in shown, channel
+        assert "4,500" in shown, channel
+        assert "€18.85" in shown, channel

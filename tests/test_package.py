@@ -9,6 +9,7 @@ the example config missing from the wheel fails here, not on a user's machine.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -126,9 +127,16 @@ def test_the_installed_wheel_runs_the_demo_from_an_empty_directory(
     )
 
     sh(bin_dir / "reporter", "demo", "--quiet", cwd=empty, env=env)
-    (period_dir,) = (empty / "out" / "demo").iterdir()  # the last complete month
+    # The last complete month, and the design team's last complete billing cycle (15th).
+    month, cycle = sorted((empty / "out" / "demo").iterdir(), key=lambda p: len(p.name))
+    start, end = (dt.date.fromisoformat(day) for day in cycle.name.split("_"))
+    assert start.day == 15
+    assert end == (start + dt.timedelta(days=20)).replace(day=14)
+    assert end < dt.datetime.now(dt.UTC).date() <= (end + dt.timedelta(days=20)).replace(day=14)
+    assert sorted(p.name for p in cycle.glob("*.pdf")) == ["design-team.pdf"]
+    period_dir = month
     written = sorted(p.name for p in period_dir.glob("*.pdf"))
-    assert written == ["design-team.pdf", "marketing.pdf", "whole-team.pdf"]
+    assert written == ["marketing.pdf", "whole-team.pdf"]
     # The Spanish catalogue came with the wheel: the `locale = "es"` report is in Spanish.
     spanish = sh("pdftotext", "whole-team.pdf", "-", cwd=period_dir)
     english = sh("pdftotext", "marketing.pdf", "-", cwd=period_dir)
