@@ -542,3 +542,35 @@ def test_the_chat_summaries_name_the_cycle(tmp_path: Path) -> None:
         assert "Oct 15 – Nov 14, 2026" in shown, channel
         assert "4,500" in shown, channel
         assert "€18.85" in shown, channel
+
+
+def test_an_owner_of_a_cycle_and_a_calendar_report_gets_one_message_per_period(
+    tmp_path: Path, api: SandboxServer, smtp: SmtpServer
+) -> None:
+    """With one_mail_per_owner, a bundle holds one period's reports: a manager never gets
+    October's calendar figures under a cycle's subject, or the other way round."""
+    config = write_config(
+        tmp_path / "c.toml",
+        '[[reports]]\nname = "cycle"\ntitle = "Cycle"\nowners = ["cfo@company.com"]\n'
+        "billing_day = 15\n\n"
+        '[[reports]]\nname = "calendar"\ntitle = "Calendar"\nowners = ["cfo@company.com"]\n',
+        email_extra="one_mail_per_owner = true\n",
+    )
+    env = {"MAGNIFIC_API_KEY": API_KEY, "MAGNIFIC_API_BASE_URL": api.url, **smtp.env()}
+    args = ["run", "--config", str(config), "--period", "2026-10", "-q"]
+    args += ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state.sqlite3")]
+    assert reporter(*args, env=env).returncode == 0
+    assert reporter(*args, env=env).returncode == 0  # again: nothing more
+    by_subject = {
+        str(r.message["Subject"]).replace("\u2009", " "): r.message for r in smtp.recorder.messages
+    }
+    assert sorted(by_subject) == [
+        "Calendar — credit usage, October 2026",
+        "Cycle — credit usage, Oct 15 – Nov 14, 2026",
+    ]
+    for subject, message in by_subject.items():
+        names = sorted(str(p.get_filename()) for p in message.iter_attachments())
+        expected = (
+            "calendar-2026-10" if subject.startswith("Calendar") else "cycle-2026-10-15_2026-11-14"
+        )
+        assert names == [f"{expected}.csv", f"{expected}.pdf"], subject
