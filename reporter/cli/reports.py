@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 @cli.command("run")
 @config_option()
 @click.option(
-    "--period", help="2026-10 (month), 2026-W43, 2026-Q3 or 2026. Default: last complete month."
+    "--period",
+    help="2026-10 (month; a report with billing_day: the cycle that starts in it), 2026-W43,"
+    " 2026-Q3 or 2026. Default: the last complete month (or cycle).",
 )
 @report_option()
 @out_option("Where PDFs, CSVs and .eml files are written.")

@@ -42,7 +42,7 @@ from reporter.periods import answers_to
     show_default=True,
     help="Where the demo's PDFs and .eml files go.",
 )
-@click.option("--period", help="Default: last complete month.")
+@click.option("--period", help="Default: the last complete month (or billing cycle).")
 @click.option("-q", "--quiet", is_flag=True)
 def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
     """The whole pipeline against the built-in stand-in API: no key, no mail server.
