@@ -156,7 +156,7 @@ class Period:
 
     def shifted(self, count: int) -> Period:
         """The period ``count`` steps later (negative: earlier)."""
-        if self.is_cycle:
+        if self.kind is PeriodKind.MONTH:  # a calendar month is the cycle of day 1
             index = self.start.year * 12 + self.start.month - 1 + count
             return cycle(index // 12, index % 12 + 1, self.billing_day)
         return Period.from_pandas(self.to_pandas() + count, self.kind)
