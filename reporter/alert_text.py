@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from babel import dates as babel_dates
 from babel import units
@@ -93,23 +94,54 @@ def explain(
         elif alert.kind == "forecast":
             lines += _forecast_basis(month, fmt, locale, gettext)
         else:
-            lines.append(_spike_day(alert, fmt, gettext))
+            lines.append(_spike_day(alert, month, fmt, gettext))
         if alert.kind == "spike":
+            priced = _by_credits(_on_day(month, alert, fmt))
             lines += _drivers_line(
-                gettext("Tools above their typical day"), alert.tools, fmt, gettext
+                gettext("Tools above their typical day"), alert.tools, fmt, gettext, priced
             )
             lines += _unit_cost(alert.tools, fmt, gettext)
             lines += _drivers_line(
-                gettext("Users above their typical day"), alert.users, fmt, gettext
+                gettext("Users above their typical day"), alert.users, fmt, gettext, priced
             )
         elif not month_drivers_told:
             month_drivers_told = True
-            lines += _drivers_line(gettext("Top tools this month"), alert.tools, fmt, gettext)
-            lines += _drivers_line(gettext("Top users this month"), alert.users, fmt, gettext)
+            tools, users = _so_far(month, "tool", fmt), _so_far(month, "user", fmt)
+            lines += _drivers_line(
+                gettext("Top tools this month"), alert.tools, fmt, gettext, tools
+            )
+            lines += _drivers_line(
+                gettext("Top users this month"), alert.users, fmt, gettext, users
+            )
         texts.append(
             AlertText(alert.kind, headline(alert, month.period, locale, gettext), tuple(lines))
         )
     return texts
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMoney:
+    """The month so far in money, as an alert's figures show it beside credits."""
+
+    used: str  # "€574.07"
+    used_text: str  # "€574.07 of €450.00" with a budget, else "€574.07"
+    forecast: str | None
+
+
+def alert_money(month: MonthToDate, fmt: Formatter, gettext: Gettext) -> AlertMoney | None:
+    """None without a price: an alert then shows credits only, as before."""
+    money = month.money
+    if money is None:
+        return None
+    used = fmt.money(money.used, money.currency)
+    used_text = used
+    if month.budget and money.budget is not None:
+        used_text = gettext("%(used)s of %(limit)s") % {
+            "used": used,
+            "limit": fmt.money(money.budget, money.currency),
+        }
+    forecast = fmt.money(money.forecast, money.currency) if money.forecast is not None else None
+    return AlertMoney(used, used_text, forecast)
 
 
 def data_through(month: MonthToDate, locale: str, gettext: Gettext) -> str:
@@ -144,18 +176,26 @@ def _pace(month: MonthToDate, fmt: Formatter, locale: str, gettext: Gettext) -> 
 def _forecast_basis(month: MonthToDate, fmt: Formatter, locale: str, gettext: Gettext) -> list[str]:
     if month.forecast is None:
         return []
-    lines = [
-        gettext(
+    values = {
+        "forecast": fmt.number(month.forecast),
+        "used": fmt.number(month.used),
+        "elapsed": _days(month.elapsed_days, locale),
+        "days": _days(month.period.days, locale),
+    }
+    money = month.money
+    if money is not None and money.forecast is not None:
+        values["forecast_amount"] = fmt.money(money.forecast, money.currency)
+        values["used_amount"] = fmt.money(money.used, money.currency)
+        basis = gettext(
+            "Forecast for the month: %(forecast)s credits (%(forecast_amount)s), from"
+            " %(used)s credits so far (%(used_amount)s) ÷ %(elapsed)s × %(days)s in the month."
+        )
+    else:
+        basis = gettext(
             "Forecast for the month: %(forecast)s credits, from %(used)s credits so far"
             " ÷ %(elapsed)s × %(days)s in the month."
         )
-        % {
-            "forecast": fmt.number(month.forecast),
-            "used": fmt.number(month.used),
-            "elapsed": _days(month.elapsed_days, locale),
-            "days": _days(month.period.days, locale),
-        }
-    ]
+    lines = [basis % values]
     if month.crossing is not None:
         lines.append(
             gettext("At this pace the budget is reached on %(day)s.")
@@ -164,18 +204,69 @@ def _forecast_basis(month: MonthToDate, fmt: Formatter, locale: str, gettext: Ge
     return lines
 
 
-def _spike_day(alert: Alert, fmt: Formatter, gettext: Gettext) -> str:
+def _spike_day(alert: Alert, month: MonthToDate, fmt: Formatter, gettext: Gettext) -> str:
     assert alert.day is not None
     assert alert.typical
-    return gettext(
-        "%(day)s: %(credits)s credits, %(ratio)s times a typical day (%(typical)s credits,"
-        " the median of the 28 days before)."
-    ) % {
+    values = {
         "day": fmt.date(alert.day),
         "credits": fmt.number(alert.day_credits),
         "ratio": fmt.decimal((alert.day_credits or 0) / alert.typical),
         "typical": fmt.number(alert.typical),
     }
+    spent = _on_day(month, alert, fmt)
+    if spent is None:
+        return (
+            gettext(
+                "%(day)s: %(credits)s credits, %(ratio)s times a typical day (%(typical)s credits,"
+                " the median of the 28 days before)."
+            )
+            % values
+        )
+    values["amount"] = spent(alert.day_credits or 0.0)
+    values["typical_amount"] = spent(alert.typical)
+    return (
+        gettext(
+            "%(day)s: %(credits)s credits (%(amount)s), %(ratio)s times a typical day"
+            " (%(typical)s credits, %(typical_amount)s, the median of the 28 days before)."
+        )
+        % values
+    )
+
+
+Priced = Callable[[Driver, float], str]
+"""A driver's credits figure (its credits, or its typical day's) in money."""
+
+
+def _on_day(month: MonthToDate, alert: Alert, fmt: Formatter) -> Callable[[float], str] | None:
+    """Credits of a spike's day in money, at that day's price; None without a price."""
+    money, day = month.money, alert.day
+    if money is None or day is None:
+        return None
+    return lambda credits: fmt.money(money.on(day, credits), money.currency)
+
+
+def _by_credits(spent: Callable[[float], str] | None) -> Priced | None:
+    """A spike driver's figures priced by their credits alone (all are of one day)."""
+    if spent is None:
+        return None
+    return lambda _driver, credits: spent(credits)
+
+
+def _so_far(month: MonthToDate, kind: str, fmt: Formatter) -> Priced | None:
+    """A tool's or user's credits so far in money, each day at its price; None without one."""
+    money = month.money
+    if money is None:
+        return None
+    return lambda driver, _credits: fmt.money(
+        money.drivers.get((kind, driver.name), Decimal(0)), money.currency
+    )
+    fmt_money = Formatter.money
+
+    def spent(credits: float) -> str:
+        return str(credits)  # replaced below
+
+    del spent, fmt_money
+    return None
 
 
 def _unit_cost(tools: Sequence[Driver], fmt: Formatter, gettext: Gettext) -> list[str]:
@@ -195,25 +286,39 @@ def _unit_cost(tools: Sequence[Driver], fmt: Formatter, gettext: Gettext) -> lis
 
 
 def _drivers_line(
-    label: str, drivers: Sequence[Driver], fmt: Formatter, gettext: Gettext
+    label: str,
+    drivers: Sequence[Driver],
+    fmt: Formatter,
+    gettext: Gettext,
+    priced: Priced | None = None,
 ) -> list[str]:
-    """``label: A 1,200, B 300``, or against their typical day for a spike's drivers; a
-    user ``None`` is usage not attributed to a user, never a user of that name."""
+    """``label: A 1,200, B 300``, or against their typical day for a spike's drivers, each
+    figure with its amount when ``priced``; a user ``None`` is usage not attributed to a
+    user, never a user of that name."""
     if not drivers:
         return []
     parts = []
     for driver in drivers:
         name = driver.name if driver.name is not None else gettext("not attributed to a user")
+        values = {"name": name, "credits": fmt.number(driver.credits)}
         if driver.typical is None:
-            parts.append(f"{name} {fmt.number(driver.credits)}")
-        else:
+            amount = f" ({priced(driver, driver.credits)})" if priced else ""
+            parts.append(f"{name} {fmt.number(driver.credits)}{amount}")
+        elif priced is None:
+            values["typical"] = fmt.number(driver.typical)
             parts.append(
-                gettext("%(name)s %(credits)s credits against a typical %(typical)s")
-                % {
-                    "name": name,
-                    "credits": fmt.number(driver.credits),
-                    "typical": fmt.number(driver.typical),
-                }
+                gettext("%(name)s %(credits)s credits against a typical %(typical)s") % values
+            )
+        else:
+            values["typical"] = fmt.number(driver.typical)
+            values["amount"] = priced(driver, driver.credits)
+            values["typical_amount"] = priced(driver, driver.typical)
+            parts.append(
+                gettext(
+                    "%(name)s %(credits)s credits (%(amount)s) against a typical %(typical)s"
+                    " (%(typical_amount)s)"
+                )
+                % values
             )
     separator = "; " if drivers[0].typical is not None else ", "
     return [f"{label}: {separator.join(parts)}."]

@@ -23,11 +23,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 import pandas as pd
 
+from reporter.money import MonthMoney, month_money
 from reporter.periods import Period
+from reporter.prices import Prices
 from reporter.usage import budget_status
 
 SPIKE_WINDOW_DAYS = 28
@@ -81,6 +84,7 @@ class MonthToDate:
     crossing: dt.date | None  # the day the budget was passed, or the run rate reaches it
     cumulative: pd.DataFrame  # date, credits (cumulative), for the chart
     alerts: list[Alert]
+    money: MonthMoney | None = None  # the same figures in money, when the report has a price
 
     @property
     def elapsed_days(self) -> int:
@@ -117,8 +121,11 @@ def month_to_date(
     through: dt.date,
     budget: float | None,
     settings: AlertSettings,
+    prices: Prices | None = None,
+    budget_amount: Decimal | None = None,
 ) -> MonthToDate:
-    """The month's figures through ``through`` and the alerts due on them.
+    """The month's figures through ``through`` and the alerts due on them; with ``prices``,
+    in money too (``budget_amount``: the budget as it was set in money, if it was).
 
     ``tidy`` is a tidy usage frame (``usage.tidy_frame``) by day, covering at least
     the 28 days before the month (for the spike baseline) through ``through``."""
@@ -143,7 +150,12 @@ def month_to_date(
     if settings.spike_factor > 0:
         alerts.extend(_spikes(per_day, tidy, period.start, settings.spike_factor))
     cumulative = month.cumsum().rename("credits").rename_axis("date").reset_index()
-    return MonthToDate(period, through, used, budget, forecast, crossing, cumulative, alerts)
+    money = (
+        month_money(in_month, period, through, budget, forecast, prices, budget_amount)
+        if prices is not None
+        else None
+    )
+    return MonthToDate(period, through, used, budget, forecast, crossing, cumulative, alerts, money)
 
 
 def _per_day(tidy: pd.DataFrame, start: dt.date, end: dt.date) -> pd.Series:

@@ -19,6 +19,7 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from reporter.periods import Period
 from reporter.prices import Prices
 from reporter.usage import OTHERS, ReportTables
 
@@ -105,15 +106,75 @@ def report_money(tables: ReportTables, prices: Prices) -> ReportMoney | None:
     forecast = None
     if progress is not None and progress.forecast is not None and progress.days:
         so_far = sum(exact_amounts(detail, "tool", prices).values(), Decimal(0))
-        remaining = _days(progress.through + dt.timedelta(days=1), period.end)
-        left = credits_decimal(max(progress.forecast - tables.totals.credits, 0.0))
-        per_day = left / len(remaining) if remaining else Decimal(0)
-        forecast = prices.round(
-            so_far + sum((per_day * _on(prices, d) for d in remaining), Decimal(0))
+        forecast = forecast_amount(
+            so_far, progress.forecast - tables.totals.credits, progress.through, period, prices
         )
     return ReportMoney(
         prices.currency, total, by_table, prices.in_force(period.start, period.end), forecast
     )
+
+
+def forecast_amount(
+    so_far: Decimal, credits_left: float, through: dt.date, period: Period, prices: Prices
+) -> Decimal:
+    """A forecast in money: the amount so far, and the credits still to come spread evenly
+    over the days after ``through`` to the period's end, each at its day's price."""
+    remaining = _days(through + dt.timedelta(days=1), period.end)
+    per_day = credits_decimal(max(credits_left, 0.0)) / len(remaining) if remaining else Decimal(0)
+    return prices.round(so_far + sum((per_day * _on(prices, d) for d in remaining), Decimal(0)))
+
+
+@dataclass(frozen=True, slots=True)
+class MonthMoney:
+    """A month (or billing cycle) so far in money, for ``watch``'s alerts: each figure
+    rounded once, as the report's are."""
+
+    prices: Prices
+    used: Decimal
+    budget: Decimal | None  # as finance set it in money, else the budget's credits priced
+    forecast: Decimal | None
+    drivers: Mapping[tuple[str, str | None], Decimal]  # ("tool" or "user", name) so far
+
+    @property
+    def currency(self) -> str:
+        return self.prices.currency
+
+    def on(self, day: dt.date, credits: float) -> Decimal:
+        """``credits`` used on ``day``, at that day's price."""
+        return self.prices.round(credits_decimal(credits) * _on(self.prices, day))
+
+
+def month_money(
+    rows: pd.DataFrame,
+    period: Period,
+    through: dt.date,
+    budget: float | None,
+    forecast: float | None,
+    prices: Prices,
+    budget_amount: Decimal | None = None,
+) -> MonthMoney | None:
+    """``rows`` (the tidy usage of ``period`` through ``through``) in money; None when a day
+    of the period has no price, as a report then shows no amount rather than part of one."""
+    if not prices.covers(period.start):
+        return None
+    tools = exact_amounts(rows, "tool", prices)
+    users = exact_amounts(rows, "user", prices)
+    so_far = sum(tools.values(), Decimal(0))
+    drivers = {("tool", k): prices.round(v) for k, v in tools.items()}
+    drivers |= {("user", k): prices.round(v) for k, v in users.items()}
+    if budget_amount is not None:
+        limit: Decimal | None = prices.round(budget_amount)
+    elif budget:
+        limit = prices.amount_for(budget, period.start, period.end)
+    else:
+        limit = None
+    used = float(rows["credits"].sum()) if not rows.empty else 0.0
+    ahead = (
+        forecast_amount(so_far, forecast - used, through, period, prices)
+        if forecast is not None
+        else None
+    )
+    return MonthMoney(prices, prices.round(so_far), limit, ahead, drivers)
 
 
 def line_amounts(rows: pd.DataFrame, prices: Prices) -> np.ndarray:

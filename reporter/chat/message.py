@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reporter.render import Formatter
+
+if TYPE_CHECKING:
+    from reporter.alert_text import AlertMoney
 
 # The email lists every insight; a chat message is read at a glance.
 MAX_INSIGHTS = 5
@@ -128,11 +131,15 @@ def alert_message(
     locale: str,
     gettext: Gettext,
     link: str | None,
+    money: AlertMoney | None = None,
 ) -> ChatMessage:
     """An alert of ``reporter watch``: what is due, with what explains each alert
-    (``items``, from ``alert_text``, as the email says it), and the month so far."""
+    (``items``, from ``alert_text``, as the email says it), and the month so far; with
+    ``money``, its amounts as the email shows them."""
     fmt = Formatter(locale)
     facts = [(gettext("Credits used"), fmt.number(used))]
+    if money is not None:
+        facts.append((gettext("Amount"), money.used_text))
     if budget:
         used_text = gettext("%(used)s of %(limit)s credits") % {
             "used": fmt.number(used),
@@ -140,7 +147,10 @@ def alert_message(
         }
         facts.append((gettext("Budget"), f"{used_text} ({fmt.share(used / budget * 100)})"))
     if forecast is not None:
-        facts.append((gettext("Forecast"), fmt.number(forecast)))
+        ahead = fmt.number(forecast)
+        if money is not None and money.forecast is not None:
+            ahead += f" · {money.forecast}"
+        facts.append((gettext("Forecast"), ahead))
     return ChatMessage(
         title=f"{title}: {headline}",
         subtitle=gettext("%(month)s, data through %(day)s (complete days, UTC)")

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from reporter import charts
-from reporter.alert_text import data_through, explain, order, subject_lines
+from reporter.alert_text import alert_money, data_through, explain, order, subject_lines
 from reporter.alerts import SPIKE_WINDOW_DAYS, Alert, AlertSettings, MonthToDate, month_to_date
 from reporter.chat.message import alert_message
 from reporter.chat.post import ChatSender
@@ -186,6 +186,8 @@ def watch(
                         options.date,
                         budget.credits if budget else None,
                         settings_for(config, report),
+                        config.prices_for(report),
+                        budget.amount if budget else None,
                     )
                     deciding[decision] = report
                 except ApiAuthError as exc:
@@ -407,6 +409,7 @@ def _post_alerts(
             locale=locale,
             gettext=gettext,
             link=options.run_url,
+            money=alert_money(month, fmt, gettext),
         )
         stem = f"{report.name}-alert-{options.date.isoformat()}"
         if len(groups) > 1:
@@ -507,6 +510,7 @@ def compose_alert(
         "budget": month.budget,
         "used_pct": month.used_pct,
         "forecast": month.forecast,
+        "money": alert_money(month, fmt, gettext),
         "crossing": fmt.date(month.crossing) if month.crossing else None,
         "crossed": month.budget is not None and month.used >= month.budget,
         "alerts": texts,
