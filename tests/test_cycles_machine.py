@@ -34,6 +34,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from reporter.cli import cli
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 from tests.conftest import API_KEY, Recorder, free_port, write_config
+from tests.test_outbox_machine import versions_of
 
 TODAY = dt.date(2026, 11, 20)
 DAYS = [
@@ -81,12 +82,6 @@ def servers() -> Iterator[Servers]:
             yield Servers(data, api, recorder, port)
     finally:
         controller.stop()
-
-
-def versions_of(message: EmailMessage) -> dict[str, int]:
-    header = str(message.get("X-Reporter-Version", ""))
-    pairs = [p.strip().partition("=") for p in header.split(",") if p.strip()]
-    return {name: int(number) for name, _, number in pairs}
 
 
 def plain_text(message: EmailMessage) -> str:

@@ -17,6 +17,7 @@ has been checked (tests/test_cli_imports.py holds them to it).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from reporter.chat.post import ChatSender
     from reporter.config import ApiOptions, Config, ReportConfig
     from reporter.environment import ApiSettings
-    from reporter.jobs import Progress
+    from reporter.jobs import Progress, RunOptions
     from reporter.magnific import RetryPolicy
 
 log = logging.getLogger("reporter")
@@ -226,8 +227,18 @@ class PeriodGroups:
     first: Period  # the first group's; the typed or default period when there is none
     order: tuple[str, ...]  # the reports as selected
 
-    def in_order(self, outcomes: Sequence[Outcome]) -> list[Outcome]:
-        """The groups' outcomes in the order the reports were selected."""
+    def each(
+        self,
+        job: Callable[[list[ReportConfig], RunOptions], list[Outcome]],
+        options: RunOptions,
+    ) -> list[Outcome]:
+        """``job`` on each group's reports with its period, one group after the other; the
+        outcomes in the order the reports were selected."""
+        outcomes = [
+            outcome
+            for period, reports in self.groups
+            for outcome in job(list(reports), dataclasses.replace(options, period=period))
+        ]
         by_name = {outcome.report: outcome for outcome in outcomes}
         return [by_name[name] for name in self.order if name in by_name]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import os
@@ -345,19 +344,18 @@ def run_reports(
             assert ledger is not None
         else:
             job = functools.partial(run, max_in_flight=max_in_flight)
-        outcomes: list[Outcome] = []
-        for period, reports in periods.groups:
-            outcomes += job(
+        return periods.each(
+            functools.partial(
+                job,
                 config,
-                list(reports),
-                dataclasses.replace(options, period=period),
                 client=client,
                 sender=sender,
                 ledger=ledger,
                 progress=redacted,
                 chat=chat,
-            )
-        return periods.in_order(outcomes)
+            ),
+            options,
+        )
     finally:
         if ledger is not None:
             ledger.close()

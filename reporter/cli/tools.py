@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
 import sys
 from importlib.resources import files
@@ -81,20 +81,11 @@ def demo_command(out_dir: Path, period: str | None, quiet: bool) -> None:
             MagnificClient(settings, retry=RetryPolicy(attempts=2)) as client,
             progress_for([r.name for r in config.reports], quiet=quiet, verbose=False) as progress,
         ):
-            outcomes = periods.in_order(
-                [
-                    outcome
-                    for period, reports in periods.groups
-                    for outcome in run(
-                        config,
-                        list(reports),
-                        dataclasses.replace(options, period=period),
-                        client=client,
-                        sender=None,
-                        ledger=None,
-                        progress=progress,
-                    )
-                ]
+            outcomes = periods.each(
+                functools.partial(
+                    run, config, client=client, sender=None, ledger=None, progress=progress
+                ),
+                options,
             )
     click.echo("Files:")
     for outcome in outcomes:
