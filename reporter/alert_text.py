@@ -85,6 +85,7 @@ def explain(
     fmt = Formatter(locale)
     texts = []
     month_drivers_told = pace_told = False
+    cycle = month.period.is_cycle  # a billing cycle is called one, never "the month"
     for alert in sorted(alerts, key=order):
         lines: list[str] = []
         if alert.kind == "threshold":
@@ -108,10 +109,18 @@ def explain(
             month_drivers_told = True
             tools, users = _so_far(month, "tool", fmt), _so_far(month, "user", fmt)
             lines += _drivers_line(
-                gettext("Top tools this month"), alert.tools, fmt, gettext, tools
+                gettext("Top tools this cycle") if cycle else gettext("Top tools this month"),
+                alert.tools,
+                fmt,
+                gettext,
+                tools,
             )
             lines += _drivers_line(
-                gettext("Top users this month"), alert.users, fmt, gettext, users
+                gettext("Top users this cycle") if cycle else gettext("Top users this month"),
+                alert.users,
+                fmt,
+                gettext,
+                users,
             )
         texts.append(
             AlertText(alert.kind, headline(alert, month.period, locale, gettext), tuple(lines))
@@ -157,16 +166,28 @@ def _days(count: int, locale: str) -> str:
 
 def _pace(month: MonthToDate, fmt: Formatter, locale: str, gettext: Gettext) -> str:
     used = fmt.share(month.used_pct, digits=0)
+    cycle = month.period.is_cycle
     if month.days_left == 0:
+        if cycle:
+            return gettext("%(used)s of the budget used by the end of the cycle.") % {"used": used}
         return gettext("%(used)s of the budget used by the end of the month.") % {"used": used}
     if month.pace_pct is None:
         return gettext("%(used)s of the budget used with %(left)s left.") % {
             "used": used,
             "left": _days(month.days_left, locale),
         }
-    return gettext(
-        "%(used)s of the budget used with %(left)s left; at this pace the month ends at %(pace)s."
-    ) % {
+    pace = (
+        gettext(
+            "%(used)s of the budget used with %(left)s left; at this pace the cycle ends at"
+            " %(pace)s."
+        )
+        if cycle
+        else gettext(
+            "%(used)s of the budget used with %(left)s left; at this pace the month ends at"
+            " %(pace)s."
+        )
+    )
+    return pace % {
         "used": used,
         "left": _days(month.days_left, locale),
         "pace": fmt.share(month.pace_pct, digits=0),
@@ -186,9 +207,23 @@ def _forecast_basis(month: MonthToDate, fmt: Formatter, locale: str, gettext: Ge
     if money is not None and money.forecast is not None:
         values["forecast_amount"] = fmt.money(money.forecast, money.currency)
         values["used_amount"] = fmt.money(money.used, money.currency)
+        basis = (
+            gettext(
+                "Forecast for the cycle: %(forecast)s credits (%(forecast_amount)s), from"
+                " %(used)s credits so far (%(used_amount)s) ÷ %(elapsed)s × %(days)s in the"
+                " cycle."
+            )
+            if month.period.is_cycle
+            else gettext(
+                "Forecast for the month: %(forecast)s credits (%(forecast_amount)s), from"
+                " %(used)s credits so far (%(used_amount)s) ÷ %(elapsed)s × %(days)s in the"
+                " month."
+            )
+        )
+    elif month.period.is_cycle:
         basis = gettext(
-            "Forecast for the month: %(forecast)s credits (%(forecast_amount)s), from"
-            " %(used)s credits so far (%(used_amount)s) ÷ %(elapsed)s × %(days)s in the month."
+            "Forecast for the cycle: %(forecast)s credits, from %(used)s credits so far"
+            " ÷ %(elapsed)s × %(days)s in the cycle."
         )
     else:
         basis = gettext(

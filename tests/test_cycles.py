@@ -405,6 +405,12 @@ def test_watch_follows_the_cycle_so_far(
     text = body(message, "plain")
     assert f"Credits used: {credits(used)} of a budget of 50,000 ({used / 500:.1f}%)" in text
     assert "with 24 days left" in text  # Nov 21 - Dec 14
+    # Called a cycle, never "the month": its pace, top tools and forecast are the cycle's.
+    pace = used / 6 * 30
+    assert f"at this pace the cycle ends at {pace / 500:.0f}%" in text
+    assert "Top tools this cycle:" in text
+    assert f"Forecast for the cycle: {pace:,.0f}" in text
+    assert "month" not in text.replace("the monthly report", "")
     assert (tmp_path / "out/2026-11-15_2026-12-14/alerts").is_dir()
     again = reporter(*args, env=env)
     assert again.returncode == 0

@@ -491,11 +491,16 @@ def compose_alert(
             period.end.isoformat(),
             month.forecast,
         )
+    chart_title = (
+        gettext("Credits so far this cycle, against the budget")
+        if period.is_cycle
+        else gettext("Credits so far this month, against the budget")
+    )
     spec = charts.budget_spec(
         month.cumulative,
         month.budget,
         forecast_line,
-        title=gettext("Credits so far this month, against the budget"),
+        title=chart_title,
         credits_label=gettext("Credits"),
         day_label=gettext("Day"),
     )
@@ -515,6 +520,8 @@ def compose_alert(
         "crossed": month.budget is not None and month.used >= month.budget,
         "alerts": texts,
         "chart_cid": cid,
+        "chart_title": chart_title,
+        "cycle": period.is_cycle,
     }
     text = render_template(options.templates_dir, "alert.txt.j2", locale, context)
     html = render_template(options.templates_dir, "alert.html.j2", locale, context)
