@@ -43,6 +43,7 @@ from reporter.budgets import (
 from reporter.errors import ConfigError, UsageError
 from reporter.periods import Period, cycle, cycle_containing, in_cycles, last_complete_cycle
 from reporter.prices import Prices
+from reporter.statements import StatementPolicy
 
 Locale = Literal["en", "es"]
 PdfVariant = Literal["pdf/ua-1", "pdf/a-3b"]
@@ -52,6 +53,18 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 # A Slack channel id (C0123ABCD), which files.completeUploadExternal takes; not "#name".
 SlackChannel = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,32}$")]
 Percent = Annotated[int, Field(ge=1, le=1000)]
+
+
+def _domain(name: str) -> str:
+    """A mail domain as addresses spell it after ``smtp_address``: IDNA, lower case."""
+    try:
+        valid = email_validator.validate_email(f"x@{name}", check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"{name!r} is not a mail domain such as company.com ({exc})") from None
+    return valid.ascii_domain.lower()
+
+
+Domain = Annotated[str, AfterValidator(_domain)]
 DEFAULT_THRESHOLDS = (80, 100)
 # Money per credit: above zero, and no finer than a millionth of the currency's unit.
 Price = Annotated[Decimal, Field(gt=0, max_digits=18, decimal_places=10)]
@@ -140,6 +153,12 @@ class Defaults(_Pricing, _Model):
     slack_webhook_env: EnvName | None = None
     teams_webhook_env: EnvName | None = None
     slack_channel: SlackChannel | None = None
+    # personal statements (see reporter.statements); each report may override them
+    statements: bool = False
+    statement_domains: list[Domain] | None = None
+    statement_opt_out: list[EmailStr] = []
+    statement_pdf: bool = False
+    statement_team_total: bool = False
 
 
 class ApiOptions(_Model):
@@ -185,6 +204,12 @@ class ReportConfig(_Pricing, _Model):
     slack_webhook_env: EnvName | None = None
     teams_webhook_env: EnvName | None = None
     slack_channel: SlackChannel | None = None
+    # personal statements; each None falls back to [defaults]
+    statements: bool | None = None
+    statement_domains: list[Domain] | None = None
+    statement_opt_out: list[EmailStr] | None = None
+    statement_pdf: bool | None = None
+    statement_team_total: bool | None = None
     # The report's name before a rename: what its owners already got under that name
     # (monthly reports, alerts, chat posts) counts as theirs, and is not sent again.
     renamed_from: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] | None = None
@@ -302,6 +327,14 @@ class Config(_Model):
                 raise ValueError(
                     f"reports[{index}] ({report.name!r}): currency: needed with a credit price;"
                     ' set currency = "EUR" (or your ISO 4217 code) in [defaults] or the report'
+                )
+            policy = self.statements_for(report)
+            if policy is not None and not policy.domains:
+                raise ValueError(
+                    f"reports[{index}] ({report.name!r}): statement_domains: needed with"
+                    " statements = true (only addresses in those domains ever get a"
+                    ' statement); set statement_domains = ["company.com"] in [defaults] or'
+                    " the report"
                 )
         olds = [r.renamed_from for r in self.reports if r.renamed_from]
         twice = sorted({o for o in olds if olds.count(o) > 1})
@@ -432,6 +465,25 @@ class Config(_Model):
         if channel:
             channels.append(f"slack-upload:{channel}")
         return channels
+
+    def statements_for(self, report: ReportConfig) -> StatementPolicy | None:
+        """Who of the report's users get a personal statement, and what it shows; None
+        when the report sends none. Each setting is the report's, else [defaults]'."""
+        d = self.defaults
+
+        def pick(own: Any, default: Any) -> Any:
+            return default if own is None else own
+
+        if not pick(report.statements, d.statements):
+            return None
+        domains = pick(report.statement_domains, d.statement_domains) or []
+        opt_out = pick(report.statement_opt_out, d.statement_opt_out)
+        return StatementPolicy(
+            domains=frozenset(domains),
+            opt_out=frozenset(smtp_address(a).lower() for a in opt_out),
+            pdf=pick(report.statement_pdf, d.statement_pdf),
+            team_total=pick(report.statement_team_total, d.statement_team_total),
+        )
 
     def correction_threshold_for(self, report: ReportConfig) -> float:
         if report.correction_threshold_percent is not None:

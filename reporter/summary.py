@@ -49,6 +49,12 @@ class Outcome:
     files: list[Path] = field(default_factory=list)
     amount: tuple[Decimal, str] | None = None  # the credits' amount and currency, if priced
     recipients: list[str] = field(default_factory=list)
+    statements: str = ""  # its personal statements: "statements: 41 sent, 2 skipped"
+
+    @property
+    def described(self) -> str:
+        """The detail, with what became of its statements."""
+        return "; ".join(part for part in (self.detail, self.statements) if part)
 
     @property
     def ok(self) -> bool:
@@ -66,7 +72,7 @@ class Outcome:
     def line(self) -> str:
         """One line for logs: ``marketing: delivered, 12,345 credits (sent to 2 owners)``."""
         credits = f", {self.credits_text} credits" if self.credits is not None else ""
-        detail = f" ({self.detail})" if self.detail else ""
+        detail = f" ({self.described})" if self.described else ""
         return f"{self.report}: {self.label}{credits}{detail}"
 
 
@@ -89,7 +95,7 @@ def _verdict(outcomes: Sequence[Outcome]) -> str:
 
 def text_summary(outcomes: Sequence[Outcome], period_key: str, shard: str = "") -> str:
     """The aligned table printed at the end of every run."""
-    rows = [(o.report, o.credits_text, o.label, o.detail) for o in outcomes]
+    rows = [(o.report, o.credits_text, o.label, o.described) for o in outcomes]
     header = ("report", "credits", "status", "")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
     lines = [f"Period {period_key}" + (f", shard {shard}" if shard else "") + ":"]
@@ -132,7 +138,7 @@ def markdown_summary(outcomes: Sequence[Outcome], period_key: str, shard: str = 
     ]
     for o in outcomes:
         status = o.label if o.ok else f"**{o.label}**"
-        detail = _cell(without_addresses(o.detail))
+        detail = _cell(without_addresses(o.described))
         amount = f" {_money(o.amount)} |" if priced else ""
         lines.append(f"| {_cell(o.report)} | {o.credits_text} |{amount} {status} | {detail} |")
     counted = [o.credits for o in outcomes if o.credits is not None]

@@ -419,6 +419,9 @@ class ReportTables:
     detail: pd.DataFrame = field(repr=False)  # the tidy rows of the period
     # Tools used in the comparison period and not in this one: (tool, credits then).
     discontinued: list[tuple[str, float]] = field(default_factory=list)
+    # The comparison period's tidy rows (its matching days when in progress): what a
+    # personal statement sets each user's period against.
+    previous_detail: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def empty(self) -> bool:
@@ -541,6 +544,7 @@ def build_tables(
         others_count=others,
         detail=detail,
         discontinued=_discontinued(previous, by_tool),
+        previous_detail=previous,
     )
 
 

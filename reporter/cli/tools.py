@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
@@ -29,8 +31,9 @@ from reporter.cli.app import (
 )
 from reporter.errors import UsageError
 from reporter.files import default_templates_dir
-from reporter.ledger import Ledger
+from reporter.ledger import Delivery, Ledger
 from reporter.periods import answers_to
+from reporter.statements import STATEMENT
 
 
 @cli.command("demo")
@@ -226,7 +229,12 @@ def history_command(state_path: Path, period: str | None) -> None:
             r.error or "",
         )
         for r in rows
+        if r.message != STATEMENT
     ]
+    # Personal statements, thousands a report: one line a report and period, counted.
+    table += statement_lines(rows)
+    table.sort(key=lambda row: (row[1], row[2]))
+    table.sort(key=lambda row: row[0], reverse=True)
     widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(6)]
     redact = redactor()  # rows a run stored before their errors were redacted
     for row in [header, *table]:
@@ -320,3 +328,24 @@ def check_command(
         click.echo(finding.line())
     click.echo(summary_line(findings))
     sys.exit(exit_status(findings))
+
+
+def statement_lines(rows: Sequence[Delivery]) -> list[tuple[str, str, str, str, str, str, str]]:
+    """``history``'s line for each report's statements in a period: how many were sent,
+    failed, unconfirmed, skipped (their addresses stay out of a shared terminal)."""
+    counts: dict[tuple[str, str], Counter[str]] = {}
+    latest: dict[tuple[str, str], str] = {}
+    for row in rows:
+        if row.message != STATEMENT:
+            continue
+        key = (row.period, row.report)
+        counts.setdefault(key, Counter())[row.status] += 1
+        latest[key] = max(latest.get(key, ""), row.updated_at)
+    order = ("sent", "failed", "unconfirmed", "skipped")
+    lines = []
+    for (period, report), counted in counts.items():
+        known = [f"{counted[s]} {s}" for s in order if counted[s]]
+        known += [f"{n} {s}" for s, n in sorted(counted.items()) if s not in order]
+        text = "statements: " + ", ".join(known)
+        lines.append((period, report, STATEMENT, "-", "-", latest[(period, report)], text))
+    return lines

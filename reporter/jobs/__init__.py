@@ -37,10 +37,14 @@ from reporter.jobs.messages import per_owner_mails
 from reporter.jobs.pipeline import build_all, fail
 from reporter.jobs.plan import Plan, plan_run, plural, taken_detail
 from reporter.jobs.records import ChatFile, MailFile, Sent, Written
+from reporter.jobs.statements import send_statements
 from reporter.ledger import Ledger
 from reporter.magnific import MagnificClient
 from reporter.mail import SmtpSender
+from reporter.statement_lines import report_statements
+from reporter.statements import ReportStatements
 from reporter.summary import Outcome
+from reporter.usage import ReportTables
 
 __all__ = [
     "BuiltReport",
@@ -80,6 +84,33 @@ def run(
 
     new_mails: list[MailFile] = []
     chat_files: list[ChatFile] = []
+    # Personal statements: cut from each report's tables as they arrive.
+    policies = {r.name: p for r in reports if (p := config.statements_for(r)) is not None}
+    statement_sets: dict[str, ReportStatements] = {}
+
+    def fetched(report: ReportConfig, tables: ReportTables) -> int | None:
+        policy = policies.get(report.name)
+        if policy is None:
+            return None
+        cut = report_statements(
+            report.name,
+            report.display_title,
+            config.locale_for(report),
+            tables,
+            config.prices_for(report),
+            policy,
+        )
+        statement_sets[report.name] = cut
+        return len(cut.parts)
+
+    # Reports whose owners all have them are still fetched when statements may be due.
+    fetch_only = [
+        r
+        for r in reports
+        if r.name in policies
+        and r not in plan.to_build
+        and outcomes[r.name].status == "already_delivered"
+    ]
 
     def written(item: Written) -> None:
         outcome = outcomes[item.report]
@@ -110,7 +141,7 @@ def run(
     one_per_owner = config.email.one_mail_per_owner
     with tempfile.TemporaryDirectory(prefix="reporter-pieces-") as pieces:
         done = build_all(
-            plan.to_build,
+            [*plan.to_build, *fetch_only],
             plan.pending,
             config,
             options,
@@ -121,6 +152,8 @@ def run(
             pieces_dir=Path(pieces) if one_per_owner else None,
             on_written=written,
             versions=plan.versions,
+            on_fetched=fetched,
+            fetch_only={r.name for r in fetch_only},
         )
         if one_per_owner:
             try:
@@ -130,7 +163,32 @@ def run(
                 for item in done:
                     fail(outcomes[item.report], exc, progress)
 
+    def statements(settled: Sequence[str]) -> None:
+        if not policies:
+            return
+        held = [name for name in policies if name not in statement_sets]
+        sets = [statement_sets[r.name] for r in reports if r.name in statement_sets]
+        done = send_statements(
+            sets,
+            held,
+            config,
+            options,
+            ledger=ledger,
+            sender=None if options.dry_run else sender,
+            progress=lambda line: log.info("%s", line),
+        )
+        for name, tally in done.tallies.items():
+            outcome = outcomes[name]
+            outcome.statements = tally.text()
+            if not tally.ok and outcome.ok and outcome.status != "taken":
+                outcome.status = "partial"
+            if name not in settled:  # its final line was printed before: this follows it
+                progress(name, outcome.line(), done=True)
+        for path in done.files:
+            log.debug("statement written: %s", path)
+
     if options.dry_run or sender is None:
+        statements([n for n, o in outcomes.items() if o.status == "pending"])
         for name in [n for m in new_mails for n in m.reports] + [f.report for f in chat_files]:
             if outcomes[name].status == "pending":
                 outcomes[name].status = "written"
@@ -174,10 +232,12 @@ def run(
             progress(file.report, f"not confirmed by {file.recipient}")
         if result.delivered:
             progress(file.report, f"posted to {file.recipient}")
-    for name, outcome in outcomes.items():
-        if outcome.status == "pending":
-            _settle(outcome, results.get(name, Sent()), options, plan, name, posted.get(name))
-            progress(name, outcome.line(), done=True)
+    settled = [name for name, outcome in outcomes.items() if outcome.status == "pending"]
+    for name in settled:
+        _settle(outcomes[name], results.get(name, Sent()), options, plan, name, posted.get(name))
+    statements(settled)
+    for name in settled:
+        progress(name, outcomes[name].line(), done=True)
     return [outcomes[r.name] for r in reports]
 
 

@@ -122,9 +122,11 @@ def compose_report(
     options: RunOptions,
     *,
     correction: dict[str, float] | None = None,
+    statement_count: int | None = None,
 ) -> Composed:
     """Charts and HTML for one report; ``correction`` (sent and current credits) marks
-    it as correcting one delivered before (``run --recheck``)."""
+    it as correcting one delivered before (``run --recheck``); ``statement_count``: how
+    many of its users get a personal statement (None: it sends none)."""
     locale = config.locale_for(report)
     catalog = translations(options.templates_dir, locale)
     labels = chart_labels(catalog.gettext, tables)
@@ -174,6 +176,7 @@ def compose_report(
         budget_choice=config.budget_for(report, period),
     )
     context["correction"] = correction
+    context["statement_count"] = statement_count
     html = render_template(options.templates_dir, "report.html.j2", locale, context)
     return Composed(html, locale, context, chart_png)
 
@@ -185,10 +188,18 @@ def prepare_report(
     options: RunOptions,
     *,
     correction: dict[str, float] | None = None,
+    statement_count: int | None = None,
 ) -> tuple[BuiltReport, PrintJob]:
     """Everything the printing needs: charts, HTML, and the job that prints
     ``<name>.pdf`` (here, or in a printer process). ``write_csv`` writes the CSV."""
-    composed = compose_report(report, tables, config, options, correction=correction)
+    composed = compose_report(
+        report,
+        tables,
+        config,
+        options,
+        correction=correction,
+        statement_count=statement_count,
+    )
     period = tables.period
     variant = options.pdf_variant or config.defaults.pdf_variant
     attachments = (

@@ -18,7 +18,7 @@ import concurrent.futures
 import logging
 import pickle
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -94,9 +94,15 @@ def build_all(
     pieces_dir: Path | None,
     on_written: Callable[[Written], None],
     versions: Mapping[str, int] | None = None,
+    on_fetched: Callable[[ReportConfig, ReportTables], int | None] | None = None,
+    fetch_only: Set[str] = frozenset(),
 ) -> list[Written]:
     """Fetch concurrently (bounded by the client); compose each report as its data
-    arrives and print it in one of ``options.jobs`` printer processes."""
+    arrives and print it in one of ``options.jobs`` printer processes.
+
+    ``on_fetched`` sees each report's tables first (its personal statements are cut from
+    them) and returns how many of its users get one; reports in ``fetch_only`` (owners
+    all served, statements still due) stop there."""
     written: list[Written] = []
     if not reports:
         return written
@@ -109,13 +115,13 @@ def build_all(
     )
     waiting = deque(reports)
     fetching: dict[concurrent.futures.Future[ReportTables], ReportConfig] = {}
-    fetched: deque[tuple[ReportConfig, ReportTables]] = deque()
+    fetched: deque[tuple[ReportConfig, ReportTables, int | None]] = deque()
     printing: dict[concurrent.futures.Future[Printed], tuple[BuiltReport, PrintJob]] = {}
     auth_error: ApiAuthError | None = None
 
-    def submit_print(report: ReportConfig, tables: ReportTables) -> None:
+    def submit_print(report: ReportConfig, tables: ReportTables, count: int | None) -> None:
         try:
-            built, job = prepare_report(report, tables, config, options)
+            built, job = prepare_report(report, tables, config, options, statement_count=count)
             future = printers.submit(job)
         except Exception as exc:  # a chart or template failed, or the printers are gone
             fail(outcomes[report.name], as_reporter_error(exc, report), progress)
@@ -190,7 +196,13 @@ def build_all(
                     fail(outcomes[report.name], as_reporter_error(exc, report), progress)
                     continue
                 progress(report.name, f"fetched: {tables.totals.credits:,.0f} credits")
-                fetched.append((report, tables))
+                try:
+                    count = on_fetched(report, tables) if on_fetched else None
+                except Exception as exc:
+                    fail(outcomes[report.name], as_reporter_error(exc, report), progress)
+                    continue
+                if report.name not in fetch_only:
+                    fetched.append((report, tables, count))
                 del tables
         finished = True
     finally:
