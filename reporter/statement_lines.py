@@ -59,7 +59,9 @@ def report_statements(
     before = _by_mailbox_tool(previous, mailbox_of)
     spent = current.groupby(level=0)["credits"].sum()
     due = set(spent[spent > 0].index)
-    merged = current.join(before, how="outer", rsuffix="_before").fillna(0)
+    merged = current.merge(
+        before, how="outer", left_index=True, right_index=True, suffixes=("", "_before")
+    ).fillna(0)
     merged = merged[merged.index.get_level_values(0).isin(due)]
     amounts = _amounts(detail, mailbox_of, due, tables, prices)
     team_credits = team_amount = None

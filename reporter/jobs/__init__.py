@@ -103,13 +103,14 @@ def run(
         statement_sets[report.name] = cut
         return len(cut.parts)
 
-    # Reports whose owners all have them are still fetched when statements may be due.
+    # Reports not rebuilt (every owner has them, or gets the message a previous run
+    # wrote) are still fetched when they have statements: those may be due.
     fetch_only = [
         r
         for r in reports
         if r.name in policies
         and r not in plan.to_build
-        and outcomes[r.name].status == "already_delivered"
+        and outcomes[r.name].status in ("already_delivered", "pending")
     ]
 
     def written(item: Written) -> None:
@@ -184,8 +185,9 @@ def run(
                 outcome.status = "partial"
             if name not in settled:  # its final line was printed before: this follows it
                 progress(name, outcome.line(), done=True)
-        for path in done.files:
-            log.debug("statement written: %s", path)
+        if done.files:  # one entry for the folder: a big team's are thousands of files
+            first = next(iter(done.tallies))
+            outcomes[first].files.append(options.out_dir / options.period.key / "statements")
 
     if options.dry_run or sender is None:
         statements([n for n, o in outcomes.items() if o.status == "pending"])
