@@ -18,7 +18,6 @@ a statement without it, and a statement is sent only once a period.
 from __future__ import annotations
 
 import contextlib
-
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
