@@ -56,8 +56,12 @@ if TYPE_CHECKING:
 @report_option()
 @out_option("Where PDFs, CSVs and .eml files are written.")
 @state_option("Delivery ledger (SQLite).")
-@click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending.")
-@click.option("--force", is_flag=True, help="Send again even if already delivered.")
+@click.option(
+    "--dry-run", is_flag=True, help="Write .eml files (reports and statements) instead of sending."
+)
+@click.option(
+    "--force", is_flag=True, help="Send again (reports and statements) even if already delivered."
+)
 @click.option(
     "--recheck",
     is_flag=True,
@@ -68,8 +72,9 @@ if TYPE_CHECKING:
     "--to",
     "preview_to",
     metavar="ADDRESS",
-    help="Preview: send the reports to this address only, marked Preview; the ledger is"
-    " untouched, so the real run still mails every owner.",
+    help="Preview: send the reports (and the first three personal statements) to this"
+    " address only, marked Preview; the ledger is untouched, so the real run still mails"
+    " every owner.",
 )
 @click.option(
     "--templates",
@@ -117,7 +122,8 @@ def run_command(
     verbose: bool,
     quiet: bool,
 ) -> None:
-    """Fetch usage, build each report's PDF and email it to the report's owners.
+    """Fetch usage, build each report's PDF and email it to the report's owners, and
+    to each user of a report with statements = true their own usage statement.
 
     Reads MAGNIFIC_API_KEY (and MAGNIFIC_API_BASE_URL) and, unless --dry-run,
     SMTP_HOST, SMTP_PORT, SMTP_USERNAME, SMTP_PASSWORD and SMTP_SECURITY.
