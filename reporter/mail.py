@@ -13,6 +13,7 @@ moments (see ``ledger.py``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import email.utils
 import hashlib
@@ -23,7 +24,7 @@ import secrets
 import smtplib
 import socket
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -266,7 +267,12 @@ class SmtpRetry:
 
 
 class SmtpSender:
-    """Sends messages over one SMTP connection per message, retrying transient faults."""
+    """Sends messages, retrying transient faults: over one SMTP connection per message, or
+    within ``session()`` over one connection for many (a run's thousands of statements)."""
+
+    # Relays limit messages per connection (Postfix's default is unlimited, Exchange
+    # Online's 30 a minute per connection, many answer 421 after 100): a new one after this.
+    MESSAGES_PER_CONNECTION = 100
 
     def __init__(
         self,
@@ -281,6 +287,9 @@ class SmtpSender:
         # Once the settings are known not to work, every later message fails the same way
         # at once, instead of reconnecting to hear the same refusal for every report.
         self.setup_error: MailSetupError | None = None
+        self._sessions = 0  # open session() blocks
+        self._kept: smtplib.SMTP | None = None  # the session's connection, between messages
+        self._kept_count = 0  # messages it has carried
 
     def __repr__(self) -> str:
         s = self._settings
@@ -323,6 +332,30 @@ class SmtpSender:
                 hint=exc.hint,
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Within it, consecutive messages share one connection: opened by the first, kept
+        while the conversation is in step, replaced after a fault or every
+        ``MESSAGES_PER_CONNECTION`` messages, and closed with QUIT at the end."""
+        self._sessions += 1
+        try:
+            yield
+        finally:
+            self._sessions -= 1
+            if not self._sessions:
+                self._release()
+
+    def _release(self, conn: smtplib.SMTP | None = None) -> None:
+        """QUIT the kept connection (or ``conn``), closing it if QUIT fails."""
+        if conn is None:
+            conn, self._kept, self._kept_count = self._kept, None, 0
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except (OSError, smtplib.SMTPException):
+            conn.close()
 
     def verify(self) -> SmtpCheck:
         """Connect, secure and log in exactly as a send would, then QUIT without sending:
@@ -393,6 +426,10 @@ class SmtpSender:
         else:
             conn = _Smtp(s.host, s.port, timeout=s.timeout)
         try:
+            # The message and its final dot go as two writes: with Nagle's algorithm the dot
+            # waits for the server's delayed ACK, some 40 ms a message.
+            if conn.sock is not None:
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo()
             if s.security == "starttls":
                 if not conn.has_extn("starttls"):
@@ -441,12 +478,27 @@ class SmtpSender:
     def _send_once(
         self, message: EmailMessage, recipients: list[str], on_commit: Callable[[], None]
     ) -> SendResult:
-        conn = self._connect()
-        committed = False
+        conn, carried, self._kept = self._kept, self._kept_count, None
+        if conn is None:
+            conn, carried = self._connect(), 0
+        committed = kept = False
         try:
             _, sender = email.utils.parseaddr(str(message["From"]))
             utf8 = needs_smtputf8([sender, *recipients])
-            code, reply = conn.mail(sender, self._mail_options(conn, utf8, recipients))
+            options = self._mail_options(conn, utf8, recipients)
+            try:
+                code, reply = conn.mail(sender, options)
+            except (OSError, smtplib.SMTPServerDisconnected):
+                if not carried:
+                    raise
+                code, reply = 421, b"closed while idle"
+            if carried and code == 421:
+                # A session's connection the server closed while idle: nothing of this
+                # message went over it, so a new one is opened at once, not retried later.
+                log.debug("the mail server closed the idle connection; reconnecting")
+                conn.close()
+                conn, carried = self._connect(), 0
+                code, reply = conn.mail(sender, options)
             if code != 250:
                 raise self._classify(code, reply)
             refused: dict[str, str] = {}
@@ -481,6 +533,7 @@ class SmtpSender:
             conn.send(b".\r\n")
             code, reply = conn.getreply()
             if code == 250:
+                kept = bool(self._sessions)
                 return SendResult(accepted=accepted, refused=refused)
             if 400 <= code < 600:
                 # A refusal, even after the commit point, is definite: nothing was accepted,
@@ -513,10 +566,10 @@ class SmtpSender:
             conn.close()
             raise
         finally:
-            try:
-                conn.quit()
-            except (OSError, smtplib.SMTPException):
-                conn.close()
+            if kept and carried + 1 < self.MESSAGES_PER_CONNECTION:
+                self._kept, self._kept_count = conn, carried + 1
+            else:
+                self._release(conn)
 
     def _mail_options(self, conn: smtplib.SMTP, utf8: bool, recipients: list[str]) -> list[str]:
         """MAIL FROM's options: SMTPUTF8 when an address needs it, if the server offers it

@@ -17,7 +17,6 @@ a statement without it, and a statement is sent only once a period.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
@@ -269,7 +268,7 @@ def send_statements(
         )
         mails.append(mail)
     progress(f"statements: sending {len(mails)}")
-    with getattr(sender, "session", contextlib.nullcontext)():  # TODO(session)
+    with sender.session():
         for mail in mails:
             sent = deliver(mail, sender, ledger, period)
             for name in mail.reports:
