@@ -6,18 +6,30 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from reporter.errors import UsageError
 
 
-def write_atomic(path: Path, content: bytes) -> Path:
-    """Write via a temporary file and rename: a killed run never leaves half a PDF."""
+def write_atomic(path: Path, content: bytes | Callable[[IO[bytes]], object]) -> Path:
+    """Write via a temporary file and rename: a killed run never leaves half a PDF.
+    ``content`` is the bytes, or a function that writes them to the file it is given
+    (a big CSV then never exists whole in memory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(content)
-        tmp.flush()
-        os.fsync(tmp.fileno())
+        try:
+            if callable(content):
+                content(tmp)
+            else:
+                tmp.write(content)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, path)
     return path
 

@@ -41,6 +41,7 @@ from reporter.jobs.statements import send_statements
 from reporter.ledger import Ledger
 from reporter.magnific import MagnificClient
 from reporter.mail import SmtpSender
+from reporter.memory import release_freed
 from reporter.statement_lines import report_statements
 from reporter.statements import ReportStatements
 from reporter.summary import Outcome
@@ -101,6 +102,7 @@ def run(
             policy,
         )
         statement_sets[report.name] = cut
+        release_freed()  # the cut's intermediate frames
         return len(cut.parts)
 
     # Reports not rebuilt (every owner has them, or gets the message a previous run

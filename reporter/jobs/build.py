@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import pandas as pd
+
 from reporter import charts
 from reporter.config import Config, ReportConfig
 from reporter.files import write_atomic
 from reporter.insights import find_insights
 from reporter.magnific import MagnificClient, UsageQuery
+from reporter.memory import release_freed
 from reporter.money import line_amounts
 from reporter.outbox import Outbox
 from reporter.periods import Period
@@ -94,7 +97,7 @@ def fetch_tables(
     detail = tidy_frame(client.fetch_usage(detail_query))
     history = tidy_frame(client.fetch_usage(history_query))
     budget = config.budget_for(report, period)
-    return build_tables(
+    tables = build_tables(
         detail,
         history,
         period,
@@ -103,6 +106,9 @@ def fetch_tables(
         today=options.now.date(),
         history_granularity=history_query.granularity,
     )
+    del detail, history
+    release_freed()  # the answers' parse left the heap full of holes
+    return tables
 
 
 @dataclass
@@ -239,17 +245,26 @@ def write_csv(built: BuiltReport, job: PrintJob) -> None:
     """``<name>.csv``: the usage rows behind the report. Written while a printer prints
     the PDF (a big team's million rows take about a second); the very bytes the PDF
     embeds, when it embeds them (PDF/A-3b), rather than written out a second time."""
-    content = job.attachments[0][1] if job.attachments else _csv_bytes(built.tables, built.prices)
-    write_atomic(built.csv_path, content)
+    if job.attachments:
+        write_atomic(built.csv_path, job.attachments[0][1])
+    else:  # written as it is formatted: a big team's CSV is never whole in memory
+        write_atomic(
+            built.csv_path,
+            lambda file: _csv_frame(built.tables, built.prices).to_csv(file, index=False),
+        )
 
 
-def _csv_bytes(tables: ReportTables, prices: Prices | None) -> bytes:
+def _csv_frame(tables: ReportTables, prices: Prices | None) -> pd.DataFrame:
     """The CSV's lines; with a price, each line's ``amount`` at its day's price (empty on
     a day without one)."""
     frame = csv_frame(tables.detail)
     if prices is not None:
         frame = frame.assign(amount=line_amounts(tables.detail, prices))
-    return frame.to_csv(index=False).encode()
+    return frame
+
+
+def _csv_bytes(tables: ReportTables, prices: Prices | None) -> bytes:
+    return _csv_frame(tables, prices).to_csv(index=False).encode()
 
 
 def render_report(

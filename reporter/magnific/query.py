@@ -154,7 +154,7 @@ def end_pad_is_exact(query: UsageQuery) -> bool:
 _DATE_FIELD = re.compile(rb"\b(?:start|end)_date\b")
 
 
-def names_date_field(status: int, body: bytes) -> bool:
+def names_date_field(status: int, body: bytes | bytearray) -> bool:
     """Whether an error answer is a refusal of the request's dates: a 400 or 422 whose
     body names ``start_date`` or ``end_date``."""
     return status in (400, 422) and _DATE_FIELD.search(body) is not None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import ijson
 import numpy as np
 import pandas as pd
 import pydantic_core
@@ -93,7 +94,18 @@ class UsageResponse:
     dropped: tuple[dt.date, ...] = ()  # starts of buckets outside the query, not counted
 
 
-def parse_usage_response(content: bytes, query: UsageQuery | None = None) -> UsageResponse:
+# An answer's body as it was read: grown in place, so never copied into ``bytes``.
+Body = bytes | bytearray
+
+# Above this, a body is read a tool's breakdown at a time (``_streamed``): a 5,000-person
+# team's six months by month are ~55 MB of JSON, and as Python objects all at once they
+# were most of a run's memory.
+STREAM_ABOVE = 4 * 1024 * 1024
+
+
+def parse_usage_response(
+    content: Body, query: UsageQuery | None = None, *, stream_above: int = STREAM_ABOVE
+) -> UsageResponse:
     """Parse a response body once, then validate it: the totals with pydantic, the user
     rows as columns.
 
@@ -101,6 +113,10 @@ def parse_usage_response(content: bytes, query: UsageQuery | None = None) -> Usa
     ``dropped``): a bucket dated years away is the API's mistake, not usage of the
     period, and counting it would change the report's total and land in its CSV.
     """
+    if len(content) > stream_above:
+        streamed = _streamed(content)
+        if streamed is not None:
+            return _kept(*streamed, query)
     try:
         raw = pydantic_core.from_json(content, cache_strings="all", allow_inf_nan=False)
     except ValueError as exc:
@@ -126,15 +142,93 @@ def parse_usage_response(content: bytes, query: UsageQuery | None = None) -> Usa
     inside = [query is None or _overlaps(bucket.date, query) for bucket in totals.data]
     breakdowns = [(place, rows) for place, rows in breakdowns if inside[place[0]]]
     # Places keep their index in the response, so errors name the row as the API sent it.
+    users = _user_frame(_labels(totals.data), breakdowns)
+    return _kept(totals.data, users, query, inside)
+
+
+def _kept(
+    buckets: list[Bucket],
+    users: pd.DataFrame,
+    query: UsageQuery | None,
+    inside: list[bool] | None = None,
+) -> UsageResponse:
+    """The response without the buckets outside ``query``'s range; ``inside`` given: their
+    user rows are left out already."""
+    filtered = inside is not None
+    if inside is None:
+        inside = [query is None or _overlaps(bucket.date, query) for bucket in buckets]
+    if not filtered and not all(inside):
+        starts = {b.date for b, keep in zip(buckets, inside, strict=True) if not keep}
+        users = users[~users["date"].isin(pd.to_datetime(list(starts), utc=True))]
+        users.index = pd.RangeIndex(len(users))
     return UsageResponse(
-        [bucket for bucket, keep in zip(totals.data, inside, strict=True) if keep],
-        _user_frame(totals.data, breakdowns),
-        tuple(
-            utc_day(bucket.date)
-            for bucket, keep in zip(totals.data, inside, strict=True)
-            if not keep
-        ),
+        [bucket for bucket, keep in zip(buckets, inside, strict=True) if keep],
+        users,
+        tuple(utc_day(b.date) for b, keep in zip(buckets, inside, strict=True) if not keep),
     )
+
+
+def _labels(buckets: Sequence[Bucket]) -> Callable[[int, int], tuple[dt.datetime, str]]:
+    return lambda b, c: (buckets[b].date, buckets[b].consumptions[c].tool)
+
+
+_BUCKET = TypeAdapter(Bucket)
+
+
+class _Reader:
+    """A body as the file ijson reads, piece by piece, without copying it whole."""
+
+    def __init__(self, content: Body) -> None:
+        self._view = memoryview(content)
+        self._at = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size < 0 else self._at + size
+        piece = self._view[self._at : end].tobytes()
+        self._at += len(piece)
+        return piece
+
+
+def _streamed(content: Body) -> tuple[list[Bucket], pd.DataFrame] | None:
+    """The body read one tool's breakdown at a time (ijson), each turned into columns at
+    once, so a million user rows never exist as Python objects together. None when the
+    body is anything but a well-formed answer: the whole-body parser then says what is
+    wrong with it, in the words it always has."""
+    shape: list[tuple[Any, int]] = []  # each bucket's date and how many tools it has
+    try:
+        for prefix, event, value in ijson.parse(_Reader(content)):
+            if event == "start_map":
+                if prefix == "data.item":
+                    shape.append((None, 0))
+                elif prefix == "data.item.consumptions.item":
+                    shape[-1] = (shape[-1][0], shape[-1][1] + 1)
+            elif prefix == "data.item.date" and shape:
+                shape[-1] = (value, shape[-1][1])
+        consumptions = ijson.items(_Reader(content), "data.item.consumptions.item", use_float=True)
+        buckets: list[Bucket] = []
+        frames = []
+        strings: dict[str, str] = {}  # one object per distinct text, as pydantic's cache
+        for b, (date, count) in enumerate(shape):
+            tools = []
+            for c in range(count):
+                consumption = next(consumptions)
+                if not isinstance(consumption, dict):
+                    return None
+                rows = consumption.pop("user_usages", None)
+                tools.append(consumption)
+                if rows is not None:
+                    one = _BUCKET.validate_python({"date": date, "consumptions": [consumption]})
+                    place = (one.date, one.consumptions[0].tool)
+                    frames.append(_user_frame(lambda *_, at=place: at, [((b, c), rows)], strings))
+            buckets.append(_BUCKET.validate_python({"date": date, "consumptions": tools}))
+        if next(consumptions, None) is not None:
+            return None
+    except (ijson.JSONError, PydanticValidationError, ApiResponseError, StopIteration):
+        return None
+    if not shape:
+        return None  # not even a "data" list: let the whole-body parser say so
+    users = pd.concat(frames, ignore_index=True) if frames else _user_frame(_labels([]), [])
+    return buckets, users
 
 
 def utc_day(when: dt.datetime) -> dt.date:
@@ -177,7 +271,9 @@ def _contract_error(where: str, message: str) -> ApiResponseError:
 
 
 def _user_frame(
-    buckets: list[Bucket], breakdowns: list[tuple[tuple[int, int], Any]]
+    label: Callable[[int, int], tuple[dt.datetime, str]],
+    breakdowns: list[tuple[tuple[int, int], Any]],
+    strings: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """All user rows, flattened and checked column by column."""
     lists: list[list[Any]] = []
@@ -215,6 +311,11 @@ def _user_frame(
         if infer_dtype(values, skipna=True) not in ("string", "empty"):
             text = _of_type(values, str, type(None))
             raise fail(int((~text).argmax()), name, "Input should be a valid string")
+        if strings is not None and len(values):
+            # Each distinct text once across the whole body, however it was read.
+            codes, uniques = pd.factorize(values)
+            shared = [strings.setdefault(text, text) for text in uniques]
+            values = np.array([*shared, None], dtype=object)[codes]
         columns[column] = values
     columns["user"][columns["user"] == ""] = None
     for name, column in (("user_uses", "uses"), ("user_credits", "credits")):
@@ -249,10 +350,9 @@ def _user_frame(
         columns[column] = number.astype(np.int64) if column == "uses" else number
     del rows, lists
     # One date and tool per breakdown, repeated for its rows.
-    columns["date"] = pd.to_datetime([buckets[b].date for b, _ in places], utc=True).repeat(counts)
-    columns["tool"] = np.repeat(
-        np.array([buckets[b].consumptions[c].tool for b, c in places], dtype=object), counts
-    )
+    labels = [label(b, c) for b, c in places]
+    columns["date"] = pd.to_datetime([date for date, _ in labels], utc=True).repeat(counts)
+    columns["tool"] = np.repeat(np.array([tool for _, tool in labels], dtype=object), counts)
     return pd.DataFrame({name: columns[name] for name in USER_COLUMNS})
 
 
