@@ -1,4 +1,4 @@
-"""A big answer is read a tool at a time (ijson), a small one whole: the two must agree.
+"""A big answer is read a tool at a time (ijson), from disk, a small one whole: they must agree.
 
 Hypothesis writes answers the contract allows and many it does not (wrong types,
 negative or huge numbers, missing fields, buckets outside the query, broken JSON);
@@ -13,11 +13,13 @@ import json
 from typing import Any
 
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reporter.errors import ApiResponseError
 from reporter.magnific import UsageQuery, parse_usage_response
+from reporter.magnific.response import SpooledBody
 from reporter.sandbox import SandboxData, SandboxServer, synthetic_team
 
 QUERY = UsageQuery("day", dt.date(2026, 10, 1), dt.date(2026, 10, 5))
@@ -96,6 +98,20 @@ def test_a_real_teams_month_reads_the_same_both_ways_and_as_a_bytearray() -> Non
     assert status == 200
     whole = parse_usage_response(content, query, stream_above=WHOLE)
     streamed = parse_usage_response(bytearray(content), query, stream_above=STREAMED)
-    assert whole.data == streamed.data
+    spooled = SpooledBody()
+    for start in range(0, len(content), 65536):  # as the client writes it, piece by piece
+        spooled.write(content[start : start + 65536])
+    from_disk = parse_usage_response(spooled, query)
     assert len(whole.users) > 5_000
-    pd.testing.assert_frame_equal(whole.users, streamed.users)
+    for other in (streamed, from_disk):
+        assert whole.data == other.data
+        pd.testing.assert_frame_equal(whole.users, other.users)
+
+
+def test_a_spooled_body_that_is_not_an_answer_gets_the_usual_error() -> None:
+    spooled = SpooledBody()
+    spooled.write(b'{"data": [{"date": "2026-10-01T00:00:00Z", "consumptions": [')
+    with pytest.raises(ApiResponseError, match="not valid JSON"):
+        parse_usage_response(spooled, QUERY)
+    with pytest.raises(ValueError, match="closed file"):  # read once, then closed
+        spooled.read_all()

@@ -37,7 +37,13 @@ from reporter.magnific.query import (
     end_pad_is_exact,
     names_date_field,
 )
-from reporter.magnific.response import Body, UsageResponse, parse_usage_response
+from reporter.magnific.response import (
+    STREAM_ABOVE,
+    Body,
+    SpooledBody,
+    UsageResponse,
+    parse_usage_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +192,19 @@ class MagnificClient:
             )
         return response
 
-    def fetch_raw(self, query: UsageQuery) -> Body:
+    def fetch_raw(self, query: UsageQuery) -> bytes:
         """The response body of a successful request, as bytes.
 
         When the end is padded (see ``_pads_end``) the body may hold a bucket starting
         the day after the query's end; ``parse_usage_response(body, query)`` drops it.
         """
-        return self._fetch(query, pad_end=self._pads_end(query))
+        body = self._fetch(query, pad_end=self._pads_end(query))
+        if isinstance(body, SpooledBody):
+            try:
+                return body.read_all()
+            finally:
+                body.close()
+        return bytes(body)
 
     # --- what the documentation leaves open ----------------------------------------
 
@@ -392,6 +404,9 @@ class MagnificClient:
             self._slots.release()
         if status == 200:
             return body
+        if isinstance(body, SpooledBody):  # not from an error answer's short read
+            spooled, body = body, body.read_all()
+            spooled.close()
         message = _api_message(body)
         if names_date_field(status, body):
             raise _DatesRefused(
@@ -483,9 +498,12 @@ class MagnificClient:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
             raise self._too_large(f"it announced {int(declared):,} bytes")
-        # Filled in place, at its announced size, and handed on as it is: a list of pieces
-        # joined at the end held a 50 MB answer twice.
-        body = bytearray(int(declared) if declared.isdigit() else 0)
+        # A small answer is filled in place, at its announced size, and handed on as it is
+        # (a list of pieces joined at the end held it twice); a big one goes to disk.
+        announced = int(declared) if declared.isdigit() else 0
+        body: bytearray | SpooledBody = (
+            bytearray(announced) if announced <= STREAM_ABOVE else SpooledBody()
+        )
         size = 0
         for chunk in response.iter_bytes():
             if size + len(chunk) > cap:
@@ -494,9 +512,17 @@ class MagnificClient:
                 raise self._past_deadline(
                     f"the body was still arriving ({size + len(chunk):,} bytes so far)"
                 )
-            body[size : size + len(chunk)] = chunk  # grows it past an announced size
+            if isinstance(body, bytearray) and size + len(chunk) > STREAM_ABOVE:
+                spooled = SpooledBody()
+                spooled.write(body[:size])
+                body = spooled
+            if isinstance(body, SpooledBody):
+                body.write(chunk)
+            else:
+                body[size : size + len(chunk)] = chunk  # grows it past an announced size
             size += len(chunk)
-        del body[size:]  # shorter than announced (a compressed answer is decoded here)
+        if isinstance(body, bytearray):
+            del body[size:]  # shorter than announced (a compressed answer is decoded here)
         return body
 
     def _past_deadline(self, detail: str) -> ApiUnavailableError:
@@ -588,7 +614,7 @@ def _read_some(response: httpx.Response, limit: int, deadline: float) -> bytes:
     return bytes(data[:limit])
 
 
-def _api_message(body: Body) -> str:
+def _api_message(body: bytes | bytearray) -> str:
     """The API's own error message, if the body carries one; never the request.
 
     On one line: it ends up in an ``Error:`` line and in the summary's table."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import operator
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import ijson
 import numpy as np
@@ -94,13 +95,43 @@ class UsageResponse:
     dropped: tuple[dt.date, ...] = ()  # starts of buckets outside the query, not counted
 
 
-# An answer's body as it was read: grown in place, so never copied into ``bytes``.
-Body = bytes | bytearray
-
-# Above this, a body is read a tool's breakdown at a time (``_streamed``): a 5,000-person
-# team's six months by month are ~55 MB of JSON, and as Python objects all at once they
-# were most of a run's memory.
+# Above this, a body is read a tool's breakdown at a time (``_streamed``), and kept on
+# disk while it is (``SpooledBody``): a 5,000-person team's six months by month are
+# ~55 MB of JSON, and in memory, as bytes and as Python objects, they were most of a
+# run's peak.
 STREAM_ABOVE = 4 * 1024 * 1024
+
+
+class SpooledBody:
+    """A big answer in an anonymous temporary file (no name on disk; gone when closed
+    or collected), which the streaming parser reads in passes."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115  (closed with this object)
+        self._size = 0
+
+    def write(self, chunk: bytes | bytearray) -> None:
+        self._file.write(chunk)
+        self._size += len(chunk)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def reader(self) -> BinaryIO:
+        self._file.seek(0)
+        return self._file
+
+    def read_all(self) -> bytes:
+        """The whole body in memory: only to say what is wrong with one."""
+        return self.reader().read()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# An answer's body as it was read: small ones grown in place (never copied into
+# ``bytes``), big ones spooled to disk.
+Body = bytes | bytearray | SpooledBody
 
 
 def parse_usage_response(
@@ -113,7 +144,16 @@ def parse_usage_response(
     ``dropped``): a bucket dated years away is the API's mistake, not usage of the
     period, and counting it would change the report's total and land in its CSV.
     """
-    if len(content) > stream_above:
+    if isinstance(content, SpooledBody):
+        spooled = content  # read once: its file is closed whatever happens
+        try:
+            streamed = _streamed(spooled)
+            if streamed is not None:
+                return _kept(*streamed, query)
+            content = spooled.read_all()  # something is wrong with it: the parser says what
+        finally:
+            spooled.close()
+    elif len(content) > stream_above:
         streamed = _streamed(content)
         if streamed is not None:
             return _kept(*streamed, query)
@@ -161,6 +201,8 @@ def _kept(
         starts = {b.date for b, keep in zip(buckets, inside, strict=True) if not keep}
         users = users[~users["date"].isin(pd.to_datetime(list(starts), utc=True))]
         users.index = pd.RangeIndex(len(users))
+        if users.empty:  # as a response without rows has it, dtypes and all
+            users = _user_frame(_labels([]), [])
     return UsageResponse(
         [bucket for bucket, keep in zip(buckets, inside, strict=True) if keep],
         users,
@@ -178,7 +220,7 @@ _BUCKET = TypeAdapter(Bucket)
 class _Reader:
     """A body as the file ijson reads, piece by piece, without copying it whole."""
 
-    def __init__(self, content: Body) -> None:
+    def __init__(self, content: bytes | bytearray) -> None:
         self._view = memoryview(content)
         self._at = 0
 
@@ -189,6 +231,11 @@ class _Reader:
         return piece
 
 
+def _source(content: Body) -> BinaryIO | _Reader:
+    """A fresh pass over ``content`` for ijson."""
+    return content.reader() if isinstance(content, SpooledBody) else _Reader(content)
+
+
 def _streamed(content: Body) -> tuple[list[Bucket], pd.DataFrame] | None:
     """The body read one tool's breakdown at a time (ijson), each turned into columns at
     once, so a million user rows never exist as Python objects together. None when the
@@ -196,7 +243,7 @@ def _streamed(content: Body) -> tuple[list[Bucket], pd.DataFrame] | None:
     wrong with it, in the words it always has."""
     shape: list[tuple[Any, int]] = []  # each bucket's date and how many tools it has
     try:
-        for prefix, event, value in ijson.parse(_Reader(content)):
+        for prefix, event, value in ijson.parse(_source(content)):
             if event == "start_map":
                 if prefix == "data.item":
                     shape.append((None, 0))
@@ -204,7 +251,7 @@ def _streamed(content: Body) -> tuple[list[Bucket], pd.DataFrame] | None:
                     shape[-1] = (shape[-1][0], shape[-1][1] + 1)
             elif prefix == "data.item.date" and shape:
                 shape[-1] = (value, shape[-1][1])
-        consumptions = ijson.items(_Reader(content), "data.item.consumptions.item", use_float=True)
+        consumptions = ijson.items(_source(content), "data.item.consumptions.item", use_float=True)
         buckets: list[Bucket] = []
         frames = []
         strings: dict[str, str] = {}  # one object per distinct text, as pydantic's cache
