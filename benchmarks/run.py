@@ -4,19 +4,22 @@ Prints one table: each figure, its goal, and whether it is met. Not part of the
 test suite: timings belong here, where a slow machine makes a slow number, not
 a red build.
 
-    .venv/bin/python benchmarks/run.py              # all eight figures
+    .venv/bin/python benchmarks/run.py              # all eleven figures
     .venv/bin/python benchmarks/run.py --only 1 4   # some of them
     .venv/bin/python benchmarks/run.py --only 6 --reports 200   # (6) at a smaller scale
 
-(5) needs Debian's Chromium: `apt-get install chromium`.
+(5) needs Debian's Chromium: `apt-get install chromium`. (9) to (11) send a 5,000-person
+team's statements through an SMTP server on loopback (aiosmtpd, a test dependency).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reporter.config import load_config
 from reporter.files import default_templates_dir
@@ -85,18 +89,27 @@ _MEASURE = (
 
 
 def run_reporter(
-    args: Sequence[str], server: SandboxServer, work: Path, command: str = "run"
+    args: Sequence[str],
+    server: SandboxServer,
+    work: Path,
+    command: str = "run",
+    *,
+    smtp_port: int | None = None,
 ) -> Timed:
-    """One whole `reporter run` (or ``command``) process: wall time and its own peak memory."""
+    """One whole `reporter run` (or ``command``) process: wall time and its own peak memory.
+    A dry run, unless ``smtp_port`` names a mail server to send through."""
     env = {
         **os.environ,
         "MAGNIFIC_API_KEY": KEY,
         "MAGNIFIC_API_BASE_URL": server.url,
     }
+    if smtp_port is not None:
+        env |= {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port), "SMTP_SECURITY": "none"}
+    dry = ["--dry-run"] if smtp_port is None else []
     peak = work / "peak-rss-kib"
     with tempfile.TemporaryFile(dir=work) as errors:
         start = time.perf_counter()
-        measured = [sys.executable, "-c", _MEASURE, str(peak), str(REPORTER), command, "--dry-run"]
+        measured = [sys.executable, "-c", _MEASURE, str(peak), str(REPORTER), command, *dry]
         code = subprocess.call(
             [*measured, "-q", *args],
             env=env,
@@ -335,6 +348,111 @@ class Bench:
         return compose_report(report, tables, config, options).html, templates
 
 
+STATEMENTS = """[email]
+from = "r@company.com"
+[[reports]]
+name = "whole-team"
+owners = ["cfo@company.com"]
+statements = {on}
+statement_domains = ["company.com"]
+"""
+
+
+class Sink:
+    """An SMTP server's handler that counts what it is sent and keeps nothing."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received += 1
+        return "250 OK"
+
+
+def statements(work: Path, period: str, today: dt.date, users: int) -> list[Figure]:
+    """(9) a 5,000-person team's statements end to end, (10) its peak memory against 50
+    people's, (11) API requests with statements on and off."""
+    from aiosmtpd.controller import Controller
+
+    sink = Sink()
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    runs: dict[int, Timed] = {}
+    requests: dict[bool, int] = {}
+    try:
+        for size in (50, users):
+            data = SandboxData(synthetic_team(users=size, seed=7), today=today)
+            with SandboxServer(data, api_key=KEY, cache_responses=True) as server:
+                for on in (False, True):  # dry runs: the stand-in's answers built once
+                    config = work / f"statements-{size}-{on}.toml"
+                    config.write_text(STATEMENTS.format(on=str(on).lower()), encoding="utf-8")
+                    before = len(server.requests)
+                    run_reporter(
+                        common_args(config, work / f"out-dry-{size}", period), server, work
+                    )
+                    requests[on] = len(server.requests) - before
+                before = sink.received
+                args = common_args(config, work / f"out-st-{size}", period)
+                args += ["--state", str(work / f"state-{size}.sqlite3")]
+                runs[size] = run_reporter(args, server, work, smtp_port=port)
+                sent = sink.received - before - 1  # the owner's report
+                due = sum(1 for credits in _spenders(data, period).values() if credits > 0)
+                if (
+                    sent != due
+                    or not (work / f"out-st-{size}" / period / "whole-team.pdf").exists()
+                ):
+                    raise SystemExit(f"{size} users: {sent} statements sent, {due} due")
+    finally:
+        controller.stop()
+    ratio = runs[users].peak_rss / runs[50].peak_rss
+    mib = {n: f"{t.peak_rss / 2**20:.0f} MiB" for n, t in runs.items()}
+    return [
+        Figure(
+            9,
+            f"{users:,} users' statements built and sent, with the report (real SMTP)",
+            fmt_s(runs[users].seconds),
+            "<= 120 s",
+            runs[users].seconds <= 120,
+        ),
+        Figure(
+            10,
+            f"peak memory, {users:,} users with statements against 50",
+            f"{ratio:.2f} x ({mib[users]} against {mib[50]})",
+            "<= 1.2 x",
+            ratio <= 1.2,
+        ),
+        Figure(
+            11,
+            "API requests, statements on against off",
+            f"{requests[True]} against {requests[False]}",
+            "equal",
+            requests[True] == requests[False],
+        ),
+    ]
+
+
+def _spenders(data: SandboxData, period: str) -> dict[str, float]:
+    """Each user's credits in the month, from the stand-in's own answer."""
+    year, month = map(int, period.split("-"))
+    start = dt.date(year, month, 1)
+    end = (dt.date(year + month // 12, month % 12 + 1, 1)) - dt.timedelta(days=1)
+    server = SandboxServer(data)
+    status, body = server.respond(
+        {"granularity": "month", "start_date": start.isoformat(), "end_date": end.isoformat()}
+    )
+    assert status == 200
+    credits: dict[str, float] = {}
+    for bucket in json.loads(body)["data"]:
+        for consumption in bucket["consumptions"]:
+            for row in consumption.get("user_usages") or []:
+                who = row["user_email"].lower()
+                credits[who] = credits.get(who, 0.0) + row["user_credits"]
+    return credits
+
+
 def user_rows(data: SandboxData, period: str) -> int:
     """User rows the stand-in returns for the whole team, that month, by day."""
     year, month = map(int, period.split("-"))
@@ -352,12 +470,12 @@ def user_rows(data: SandboxData, period: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 9), metavar="N")
+    parser.add_argument("--only", type=int, nargs="+", choices=range(1, 12), metavar="N")
     parser.add_argument("--reports", type=int, default=1000, help="how many reports for (6)")
     parser.add_argument("--users", type=int, default=5000, help="team size for (4)")
     parser.add_argument("--intensity", type=float, default=40.0, help="how busy the team of (4) is")
     args = parser.parse_args(argv)
-    wanted = set(args.only or range(1, 9))
+    wanted = set(args.only or range(1, 12))
     today = dt.date.today()
     period = last_complete_month(today).key
     figures: list[Figure] = []
@@ -385,6 +503,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             data = SandboxData(team, today=today)
             with SandboxServer(data, api_key=KEY, cache_responses=True) as big:
                 figures.append(bench.big_team(big, user_rows(data, period)))
+        if wanted & {9, 10, 11}:
+            figures += [f for f in statements(work, period, today, 5000) if f.number in wanted]
     figures.sort(key=lambda f: f.number)
     rows = [("", "figure", "measured", "goal", ""), *(f.row() for f in figures)]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
