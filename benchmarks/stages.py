@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from reporter import chart_render
+from reporter import charts
 from reporter.config import load_config
 from reporter.environment import ApiSettings
 from reporter.files import default_templates_dir
@@ -52,8 +52,8 @@ def timed(module: Any, name: str, label: str) -> None:
 def main() -> None:
     timed(build, "print_job", "PDF print (WeasyPrint)")
     timed(build, "compose_report", "charts and HTML")
-    timed(chart_render, "render_svg", "  of which the charts (vl-convert)")
-    timed(chart_render, "svg_to_png", "the email's chart as PNG")
+    timed(charts, "render_svg", "  of which the charts (vl-convert)")
+    timed(charts, "svg_to_png", "the email's chart as PNG")
     timed(messages, "compose", "the email message")
     timed(build, "write_csv", "the CSV")
     today = dt.date.today()

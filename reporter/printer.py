@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import functools
 import gc
-import json
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -255,16 +254,6 @@ class PrintJob:
     variant: str = "pdf/ua-1"
     attachments: tuple[tuple[str, bytes, str], ...] = ()
     identifier: str | None = None
-    # Charts the printer draws into the page: (name, Vega-Lite spec as JSON); the page
-    # shows each at ``chart_token(name)``. The email's chart goes to ``chart_png`` as PNG.
-    charts: tuple[tuple[str, str], ...] = ()
-    locale: str = "en"
-    chart_png: tuple[str, Path] | None = None  # (which chart, where its PNG goes)
-
-
-def chart_token(name: str) -> str:
-    """Where a chart the printer draws goes in the page: its ``<img src>``, until drawn."""
-    return f"reporter-chart:{name}"
 
 
 # A failure comes back from a printer as (message, hint): it pickles cleanly across
@@ -273,21 +262,9 @@ Printed = Path | tuple[str, str | None]
 
 
 def print_job(job: PrintJob) -> Path:
-    """Draw the job's charts, print and write one PDF; the caller gets its path, never its
-    bytes (and the email's chart, as a file)."""
-    html = job.html
-    if job.charts:
-        from reporter import chart_render
-
-        svgs = {
-            name: chart_render.render_svg(json.loads(spec), job.locale) for name, spec in job.charts
-        }
-        for name, svg in svgs.items():
-            html = html.replace(chart_token(name), chart_render.svg_data_url(svg))
-        if job.chart_png is not None and job.chart_png[0] in svgs:
-            write_atomic(job.chart_png[1], chart_render.svg_to_png(svgs[job.chart_png[0]]))
+    """Print and write one PDF; the caller gets its path, never its bytes."""
     pdf = html_to_pdf(
-        html,
+        job.html,
         templates_dir=job.templates_dir,
         variant=job.variant,
         attachments=job.attachments,
@@ -313,23 +290,12 @@ WARM_UP = (
 )
 
 
-WARM_UP_CHART: dict[str, Any] = {
-    "data": {"values": [{"x": 1}]},
-    "mark": "bar",
-    "encoding": {"x": {"field": "x", "type": "quantitative"}},
-}
-
-
 def warm_up(templates_dir: Path) -> None:
     """In each printer, before its first report: WeasyPrint imported and its fonts set
     up while the run fetches, so the first report prints warm. A failure here is left to
     the real print, which says what is wrong, per report."""
     with contextlib.suppress(Exception):
         html_to_pdf(WARM_UP, templates_dir=templates_dir)
-    with contextlib.suppress(Exception):  # and the engine that draws the charts
-        from reporter import chart_render
-
-        chart_render.render_svg(WARM_UP_CHART, "en")
 
 
 def start_printers(workers: int, templates_dir: Path) -> concurrent.futures.ProcessPoolExecutor:

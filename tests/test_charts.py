@@ -17,12 +17,13 @@ import vl_convert
 from altair.utils.schemapi import validate_jsonschema
 from altair.vegalite.v6.schema import load_schema
 
-from reporter.chart_render import merge_bars, render_svg
 from reporter.charts import (
     ChartLabels,
     budget_spec,
     daily_spec,
     history_spec,
+    merge_bars,
+    render_svg,
     tool_colour,
 )
 

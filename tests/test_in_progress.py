@@ -21,8 +21,7 @@ import pytest
 from babel import numbers
 from pydantic import SecretStr
 
-from reporter.chart_render import render_svg
-from reporter.charts import ChartLabels, history_spec
+from reporter.charts import ChartLabels, history_spec, render_svg
 from reporter.config import load_config
 from reporter.environment import ApiSettings
 from reporter.files import default_templates_dir

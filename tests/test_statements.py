@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import email.policy
 import re
+import signal
 import sqlite3
+import subprocess
+import time
 from collections import Counter
 from collections.abc import Iterator
 from decimal import ROUND_HALF_UP, Decimal
@@ -489,3 +492,55 @@ def read(path: Path) -> EmailMessage:
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.SMTP)
     assert isinstance(message, EmailMessage)
     return message
+
+
+# --- two runs at once, and a run killed mid-batch ---------------------------------------
+
+
+def statement_ids(smtp: SmtpServer) -> dict[str, set[str]]:
+    """Mailbox -> the Message-IDs of the statements it received."""
+    return {
+        who: {str(m["Message-ID"]) for m in messages} for who, messages in by_mailbox(smtp).items()
+    }
+
+
+def test_two_runs_started_together_send_each_statement_once(
+    tmp_path: Path, doctored_api: DoctoredApi, smtp: SmtpServer, cast: Cast
+) -> None:
+    config = setup(tmp_path, cast)
+    smtp.recorder.data_delay = 0.02  # both runs are in their batch at the same time
+    args = run_args(config, tmp_path)
+    runs = [
+        subprocess.Popen(args, env=env_for(doctored_api.url, smtp), stdout=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.wait(timeout=180) in (0, 1)
+        run.communicate()
+    want = expected(doctored_api, cast)
+    got = by_mailbox(smtp)
+    assert set(got) == set(want)
+    assert all(len(messages) == 1 for messages in got.values()), got
+
+
+def test_a_run_killed_mid_batch_leaves_every_statement_sent_once_after_the_next(
+    tmp_path: Path, doctored_api: DoctoredApi, smtp: SmtpServer, cast: Cast
+) -> None:
+    config = setup(tmp_path, cast)
+    smtp.recorder.data_delay = 0.05
+    run = subprocess.Popen(
+        run_args(config, tmp_path), env=env_for(doctored_api.url, smtp), stdout=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while len(by_mailbox(smtp)) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGKILL)  # no handler, no cleanup: mid-message, maybe
+    run.wait(timeout=30)
+    assert 5 <= len(by_mailbox(smtp)) < len(expected(doctored_api, cast))
+    smtp.recorder.data_delay = 0
+    again = statement_run(tmp_path, config, doctored_api, smtp)
+    assert again.returncode == 0, again.stdout
+    ids = statement_ids(smtp)
+    assert set(ids) == set(expected(doctored_api, cast))
+    # A statement the kill caught after its last byte may arrive twice: as the same message.
+    assert all(len(found) == 1 for found in ids.values()), ids

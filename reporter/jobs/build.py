@@ -8,7 +8,6 @@ back no bytes, and the run keeps nothing of a report it has written.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from reporter import chart_render, charts
+from reporter import charts
 from reporter.config import Config, ReportConfig
 from reporter.files import write_atomic
 from reporter.insights import find_insights
@@ -26,7 +25,7 @@ from reporter.money import line_amounts
 from reporter.outbox import Outbox
 from reporter.periods import Period
 from reporter.prices import Prices
-from reporter.printer import PrintJob, chart_token, print_job
+from reporter.printer import PrintJob, print_job
 from reporter.render import Formatter, render_template, translations
 from reporter.report import Figure, Source, build_context, chart_labels
 from reporter.usage import ReportTables, build_tables, csv_frame, tidy_frame
@@ -64,20 +63,6 @@ class BuiltReport:
     csv_path: Path
     chart_png: bytes | None  # the email's inline chart; None when there is nothing to draw
     prices: Prices | None = None  # the CSV's amounts; None: credits only
-    chart_png_path: Path | None = None  # the chart as its printer drew it, to read once
-
-    def take_chart_png(self) -> bytes | None:
-        """The email's chart: drawn here, or read (and removed) from where the printer
-        put it."""
-        if self.chart_png is not None or self.chart_png_path is None:
-            return self.chart_png
-        try:
-            png = self.chart_png_path.read_bytes()
-        except FileNotFoundError:
-            return None
-        self.chart_png_path.unlink(missing_ok=True)
-        self.chart_png = png
-        return png
 
 
 class Progress(Protocol):
@@ -134,9 +119,6 @@ class Composed:
     locale: str
     context: dict[str, Any]
     chart_png: bytes | None  # the email's inline chart; None when there is nothing to draw
-    # Not drawn yet (``draw_charts=False``): each chart's name and spec, for the printer.
-    charts: tuple[tuple[str, str], ...] = ()
-    email_chart: str | None = None  # which of them the email shows
 
 
 def compose_report(
@@ -147,7 +129,6 @@ def compose_report(
     *,
     correction: dict[str, float] | None = None,
     statement_count: int | None = None,
-    draw_charts: bool = True,
 ) -> Composed:
     """Charts and HTML for one report; ``correction`` (sent and current credits) marks
     it as correcting one delivered before (``run --recheck``); ``statement_count``: how
@@ -179,19 +160,12 @@ def compose_report(
     }
     # As <img> data URLs, not inline markup: the HTML parser and the style cascade then
     # never see the charts' hundreds of SVG nodes, and each figure gets its alt text.
-    # A printer draws them (``draw_charts=False``): it holds the charts' JavaScript
-    # engine, and the run, which holds every report's data, never loads it.
+    svgs = {name: charts.render_svg(spec, locale) for name, spec in specs.items()}
     figures: dict[str, Figure | None] = dict.fromkeys(titles)
-    email_chart = "daily" if "daily" in specs else "history" if "history" in specs else None
-    chart_png = None
-    if draw_charts:
-        svgs = {name: chart_render.render_svg(spec, locale) for name, spec in specs.items()}
-        for name, svg in svgs.items():
-            figures[name] = Figure(chart_render.svg_data_url(svg), titles[name])
-        chart_png = chart_render.svg_to_png(svgs[email_chart]) if email_chart else None
-    else:
-        for name in specs:
-            figures[name] = Figure(chart_token(name), titles[name])
+    for name, svg in svgs.items():
+        figures[name] = Figure(charts.svg_data_url(svg), titles[name])
+    email_chart = svgs.get("daily") or svgs.get("history")
+    chart_png = charts.svg_to_png(email_chart) if email_chart else None
 
     insights = find_insights(tables)
     context = build_context(
@@ -210,8 +184,7 @@ def compose_report(
     context["correction"] = correction
     context["statement_count"] = statement_count
     html = render_template(options.templates_dir, "report.html.j2", locale, context)
-    undrawn = () if draw_charts else tuple((n, json.dumps(spec)) for n, spec in specs.items())
-    return Composed(html, locale, context, chart_png, undrawn, email_chart)
+    return Composed(html, locale, context, chart_png)
 
 
 def prepare_report(
@@ -232,7 +205,6 @@ def prepare_report(
         options,
         correction=correction,
         statement_count=statement_count,
-        draw_charts=False,
     )
     period = tables.period
     variant = options.pdf_variant or config.defaults.pdf_variant
@@ -248,7 +220,6 @@ def prepare_report(
         else ()
     )
     folder = options.out_dir / period.key
-    png = folder / f".{report.name}.chart.png"  # the email's chart, until its mail is written
     job = PrintJob(
         composed.html,
         options.templates_dir,
@@ -256,9 +227,6 @@ def prepare_report(
         variant=variant,
         attachments=attachments,
         identifier=f"{report.name}/{period.key}",
-        charts=composed.charts,
-        locale=composed.locale,
-        chart_png=(composed.email_chart, png) if composed.email_chart else None,
     )
     built = BuiltReport(
         report,
@@ -269,7 +237,6 @@ def prepare_report(
         folder / f"{report.name}.csv",
         composed.chart_png,
         config.prices_for(report),
-        png if composed.email_chart else None,
     )
     return built, job
 

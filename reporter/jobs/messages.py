@@ -62,7 +62,7 @@ def email_piece(built: BuiltReport, version: int | None = None) -> EmailPiece:
         built.report.display_title,
         built.locale,
         context,
-        built.take_chart_png(),
+        built.chart_png,
         built.pdf_path,
         built.csv_path,
         len(built.tables.detail),

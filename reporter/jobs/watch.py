@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from reporter import chart_render, charts
+from reporter import charts
 from reporter.alert_text import alert_money, data_through, explain, order, subject_lines
 from reporter.alerts import SPIKE_WINDOW_DAYS, Alert, AlertSettings, MonthToDate, month_to_date
 from reporter.chat.message import alert_message
@@ -504,7 +504,7 @@ def compose_alert(
         credits_label=gettext("Credits"),
         day_label=gettext("Day"),
     )
-    png = chart_render.render_png(spec, locale)
+    png = charts.render_png(spec, locale)
     cid = content_id(f"{report.name}-alert", options.date.isoformat())
     context = {
         "subject": subject,
