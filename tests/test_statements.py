@@ -529,7 +529,10 @@ def test_a_run_killed_mid_batch_leaves_every_statement_sent_once_after_the_next(
     config = setup(tmp_path, cast)
     smtp.recorder.data_delay = 0.05
     run = subprocess.Popen(
-        run_args(config, tmp_path), env=env_for(doctored_api.url, smtp), stdout=subprocess.PIPE
+        run_args(config, tmp_path),
+        env=env_for(doctored_api.url, smtp),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while len(by_mailbox(smtp)) < 5 and time.monotonic() < deadline:
