@@ -27,6 +27,7 @@ from typing import Any
 from reporter.config import Config
 from reporter.jobs.build import RunOptions
 from reporter.jobs.deliver import deliver, send_preview
+from reporter.jobs.messages import mail_path
 from reporter.jobs.records import MailFile, Sent
 from reporter.ledger import DELIVERED, Ledger
 from reporter.mail import Attachment, build_message, message_id
@@ -202,10 +203,9 @@ def compose_statement(
         date=options.now,
         reply_to=config.email.reply_to,
     )
-    suffix = ".preview.eml" if options.preview_to else ".eml"
     path = write_message(
         options.outbox,
-        folder / f"{stem}{suffix}",
+        mail_path(options, f"statements/{stem}"),
         period.key,
         f"{identity(msg_id)}.eml",
         bytes(message),
